@@ -1,0 +1,1 @@
+"""Command-line entry points; each is also a thin script in ``tools/``."""

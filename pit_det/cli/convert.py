@@ -1,0 +1,72 @@
+"""Convert a PiT checkpoint (official naver-ai, timm >= 0.9 or timm < 0.9) into an mmdet-ready file.
+
+The output holds ``{'state_dict': {'backbone.<key>': tensor}, 'meta': {...}}``: it works as the backbone's
+``init_cfg=dict(type='Pretrained', checkpoint=DST)`` and as mmdet's ``load_from`` (backbone weights only).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import CheckpointMismatchError, ConversionReport, convert_pit_checkpoint, load_pit_weights
+
+
+def convert_file(src: str | Path, dst: str | Path, arch: str | None = None, force: bool = False) -> ConversionReport:
+    """Read ``src`` (weights only), convert it, optionally check it against ``arch``, write ``dst`` atomically."""
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise FileNotFoundError(f'{src} does not exist')
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise ValueError('DST is SRC: choose another output path; the source file is never overwritten')
+    if dst.exists() and not force:
+        raise FileExistsError(f'{dst} exists; pass --force to overwrite it')
+    report = ConversionReport('')
+    sd = convert_pit_checkpoint(torch.load(src, map_location='cpu', weights_only=True), report=report)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=dst.name, suffix='.partial')
+    os.close(fd)
+    try:
+        torch.save({'state_dict': {f'backbone.{k}': v for k, v in sd.items()},
+                    'meta': dict(source=str(src), source_layout=report.layout, converter='pit-det')}, tmp)
+        if arch is not None:
+            from ..models import PiT
+            load_pit_weights(PiT(arch=arch), tmp)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return report
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('src', help='checkpoint to convert (.pth)')
+    parser.add_argument('dst', help='output file')
+    parser.add_argument('--arch', help='check the result loads into this PiT arch (ti, xs, s, b, *-distilled)')
+    parser.add_argument('--force', action='store_true', help='overwrite DST if it exists')
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        report = convert_file(args.src, args.dst, args.arch, args.force)
+    except (OSError, ValueError, CheckpointMismatchError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    print(f'layout: {report.layout}')
+    for old, new in report.renamed:
+        print(f'{old} -> {new}')
+    for key in report.dropped:
+        print(f'dropped: {key}')
+    print(f'wrote {args.dst} ({len(report.renamed)} renamed, {len(report.dropped)} dropped)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Run mmdet's own ``tools/train.py`` / ``tools/test.py`` (shipped in its wheel under ``mmdet/.mim``)."""
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+
+def mmdet_tool_path(name: str) -> Path:
+    import mmdet
+    path = Path(mmdet.__file__).parent / '.mim' / 'tools' / f'{name}.py'
+    if not path.is_file():
+        raise FileNotFoundError(f'{path} not found: this mmdet installation does not ship its tools')
+    return path
+
+
+def run_mmdet_tool(name: str, argv: list[str]) -> int:
+    """Execute mmdet's tool ``name`` with ``argv`` as its command line, in this process."""
+    import pit_det  # noqa: F401  (registers PiT even for configs without custom_imports)
+    path = mmdet_tool_path(name)
+    sys.argv = [str(path)] + list(argv)
+    runpy.run_path(str(path), run_name='__main__')
+    return 0

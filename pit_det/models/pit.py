@@ -1,0 +1,352 @@
+"""Pooling-based Vision Transformer (PiT) as a multi-scale MMDetection backbone.
+
+Paper: Heo et al., "Rethinking Spatial Dimensions of Vision Transformers", https://arxiv.org/abs/2103.16302.
+Reference implementations: https://github.com/naver-ai/pit (``pit.py``) and timm (``timm/models/pit.py``); the
+parameter names follow timm >= 0.9 so its checkpoints load unchanged, other layouts go through
+:func:`pit_det.checkpoint.convert_pit_checkpoint`.
+"""
+# PiT: Copyright 2021-present NAVER Corp. Apache License v2.0.
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from mmdet.registry import MODELS
+from torch import nn
+
+from ..checkpoint import (CheckpointMismatchError, convert_pit_checkpoint, load_pit_weights,
+                          resize_pos_embed)
+
+ARCH_ZOO: dict[str, dict] = {
+    'ti': dict(patch_size=16, stride=8, base_dims=(32, 32, 32), depths=(2, 6, 4), heads=(2, 4, 8)),
+    'xs': dict(patch_size=16, stride=8, base_dims=(48, 48, 48), depths=(2, 6, 4), heads=(2, 4, 8)),
+    's': dict(patch_size=16, stride=8, base_dims=(48, 48, 48), depths=(2, 6, 4), heads=(3, 6, 12)),
+    'b': dict(patch_size=14, stride=7, base_dims=(64, 64, 64), depths=(3, 6, 4), heads=(4, 8, 16)),
+}
+ARCH_ZOO.update({f'{name}-distilled': dict(cfg, distilled=True) for name, cfg in list(ARCH_ZOO.items())})
+_ARCH_KEYS = {'patch_size', 'stride', 'base_dims', 'depths', 'heads'}
+
+
+def resolve_arch(arch: str | dict) -> dict:
+    """Return the full architecture dict for a name of :data:`ARCH_ZOO` or a dict with its keys.
+
+    Raises:
+        ValueError: for an unknown name or a dict with missing or unknown keys.
+    """
+    if isinstance(arch, str):
+        key = arch.lower().replace('_', '-')
+        if key not in ARCH_ZOO:
+            raise ValueError(f'unknown PiT arch {arch!r}; valid names: {", ".join(ARCH_ZOO)} '
+                             f'(or a dict with keys {sorted(_ARCH_KEYS)})')
+        return dict(ARCH_ZOO[key])
+    if not isinstance(arch, dict):
+        raise ValueError(f'arch must be a name or a dict, got {type(arch).__name__}')
+    missing = _ARCH_KEYS - set(arch)
+    unknown = set(arch) - _ARCH_KEYS - {'distilled', 'mlp_ratio'}
+    if missing or unknown:
+        raise ValueError(f'PiT arch dict: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}')
+    if not len(arch['base_dims']) == len(arch['depths']) == len(arch['heads']) == 3:
+        raise ValueError('PiT arch dict: base_dims, depths and heads need one entry per stage (3)')
+    return dict(arch)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with timm's parameter names (``qkv``, ``proj``)."""
+
+    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.fused = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        drop = self.attn_drop if self.training else 0.0
+        if self.fused:
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+        else:  # explicit N x N matrix: what FLOP counters can see
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            x = F.dropout(attn.softmax(dim=-1), drop, self.training) @ v
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample."""
+
+    def __init__(self, prob: float) -> None:
+        super().__init__()
+        self.prob = prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block, as timm's ViT ``Block`` (LayerNorm eps 1e-6, qkv bias)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop_path: float = 0.0, drop: float = 0.0,
+                 attn_drop: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, attn_drop, drop)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class Pooling(nn.Module):
+    """PiT pooling: depthwise-multiplier conv (k3, s2, p1) on the map, a linear layer on the class tokens."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_dim, out_dim, kernel_size=3, stride=2, padding=1, groups=in_dim)
+        self.fc = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor, cls_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.conv(x), self.fc(cls_tokens)
+
+
+class Stage(nn.Module):
+    """Optional pooling, then transformer blocks over ``[class tokens, flattened map]``."""
+
+    def __init__(self, blocks: list[Block], pool: Pooling | None) -> None:
+        super().__init__()
+        self.pool = pool
+        self.blocks = nn.Sequential(*blocks)
+        self.with_cp = False
+
+    def forward(self, x: torch.Tensor, cls_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pool is not None:
+            x, cls_tokens = self.pool(x, cls_tokens)
+        B, C, H, W = x.shape
+        num_cls = cls_tokens.shape[1]
+        tokens = torch.cat((cls_tokens, x.flatten(2).transpose(1, 2)), dim=1)
+        for block in self.blocks:
+            if self.with_cp and tokens.requires_grad:
+                tokens = cp.checkpoint(block, tokens, use_reentrant=False)
+            else:
+                tokens = block(tokens)
+        x = tokens[:, num_cls:].transpose(1, 2).reshape(B, C, H, W)
+        return x, tokens[:, :num_cls]
+
+
+@MODELS.register_module()
+class PiT(BaseModule):
+    """PiT backbone returning its three spatial stages as NCHW feature maps.
+
+    Output contract for an input of ``H x W`` (``P``/``S`` the patch size and stride, 16/8; 14/7 for ``b``)::
+
+        stage 0: H0 = floor((H - P) / S) + 1,   channels base_dims[0] * heads[0], nominal stride S
+        stage i: Hi = ceil(H(i-1) / 2),         channels base_dims[i] * heads[i], nominal stride S * 2**i
+
+    and likewise for ``W``. The nominal strides (8/16/32, 7/14/28 for ``b``) are approximate: the patch conv has no
+    padding, so e.g. 800x1333 gives 99x165, 50x83 and 25x42 for PiT-S. Exact sizes come from :meth:`feature_sizes`.
+
+    Example:
+        >>> model = PiT(arch='s')
+        >>> [tuple(f.shape) for f in model(torch.rand(1, 3, 401, 667))]
+        [(1, 144, 49, 82), (1, 288, 25, 41), (1, 576, 13, 21)]
+
+    Args:
+        arch: a name of :data:`ARCH_ZOO` (``ti``, ``xs``, ``s``, ``b`` and ``<name>-distilled``) or a dict with the
+            keys ``patch_size``, ``stride``, ``base_dims``, ``depths``, ``heads`` (optional ``distilled``,
+            ``mlp_ratio``).
+        pretrain_img_size: image size the stored position embedding grid corresponds to (224 for the ImageNet
+            weights). Other input sizes resize it bicubically at forward time.
+        out_indices: stages to return, any subset of (0, 1, 2). Stages after the last one are not built.
+        frozen_stages: -1 freezes nothing; 0 the patch embedding, position embedding and class tokens; ``i >= 1``
+            also stages ``0 .. i-1`` (with their pooling). Frozen parts stay in eval mode after ``train()``.
+        drop_rate, attn_drop_rate, drop_path_rate: dropout, attention dropout and stochastic depth (linear over all
+            blocks, as timm).
+        with_cp: activation checkpointing per block (saves memory when training at high resolution).
+        out_norm: apply a LayerNorm over channels to each output map (off in the reference).
+        fused_attn: attention through ``F.scaled_dot_product_attention`` (memory linear in tokens). ``False`` uses
+            an explicit attention matrix, which FLOP counters can see.
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads official naver-ai, timm >= 0.9 or timm < 0.9
+            weights (converted, position embedding resized, shapes checked).
+    """
+
+    def __init__(self,
+                 arch: str | dict = 's',
+                 pretrain_img_size: int = 224,
+                 out_indices: Sequence[int] = (0, 1, 2),
+                 frozen_stages: int = -1,
+                 drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0,
+                 with_cp: bool = False,
+                 out_norm: bool = False,
+                 fused_attn: bool = True,
+                 init_cfg: dict | None = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.arch_settings = cfg = resolve_arch(arch)
+        self.out_indices = tuple(sorted(int(i) for i in out_indices))
+        if not self.out_indices or len(set(self.out_indices)) != len(self.out_indices) or \
+                not set(self.out_indices) <= {0, 1, 2}:
+            raise ValueError(f'out_indices must be a non-empty subset of (0, 1, 2), got {tuple(out_indices)}')
+        if not -1 <= frozen_stages <= 3:
+            raise ValueError(f'frozen_stages must be in -1..3, got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+        self.patch_size, self.stride = int(cfg['patch_size']), int(cfg['stride'])
+        dims = [b * h for b, h in zip(cfg['base_dims'], cfg['heads'])]
+        num_stages = self.out_indices[-1] + 1
+        self.num_tokens = 2 if cfg.get('distilled', False) else 1
+        mlp_ratio = cfg.get('mlp_ratio', 4)
+
+        self.patch_embed = nn.Module()
+        self.patch_embed.conv = nn.Conv2d(3, dims[0], kernel_size=self.patch_size, stride=self.stride)
+        grid = (pretrain_img_size - self.patch_size) // self.stride + 1
+        self.pos_embed = nn.Parameter(torch.zeros(1, dims[0], grid, grid))
+        self.cls_token = nn.Parameter(torch.zeros(1, self.num_tokens, dims[0]))
+        self.pos_drop = nn.Dropout(drop_rate)
+
+        total_depth = sum(cfg['depths'])
+        dpr = [drop_path_rate * i / max(total_depth - 1, 1) for i in range(total_depth)]
+        self.transformers = nn.ModuleList()
+        for i in range(num_stages):
+            start = sum(cfg['depths'][:i])
+            blocks = [Block(dims[i], cfg['heads'][i], mlp_ratio, dpr[start + j], drop_rate, attn_drop_rate)
+                      for j in range(cfg['depths'][i])]
+            self.transformers.append(Stage(blocks, Pooling(dims[i - 1], dims[i]) if i > 0 else None))
+        self.out_channels = tuple(dims[i] for i in self.out_indices)
+        self.strides = tuple(self.stride * 2 ** i for i in self.out_indices)
+        self.out_norms = nn.ModuleList([nn.LayerNorm(dims[i], eps=1e-6) for i in self.out_indices]) \
+            if out_norm else None
+        self.set_with_cp(with_cp)
+        self.set_fused_attn(fused_attn)
+        self._register_load_state_dict_pre_hook(self._convert_on_load)
+        self._freeze_stages()
+
+    # ----------------------------------------------------------------------------------------------- switches
+    def set_with_cp(self, enable: bool) -> None:
+        for stage in self.transformers:
+            stage.with_cp = enable
+
+    def set_fused_attn(self, enable: bool) -> None:
+        """Switch between fused (SDPA) and explicit attention in every block."""
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.fused = enable
+
+    # ---------------------------------------------------------------------------------------------- geometry
+    def feature_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Exact ``(h, w)`` of each returned map for an ``height x width`` input (see the class docstring)."""
+        self._check_input_size(height, width)
+        h, w = (height - self.patch_size) // self.stride + 1, (width - self.patch_size) // self.stride + 1
+        sizes = [(h, w)]
+        for _ in range(2):
+            h, w = math.ceil(h / 2), math.ceil(w / 2)
+            sizes.append((h, w))
+        return [sizes[i] for i in self.out_indices]
+
+    def _check_input_size(self, height: int, width: int) -> None:
+        if height < self.patch_size or width < self.patch_size:
+            raise ValueError(f'PiT needs an input of at least one patch ({self.patch_size}x{self.patch_size} '
+                             f'pixels), got {height}x{width}; resize or pad the image (e.g. a larger Resize scale '
+                             'or Pad(size_divisor=32) in the data pipeline).')
+
+    # ---------------------------------------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self._check_input_size(x.shape[-2], x.shape[-1])
+        x = self.patch_embed.conv(x)
+        pos_embed = self.pos_embed
+        if pos_embed.shape[-2:] != x.shape[-2:]:
+            pos_embed = resize_pos_embed(pos_embed, x.shape[-2:])
+        x = self.pos_drop(x + pos_embed.to(x.dtype))
+        cls_tokens = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
+        outs = []
+        for i, stage in enumerate(self.transformers):
+            x, cls_tokens = stage(x, cls_tokens)
+            if i in self.out_indices:
+                outs.append(x)
+        if self.out_norms is not None:
+            outs = [norm(o.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
+                    for norm, o in zip(self.out_norms, outs)]
+        return tuple(outs)
+
+    # -------------------------------------------------------------------------------------- freezing, init
+    def _frozen_modules(self) -> list[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        return [self.patch_embed, self.pos_drop] + list(self.transformers[:self.frozen_stages])
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages >= 0:
+            self.pos_embed.requires_grad_(False)
+            self.cls_token.requires_grad_(False)
+        for module in self._frozen_modules():
+            module.eval()
+            module.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> PiT:
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def init_weights(self) -> None:
+        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+            path = self.init_cfg.get('checkpoint')
+            report = load_pit_weights(self, path, prefix=self.init_cfg.get('prefix'))
+            print_log(f'PiT: loaded {path}: {report}', logger='current')
+            self._is_init = True
+            return
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        super().init_weights()
+
+    def _convert_on_load(self, state_dict: dict, prefix: str, *args) -> None:
+        """Load-state-dict pre-hook: convert foreign PiT layouts under ``prefix`` and resize ``pos_embed``.
+
+        This makes mmdet's ``load_from`` accept detector checkpoints whose backbone was saved by the official code
+        or by either timm layout.
+        """
+        own = {k[len(prefix):]: k for k in list(state_dict) if k.startswith(prefix)}
+        if not own:
+            return
+        local = {k: state_dict.pop(full) for k, full in own.items()}
+        try:
+            converted = convert_pit_checkpoint(local, num_stages=len(self.transformers))
+        except CheckpointMismatchError:
+            converted = local  # not a PiT layout we know: let the normal strict/non-strict reporting handle it
+        pos = converted.get('pos_embed')
+        if pos is not None and pos.ndim == 4 and pos.shape[:2] == self.pos_embed.shape[:2] and \
+                pos.shape[-2:] != self.pos_embed.shape[-2:]:
+            converted['pos_embed'] = resize_pos_embed(pos, self.pos_embed.shape[-2:])
+        state_dict.update({prefix + k: v for k, v in converted.items()})

@@ -1,0 +1,164 @@
+"""A fused CPU multi-scale deformable attention (the core of Deformable DETR's encoder and decoder).
+
+mmcv has no CPU kernel for this op: on CPU tensors ``MultiScaleDeformableAttention`` runs
+``multi_scale_deformable_attn_pytorch``, which materialises every sampled value through ``grid_sample`` and
+concatenates them before weighting. The C++ kernel in ``csrc/ms_deform_attn_cpu.cpp`` samples, weights and sums in
+one pass (OpenMP through ``at::parallel_for``), forward and backward. It is compiled once per torch, Python, CPU and
+source version into ``~/.cache/pit-det/ext`` (``scripts/setup.sh`` does it ahead of time).
+
+Nothing is patched globally: detectors opt in through :func:`use_fused_cpu_deform_attn`, which our configs do via
+``PiTDeformableDETR(cpu_deform_attn='fused')``. CUDA tensors keep mmcv's CUDA kernel.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttention, MultiScaleDeformableAttnFunction,
+                                              multi_scale_deformable_attn_pytorch)
+from torch import nn
+
+_SOURCE = Path(__file__).parent / 'csrc' / 'ms_deform_attn_cpu.cpp'
+_FLAGS = ['-O3', '-march=native', '-fopenmp']
+_ext = None
+_ext_error: str | None = None
+
+
+def _cpu_signature() -> str:
+    try:
+        info = Path('/proc/cpuinfo').read_text()
+        model = next((line for line in info.splitlines() if line.startswith(('model name', 'flags'))), '')
+        flags = next((line for line in info.splitlines() if line.startswith('flags')), '')
+        return model + flags
+    except OSError:
+        return platform.processor()
+
+
+def extension_dir() -> Path:
+    """Build directory keyed by everything that changes the binary (source, flags, torch, Python, CPU)."""
+    root = Path(os.environ.get('PIT_DET_CACHE', Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache'))
+                               / 'pit-det'))
+    digest = hashlib.sha256(_SOURCE.read_bytes() + ' '.join(_FLAGS).encode() + _cpu_signature().encode())
+    tag = f'torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}-{digest.hexdigest()[:12]}'
+    return root / 'ext' / tag.replace('+', '_')
+
+
+def load_extension(verbose: bool = False):
+    """Compile (first call on a machine) or load the C++ kernel; ``None`` with the reason kept if it fails."""
+    global _ext, _ext_error
+    if _ext is not None or _ext_error is not None:
+        return _ext
+    from torch.utils.cpp_extension import load
+    build_dir = extension_dir()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        _ext = load(name='pit_det_ms_deform_attn_cpu', sources=[str(_SOURCE)], build_directory=str(build_dir),
+                    extra_cflags=_FLAGS, extra_ldflags=['-fopenmp'], verbose=verbose)
+    except Exception as exc:  # a missing compiler or ninja must not break inference: fall back, said once
+        _ext_error = f'{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ""}'
+        warnings.warn(f'pit_det: the fused CPU deformable attention could not be compiled ({_ext_error}); using '
+                      "mmcv's pure-PyTorch implementation instead (same numbers, slower). Run scripts/setup.sh "
+                      'to see the build log.', RuntimeWarning, stacklevel=2)
+    return _ext
+
+
+class _FusedMSDA(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+        ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+        return _ext.forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        value, shapes, starts, loc, attn = ctx.saved_tensors
+        grad_value, grad_loc, grad_attn = _ext.backward(value, shapes, starts, loc, attn, grad_output)
+        return grad_value, None, None, grad_loc, grad_attn
+
+
+def ms_deform_attn_cpu(value: torch.Tensor, spatial_shapes: torch.Tensor, sampling_locations: torch.Tensor,
+                       attention_weights: torch.Tensor) -> torch.Tensor:
+    """Drop-in for mmcv's ``multi_scale_deformable_attn_pytorch`` (same arguments, same result), fused.
+
+    Args:
+        value: ``(bs, num_keys, num_heads, head_dims)``.
+        spatial_shapes: ``(num_levels, 2)``, each ``(h, w)``.
+        sampling_locations: ``(bs, num_queries, num_heads, num_levels, num_points, 2)``, ``(x, y)`` in [0, 1].
+        attention_weights: ``(bs, num_queries, num_heads, num_levels, num_points)``.
+
+    Returns:
+        ``(bs, num_queries, num_heads * head_dims)``.
+    """
+    if load_extension() is None:
+        return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations, attention_weights)
+    dtype = value.dtype
+    compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    shapes = spatial_shapes.to(torch.long)
+    starts = torch.cat((shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]))
+    out = _FusedMSDA.apply(value.to(compute), shapes, starts, sampling_locations.to(compute),
+                           attention_weights.to(compute))
+    return out.to(dtype)
+
+
+class FusedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
+    """mmcv's ``MultiScaleDeformableAttention`` whose CPU path runs :func:`ms_deform_attn_cpu`.
+
+    Same parameters and arguments; only the core op differs on CPU. The body follows mmcv 2.1.0's ``forward``.
+    """
+
+    def forward(self, query, key=None, value=None, identity=None, query_pos=None, key_padding_mask=None,
+                reference_points=None, spatial_shapes=None, level_start_index=None, **kwargs):
+        value = query if value is None else value
+        identity = query if identity is None else identity
+        if query_pos is not None:
+            query = query + query_pos
+        if not self.batch_first:
+            query, value = query.permute(1, 0, 2), value.permute(1, 0, 2)
+        bs, num_query, _ = query.shape
+        num_value = value.shape[1]
+        value = self.value_proj(value)
+        if key_padding_mask is not None:
+            value = value.masked_fill(key_padding_mask[..., None], 0.0)
+        value = value.view(bs, num_value, self.num_heads, -1)
+        offsets = self.sampling_offsets(query).view(bs, num_query, self.num_heads, self.num_levels,
+                                                    self.num_points, 2)
+        weights = self.attention_weights(query).view(bs, num_query, self.num_heads, -1).softmax(-1)
+        weights = weights.view(bs, num_query, self.num_heads, self.num_levels, self.num_points)
+        if reference_points.shape[-1] == 2:
+            normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
+            locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        elif reference_points.shape[-1] == 4:
+            locations = reference_points[:, :, None, :, None, :2] \
+                + offsets / self.num_points * reference_points[:, :, None, :, None, 2:] * 0.5
+        else:
+            raise ValueError(f'Last dim of reference_points must be 2 or 4, got {reference_points.shape[-1]}')
+        if value.is_cuda:
+            output = MultiScaleDeformableAttnFunction.apply(value, spatial_shapes, level_start_index, locations,
+                                                            weights, self.im2col_step)
+        else:
+            output = ms_deform_attn_cpu(value, spatial_shapes, locations, weights)
+        output = self.output_proj(output)
+        if not self.batch_first:
+            output = output.permute(1, 0, 2)
+        return self.dropout(output) + identity
+
+
+def use_fused_cpu_deform_attn(model: nn.Module, enable: bool = True) -> int:
+    """Switch every ``MultiScaleDeformableAttention`` in ``model`` to the fused CPU op (or back).
+
+    The modules keep their parameters; only their class changes. Returns how many were switched.
+    """
+    target = FusedMultiScaleDeformableAttention if enable else MultiScaleDeformableAttention
+    count = 0
+    for module in model.modules():
+        if type(module) in (MultiScaleDeformableAttention, FusedMultiScaleDeformableAttention):
+            module.__class__ = target
+            count += 1
+    if enable and count:
+        load_extension()
+    return count

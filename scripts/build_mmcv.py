@@ -1,0 +1,193 @@
+"""Build mmcv from its PyPI source with compiled ops for the installed torch, cache the wheel, verify it.
+
+Run with the interpreter of the target environment (torch must already be installed there)::
+
+    python scripts/build_mmcv.py install   # build (or reuse the cached wheel) and install it
+    python scripts/build_mmcv.py verify    # import mmcv._ext and MultiScaleDeformableAttention
+
+Environment:
+    PIT_DET_CUDA_OPS: ``auto`` (default: CUDA ops when nvcc and a GPU are present), ``1`` (force, e.g. to build CUDA
+        ops on a machine without a GPU) or ``0`` (CPU ops only).
+    TORCH_CUDA_ARCH_LIST: honoured for CUDA builds; part of the cache key. Defaults to the visible GPU's capability.
+    PIT_DET_CACHE: cache root (default ``${XDG_CACHE_HOME:-~/.cache}/pit-det``).
+    MAX_JOBS: parallel compile jobs (default: number of CPUs).
+
+This script is standalone (stdlib plus the target's torch) because it runs before ``pit_det`` is installable.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+MMCV_VERSION = '2.1.0'
+
+_STD_BY_CPLUSPLUS = {'202302': 'c++23', '202002': 'c++20', '201703': 'c++17', '201402': 'c++14'}
+
+
+class BuildError(RuntimeError):
+    """The mmcv build or its verification failed; the message says what to do."""
+
+
+def required_cxx_std(torch_include: Path) -> str:
+    """The ``-std=`` value torch's headers require, read from the guard at the top of ``ATen/ATen.h``."""
+    header = torch_include / 'ATen' / 'ATen.h'
+    match = re.search(r'__cplusplus\s*<\s*(\d{6})L', header.read_text())
+    if match is None:
+        return 'c++17'  # older torch has no guard; C++17 is what it was built with since 1.x
+    value = match.group(1)
+    if value not in _STD_BY_CPLUSPLUS:
+        raise BuildError(f'{header} asks for __cplusplus >= {value}L, a standard this script does not know; '
+                         'add it to _STD_BY_CPLUSPLUS.')
+    return _STD_BY_CPLUSPLUS[value]
+
+
+def patch_setup_py(text: str, std: str) -> str:
+    """Replace every hard-coded ``-std=c++NN`` in mmcv's ``setup.py`` by ``-std=<std>``."""
+    patched, count = re.subn(r'-std=c\+\+\d\d', f'-std={std}', text)
+    if count == 0:
+        raise BuildError('found no -std=c++NN flag in mmcv setup.py; the source layout changed, update the patch.')
+    return patched
+
+
+def want_cuda_ops(setting: str, has_nvcc: bool, has_gpu: bool) -> bool:
+    """Whether to compile CUDA kernels: forced by ``1``/``0``, else only when both nvcc and a GPU exist."""
+    setting = setting.strip().lower()
+    if setting in ('1', 'true', 'yes', 'on'):
+        if not has_nvcc:
+            raise BuildError('PIT_DET_CUDA_OPS=1 but nvcc is not on PATH: install a CUDA toolkit matching '
+                             'torch.version.cuda or set CUDA_HOME.')
+        return True
+    if setting in ('0', 'false', 'no', 'off'):
+        return False
+    if setting not in ('', 'auto'):
+        raise BuildError(f'PIT_DET_CUDA_OPS={setting!r}: use auto, 1 or 0.')
+    return has_nvcc and has_gpu
+
+
+def cache_key(mmcv_version: str, torch_version: str, python_tag: str, cuda_arches: str | None) -> str:
+    """Directory name under the wheel cache; every input that changes the binary is in it."""
+    ops = 'ops-cpu' if cuda_arches is None else 'ops-cuda-sm' + re.sub(r'[^0-9A-Za-z.]+', '_', cuda_arches)
+    return f'mmcv-{mmcv_version}_torch-{torch_version}_{python_tag}_{ops}'
+
+
+def _run(cmd: list[str], **kwargs) -> None:
+    print('+', ' '.join(cmd), flush=True)
+    subprocess.run(cmd, check=True, **kwargs)
+
+
+def _cache_root() -> Path:
+    if os.environ.get('PIT_DET_CACHE'):
+        return Path(os.environ['PIT_DET_CACHE'])
+    return Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'pit-det'
+
+
+def _build_wheel(dest: Path, std: str, cuda_arches: str | None) -> Path:
+    pip = [sys.executable, '-m', 'pip']
+    env = dict(os.environ, MMCV_WITH_OPS='1', MAX_JOBS=os.environ.get('MAX_JOBS', str(os.cpu_count() or 1)))
+    if cuda_arches is None:
+        env.pop('FORCE_CUDA', None)
+        env['CUDA_VISIBLE_DEVICES'] = ''  # mmcv's setup.py builds CUDA ops whenever it sees a GPU
+    else:
+        env.update(FORCE_CUDA='1', TORCH_CUDA_ARCH_LIST=cuda_arches)
+    with tempfile.TemporaryDirectory(prefix='pit-det-mmcv-') as tmp:
+        tmp_path = Path(tmp)
+        _run(pip + ['download', '--no-deps', '--no-binary', ':all:', '--no-build-isolation',
+                    '-d', str(tmp_path), f'mmcv=={MMCV_VERSION}'])
+        sdist = next(tmp_path.glob(f'mmcv-{MMCV_VERSION}.tar.gz'))
+        with tarfile.open(sdist) as tar:
+            tar.extractall(tmp_path, filter='data')
+        src = tmp_path / f'mmcv-{MMCV_VERSION}'
+        setup_py = src / 'setup.py'
+        setup_py.write_text(patch_setup_py(setup_py.read_text(), std))
+        out = tmp_path / 'wheels'
+        start = time.time()
+        _run(pip + ['wheel', '--no-deps', '--no-build-isolation', '-w', str(out), str(src)], env=env)
+        print(f'mmcv wheel built in {time.time() - start:.0f} s', flush=True)
+        wheels = list(out.glob('mmcv-*.whl'))
+        if len(wheels) != 1 or wheels[0].name.endswith('py3-none-any.whl'):
+            raise BuildError(f'expected one platform wheel with compiled ops, got {[w.name for w in wheels]}; '
+                             'was the build isolated from torch?')
+        staging = dest.with_name(dest.name + '.partial')
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        shutil.copy2(wheels[0], staging / wheels[0].name)
+        shutil.rmtree(dest, ignore_errors=True)
+        staging.rename(dest)  # atomic: a cache entry is complete or absent
+    return next(dest.glob('*.whl'))
+
+
+def install() -> None:
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    has_nvcc = shutil.which('nvcc') is not None or (CUDA_HOME is not None and Path(CUDA_HOME, 'bin', 'nvcc').exists())
+    has_gpu = torch.cuda.is_available()
+    cuda = want_cuda_ops(os.environ.get('PIT_DET_CUDA_OPS', 'auto'), has_nvcc, has_gpu)
+    arches = None
+    if cuda:
+        arches = os.environ.get('TORCH_CUDA_ARCH_LIST')
+        if not arches:
+            if not has_gpu:
+                raise BuildError('building CUDA ops without a GPU: set TORCH_CUDA_ARCH_LIST, e.g. "9.0" for H100.')
+            arches = '{}.{}'.format(*torch.cuda.get_device_capability())
+    std = required_cxx_std(Path(torch.__file__).parent / 'include')
+    python_tag = f'cp{sys.version_info.major}{sys.version_info.minor}-{sysconfig.get_platform().replace("-", "_")}'
+    key = cache_key(MMCV_VERSION, torch.__version__, python_tag, arches)
+    entry = _cache_root() / 'wheels' / key
+    wheels = list(entry.glob('*.whl')) if entry.is_dir() else []
+    print(f'mmcv {MMCV_VERSION}: torch {torch.__version__}, -std={std}, '
+          f'{"CUDA ops for sm " + arches if arches else "CPU ops only"}', flush=True)
+    if wheels:
+        print(f'using cached wheel {wheels[0]}', flush=True)
+        wheel = wheels[0]
+    else:
+        print(f'no cached wheel at {entry}; building mmcv from source (about 20 min on 2 cores)', flush=True)
+        wheel = _build_wheel(entry, std, arches)
+    _run([sys.executable, '-m', 'pip', 'install', '--no-deps', '--force-reinstall', str(wheel)])
+
+
+def verify() -> None:
+    try:
+        import mmcv
+        from mmcv.utils import ext_loader
+        ext = ext_loader.load_ext('_ext', ['ms_deform_attn_forward', 'ms_deform_attn_backward'])
+        from mmcv.ops import MultiScaleDeformableAttention  # noqa: F401
+    except Exception as exc:  # report any import failure with the fix, then re-raise as BuildError
+        raise BuildError(f'mmcv ops do not load ({type(exc).__name__}: {exc}). Rebuild them: remove the cache entry '
+                         'under ~/.cache/pit-det/wheels for this torch and run `make setup` again; '
+                         'see README "Troubleshooting the mmcv build".') from exc
+    import torch
+    from mmcv.ops import get_compiling_cuda_version, get_compiler_version
+    cuda_version = get_compiling_cuda_version()
+    cuda_ops = cuda_version not in ('not available', '')
+    print(f'mmcv {mmcv.__version__} ops OK (compiler {get_compiler_version()}); '
+          f'CUDA ops: {"yes (CUDA " + cuda_version + ")" if cuda_ops else "no (CPU ops only)"}; '
+          f'torch {torch.__version__}, GPU visible: {torch.cuda.is_available()}; ext {Path(ext.__file__).name}')
+    if torch.cuda.is_available() and not cuda_ops:
+        print('WARNING: a GPU is visible but mmcv has no CUDA ops; Deformable DETR will fail on cuda tensors. '
+              'Rebuild with PIT_DET_CUDA_OPS=1 make setup.', file=sys.stderr)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('command', choices=['install', 'verify'])
+    args = parser.parse_args()
+    try:
+        install() if args.command == 'install' else verify()
+    except (BuildError, subprocess.CalledProcessError) as exc:
+        print(f'ERROR: {exc}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

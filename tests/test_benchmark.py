@@ -1,0 +1,62 @@
+import csv
+import json
+
+import pytest
+import torch
+
+from pit_det.benchmark import BenchmarkError, main, run_benchmark
+
+FIELDS = {'model', 'mode', 'size', 'batch', 'precision', 'device', 'median_ms', 'mean_ms', 'p90_ms',
+          'images_per_s', 'peak_mem_mib', 'params_m', 'gmacs', 'iters'}
+
+
+def test_quick_mode_writes_json_csv_and_plot(tmp_path, capsys):
+    assert main(['pit-ti', 'timm:pit_ti_224', 'resnet50', '--quick', '--out-dir', str(tmp_path), '--plot',
+                 '--reference', 'timm:pit_ti_224']) == 0
+    out = capsys.readouterr().out
+    assert 'pit-ti / timm:pit_ti_224 = ' in out and 'round 2/2' in out
+    data = json.loads((tmp_path / 'benchmark.json').read_text())
+    assert {'torch', 'mmcv', 'mmdet', 'threads', 'cpu', 'date'} <= set(data['environment'])
+    results = data['results']
+    assert [r['model'] for r in results] == ['pit-ti', 'timm:pit_ti_224', 'resnet50']
+    for r in results:
+        assert FIELDS <= set(r) and r['median_ms'] > 0 and r['images_per_s'] > 0 and r['size'] == '64x96'
+        assert len(r['samples_ms']) == 2 and r['params_m'] > 0
+    pit, timm_pit = results[0], results[1]
+    assert pit['params_m'] == pytest.approx(4.85, abs=0.2)  # PiT-Ti without its classifier
+    assert pit['gmacs'] == pytest.approx(timm_pit['gmacs'], rel=0.02)  # same network, same count
+    rows = list(csv.DictReader((tmp_path / 'benchmark.csv').open()))
+    assert len(rows) == 3 and FIELDS <= set(rows[0])
+    assert (tmp_path / 'benchmark.png').stat().st_size > 1000
+
+
+def test_macs_count_attention():
+    results = run_benchmark(['pit-ti'], [(224, 224)], warmup=0, iters=1, progress=lambda m: None)
+    # PiT-Ti is 0.70 GMACs at 224 (paper, timm); without the attention matrices it would be clearly less
+    assert results[0].gmacs == pytest.approx(0.70, abs=0.03)
+
+
+def test_detector_predict_mode(tmp_path):
+    config = 'configs/demo/deformable-detr_pit-ti_synthetic_cpu.py'
+    results = run_benchmark([config], [(64, 96)], warmup=0, iters=1, mode='predict', progress=lambda m: None)
+    assert results[0].median_ms > 0 and results[0].gmacs is None
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(models=['pit-m']), "unknown PiT arch 'm'"),
+    (dict(models=['vgg16']), 'unknown model'),
+    (dict(models=['pit-ti'], sizes=[(8, 200)]), 'smaller than a patch'),
+    (dict(models=['pit-ti'], mode='predict'), 'needs a detector config'),
+    (dict(models=['pit-ti'], precision='fp16'), 'use bf16'),
+    (dict(models=['configs/nope.py'], mode='predict'), 'config not found'),
+])
+def test_bad_requests(kwargs, message):
+    args = dict(sizes=[(64, 64)], warmup=0, iters=1, progress=lambda m: None) | kwargs
+    with pytest.raises(BenchmarkError, match=message):
+        run_benchmark(**args)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message on machines without a GPU')
+def test_cuda_without_gpu(capsys):
+    assert main(['pit-ti', '--device', 'cuda', '--quick']) == 2
+    assert 'no CUDA GPU is visible' in capsys.readouterr().err

@@ -1,0 +1,115 @@
+import warnings
+
+import pytest
+import torch
+from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttention, multi_scale_deformable_attn_pytorch
+
+import pit_det.ops.ms_deform_attn as msda
+from pit_det.ops import FusedMultiScaleDeformableAttention, ms_deform_attn_cpu, use_fused_cpu_deform_attn
+
+ENCODER_LEVELS = [[13, 17], [7, 9], [4, 5], [2, 3]]  # odd sizes
+
+
+def make_inputs(batch, queries, levels, heads=8, dims=32, points=4, dtype=torch.float32, spread=1.6):
+    shapes = torch.tensor(levels)
+    keys = int((shapes[:, 0] * shapes[:, 1]).sum())
+    value = torch.randn(batch, keys, heads, dims, dtype=dtype)
+    # locations from -0.3 to 1.3: a good share of the samples fall outside the maps (zero padding)
+    loc = torch.rand(batch, queries, heads, len(levels), points, 2, dtype=dtype) * spread - (spread - 1) / 2
+    attn = torch.rand(batch, queries, heads, len(levels), points, dtype=dtype)
+    attn = (attn / attn.sum((-1, -2), keepdim=True))
+    return value, shapes, loc, attn
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+@pytest.mark.parametrize('batch,queries,levels', [
+    (1, 13 * 17 + 63 + 20 + 6, ENCODER_LEVELS),       # encoder: one query per key
+    (3, 300, ENCODER_LEVELS),                          # decoder: 300 queries, batch > 1
+    (2, 50, [[1, 1], [31, 3], [5, 29]]),               # degenerate and thin levels
+])
+def test_forward_equals_mmcv(batch, queries, levels):
+    value, shapes, loc, attn = make_inputs(batch, queries, levels)
+    assert ((loc < 0) | (loc > 1)).any()
+    expected = multi_scale_deformable_attn_pytorch(value, shapes, loc, attn)
+    assert rel_err(ms_deform_attn_cpu(value, shapes, loc, attn), expected) < 1e-5
+
+
+def test_gradients_match_mmcv():
+    value, shapes, loc, attn = make_inputs(2, 120, ENCODER_LEVELS)
+    grad = torch.randn(2, 120, 256)
+    grads = []
+    for fn in (ms_deform_attn_cpu, multi_scale_deformable_attn_pytorch):
+        inputs = [t.clone().requires_grad_() for t in (value, loc, attn)]
+        out = fn(inputs[0], shapes, inputs[1], inputs[2])
+        grads.append(torch.autograd.grad(out, inputs, grad))
+    for ours, ref in zip(*grads):
+        assert rel_err(ours, ref) < 1e-5
+
+
+def test_gradcheck_float64():
+    value, shapes, loc, attn = make_inputs(2, 5, [[3, 4], [2, 3]], heads=2, dims=3, points=2, dtype=torch.float64)
+    inputs = [t.requires_grad_() for t in (value, loc, attn)]
+    assert torch.autograd.gradcheck(lambda v, l, a: ms_deform_attn_cpu(v, shapes, l, a), inputs, eps=1e-6,
+                                    atol=1e-5)
+
+
+def test_bf16_inputs_computed_in_float32():
+    value, shapes, loc, attn = make_inputs(1, 20, ENCODER_LEVELS)
+    out = ms_deform_attn_cpu(value.bfloat16(), shapes, loc.bfloat16(), attn.bfloat16())
+    assert out.dtype == torch.bfloat16
+    ref = multi_scale_deformable_attn_pytorch(value.bfloat16().float(), shapes, loc.bfloat16().float(),
+                                              attn.bfloat16().float())
+    assert rel_err(out.float(), ref) < 1e-2
+
+
+def test_module_switch_keeps_weights_and_numbers():
+    torch.manual_seed(0)
+    layer = MultiScaleDeformableAttention(embed_dims=64, num_heads=4, num_levels=2, num_points=2,
+                                          batch_first=True)
+    holder = torch.nn.Sequential(layer)
+    shapes = torch.tensor([[6, 7], [3, 4]])
+    starts = torch.tensor([0, 42])
+    query = torch.randn(2, 54, 64)
+    ref_points = torch.rand(2, 54, 2, 2)
+    kwargs = dict(query=query, reference_points=ref_points, spatial_shapes=shapes, level_start_index=starts)
+    expected = layer(**kwargs)
+    assert use_fused_cpu_deform_attn(holder) == 1 and type(layer) is FusedMultiScaleDeformableAttention
+    assert isinstance(layer, MultiScaleDeformableAttention)  # mmdet's init_weights still finds it
+    assert rel_err(layer(**kwargs), expected) < 1e-5
+    boxes = torch.rand(2, 54, 2, 4)  # two-stage / refine decoders pass boxes
+    fused = layer(**dict(kwargs, reference_points=boxes))
+    use_fused_cpu_deform_attn(holder, enable=False)
+    assert type(layer) is MultiScaleDeformableAttention
+    assert rel_err(fused, layer(**dict(kwargs, reference_points=boxes))) < 1e-5
+
+
+def test_missing_compiler_falls_back_with_one_warning(monkeypatch, tmp_path):
+    broken = tmp_path / 'broken.cpp'
+    broken.write_text('this is not C++')
+    monkeypatch.setattr(msda, '_SOURCE', broken)
+    monkeypatch.setattr(msda, '_ext', None)
+    monkeypatch.setattr(msda, '_ext_error', None)
+    monkeypatch.setenv('PIT_DET_CACHE', str(tmp_path / 'cache'))
+    value, shapes, loc, attn = make_inputs(1, 10, ENCODER_LEVELS)
+    with pytest.warns(RuntimeWarning, match="could not be compiled.*mmcv's pure-PyTorch"):
+        out = ms_deform_attn_cpu(value, shapes, loc, attn)
+    torch.testing.assert_close(out, multi_scale_deformable_attn_pytorch(value, shapes, loc, attn), rtol=0, atol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        ms_deform_attn_cpu(value, shapes, loc, attn)  # said once, not on every call
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU and mmcv built with CUDA ops')
+def test_cuda_tensors_keep_mmcv_kernel_and_agree_with_cpu():
+    layer = FusedMultiScaleDeformableAttention(embed_dims=64, num_heads=4, num_levels=2, num_points=2,
+                                               batch_first=True)
+    shapes = torch.tensor([[6, 7], [3, 4]])
+    kwargs = dict(query=torch.randn(2, 54, 64), reference_points=torch.rand(2, 54, 2, 2), spatial_shapes=shapes,
+                  level_start_index=torch.tensor([0, 42]))
+    cpu = layer(**kwargs)
+    gpu = layer.cuda()(**{k: v.cuda() for k, v in kwargs.items()})
+    assert rel_err(gpu.cpu(), cpu) < 1e-4

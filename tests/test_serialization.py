@@ -1,0 +1,49 @@
+import os
+import pickle
+
+import pytest
+import torch
+from mmengine.logging import HistoryBuffer, MessageHub
+
+
+def test_history_buffer_pickles_without_getattr_and_keeps_statistics():
+    buffer = HistoryBuffer()
+    for v in (1.0, 3.0, 2.0):
+        buffer.update(v)
+    assert 'getattr' not in str(pickle.dumps(buffer))
+    restored = pickle.loads(pickle.dumps(buffer))
+    assert restored.statistics('mean') == 2.0 and restored.statistics('max') == 3.0
+
+
+def test_mmengine_style_checkpoint_round_trip_weights_only(tmp_path):
+    hub = MessageHub.get_instance('pit_det_test')
+    hub.update_scalar('train/loss', 0.5)
+    hub.update_scalar('train/lr', 1e-4)
+    hub.update_info('iter', 3)
+    model = torch.nn.Linear(3, 2)
+    optim = torch.optim.AdamW(model.parameters())
+    model(torch.rand(1, 3)).sum().backward()
+    optim.step()
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optim, milestones=[40])
+    checkpoint = dict(meta=dict(epoch=1, iter=3, message_hub=hub.state_dict(), dataset_meta=dict(classes=('a',))),
+                      state_dict=model.state_dict(), optimizer=optim.state_dict(),
+                      param_schedulers=[scheduler.state_dict()])
+    path = tmp_path / 'epoch_1.pth'
+    torch.save(checkpoint, path)
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(path) != []  # needs the allow-list
+    loaded = torch.load(path, weights_only=True)  # what mmengine's torch.load(path) defaults to since torch 2.6
+    restored = MessageHub.get_instance('pit_det_test_restored')
+    restored.load_state_dict(loaded['meta']['message_hub'])
+    assert restored.get_scalar('train/loss').current() == 0.5
+    torch.testing.assert_close(loaded['state_dict']['weight'], model.weight)
+
+
+def test_arbitrary_callable_is_still_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ('echo pwned',))
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {}, 'meta': Payload()}, path)
+    with pytest.raises(pickle.UnpicklingError, match='system'):
+        torch.load(path, weights_only=True)
+    assert os.environ.get('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD') is None

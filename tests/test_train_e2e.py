@@ -1,0 +1,111 @@
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mmdet.evaluation import CocoMetric
+from mmdet.registry import RUNNERS
+from mmdet.utils import register_all_modules
+from mmengine.config import Config
+
+from pit_det.data import make_synthetic_coco
+from pit_det.demo import load_demo_config
+from pit_det.runner import PreflightError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def synthetic(tmp_path_factory):
+    return make_synthetic_coco(tmp_path_factory.mktemp('data') / 'synthetic', num_train=16, num_val=8)
+
+
+def test_generator_is_deterministic(tmp_path, synthetic):
+    again = make_synthetic_coco(tmp_path / 'again', num_train=16, num_val=8)
+    for name in ('annotations/train.json', 'annotations/val.json', 'train/000003.png', 'val/000007.png'):
+        assert (again / name).read_bytes() == (synthetic / name).read_bytes()
+    ann = json.loads((synthetic / 'annotations' / 'train.json').read_text())
+    assert len(ann['images']) == 16 and [c['name'] for c in ann['categories']] == ['square', 'disc', 'triangle']
+    assert all(1 <= sum(a['image_id'] == i['id'] for a in ann['annotations']) <= 3 for i in ann['images'])
+    with pytest.raises(ValueError, match='at least 32'):
+        make_synthetic_coco(tmp_path / 'bad', size=16)
+
+
+def coco_metric(ann_file):
+    metric = CocoMetric(ann_file=str(ann_file), metric='bbox')
+    metric.dataset_meta = dict(classes=('square', 'disc', 'triangle'))
+    return metric
+
+
+def test_ground_truth_scores_one_and_nothing_scores_zero(synthetic):
+    ann = json.loads((synthetic / 'annotations' / 'val.json').read_text())
+    perfect, empty = coco_metric(synthetic / 'annotations' / 'val.json'), \
+        coco_metric(synthetic / 'annotations' / 'val.json')
+    for image in ann['images']:
+        objs = [a for a in ann['annotations'] if a['image_id'] == image['id']]
+        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a['bbox'] for a in objs)], dtype=np.float32)
+        pred = dict(bboxes=torch.from_numpy(boxes), scores=torch.ones(len(objs)),
+                    labels=torch.tensor([a['category_id'] - 1 for a in objs]))
+        none = dict(bboxes=torch.zeros(0, 4), scores=torch.zeros(0), labels=torch.zeros(0, dtype=torch.long))
+        meta = dict(img_id=image['id'], ori_shape=(image['height'], image['width']))
+        perfect.process({}, [dict(meta, pred_instances=pred)])
+        empty.process({}, [dict(meta, pred_instances=none)])
+    good = perfect.evaluate(len(ann['images']))
+    bad = empty.evaluate(len(ann['images']))
+    assert good['coco/bbox_mAP'] == pytest.approx(1.0) and good['coco/bbox_mAP_50'] == pytest.approx(1.0)
+    assert bad['coco/bbox_mAP'] <= 0 and bad['coco/bbox_mAP_50'] <= 0
+
+
+def _mim() -> str:
+    exe = Path(sys.executable).parent / 'mim'
+    return str(exe) if exe.exists() else shutil.which('mim')
+
+
+@pytest.mark.slow
+def test_train_resume_evaluate_and_mim_test(tmp_path, synthetic):
+    register_all_modules()
+    work = tmp_path / 'work'
+    cfg = load_demo_config(synthetic, work, max_epochs=1)
+    cfg.train_dataloader.batch_size = cfg.val_dataloader.batch_size = 8
+    runner = RUNNERS.build(cfg)
+    runner.train()
+    first = work / 'epoch_1.pth'
+    assert first.is_file()
+
+    resumed_cfg = load_demo_config(synthetic, work, max_epochs=2)
+    resumed_cfg.train_dataloader.batch_size = resumed_cfg.val_dataloader.batch_size = 8
+    resumed_cfg.resume, resumed_cfg.load_from = True, str(first)
+    resumed = RUNNERS.build(resumed_cfg)
+    resumed.train()
+    assert resumed.epoch == 2 and resumed.iter == 4 and (work / 'epoch_2.pth').is_file()
+    metrics = resumed.test()
+    assert 0.0 <= metrics['coco/bbox_mAP_50'] <= 1.0
+
+    dumped = work / 'config.py'
+    resumed_cfg.dump(str(dumped))
+    out = subprocess.run([_mim(), 'test', 'mmdet', str(dumped), '--checkpoint', str(work / 'epoch_2.pth'),
+                          '--work-dir', str(tmp_path / 'test')], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert 'coco/bbox_mAP_50' in out.stdout + out.stderr
+
+
+def test_missing_dataset_and_weights_stop_with_a_message(tmp_path):
+    register_all_modules()
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'pit_s_deformable_detr.py'))
+    cfg.work_dir = str(tmp_path / 'work')
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        loader.dataset.data_root = str(tmp_path / 'coco') + '/'
+    runner = RUNNERS.build(cfg)
+    with pytest.raises(PreflightError) as err:
+        runner.train()
+    message = str(err.value)
+    assert 'training annotations not found' in message and 'instances_train2017.json' in message
+    assert 'data/coco/val2017' in message and 'ln -s' in message
+    assert 'pretrained weights not found' in message and 'convert_checkpoint.py' in message
+    assert 'init_cfg=None' in message
+    with pytest.raises(PreflightError, match='test annotations not found'):
+        runner.test()
