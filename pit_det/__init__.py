@@ -1,13 +1,16 @@
 """pit-det: Pooling-based Vision Transformer (PiT) backbones for MMDetection's Deformable DETR.
 
-Importing this package registers :class:`PiT` in mmdet's ``MODELS`` registry and allow-lists the classes of
+Importing this package registers :class:`PiT` and :class:`FastDeformableDETR` in mmdet's ``MODELS`` registry,
+:class:`PiTRunner` in its ``RUNNERS``, and allow-lists the classes of
 mmengine checkpoints for ``torch.load(weights_only=True)`` (see :mod:`pit_det.serialization`).
 """
 from .checkpoint import CheckpointMismatchError, convert_pit_checkpoint, load_pit_weights
-from .models import ARCH_ZOO, PiT
+from .models import ARCH_ZOO, FastDeformableDETR, PiT
+from .runner import PiTRunner
 from .serialization import register_mmengine_safe_globals
 
 __version__ = '0.1.0'
-__all__ = ['ARCH_ZOO', 'CheckpointMismatchError', 'PiT', 'convert_pit_checkpoint', 'load_pit_weights']
+__all__ = ['ARCH_ZOO', 'CheckpointMismatchError', 'FastDeformableDETR', 'PiT', 'PiTRunner', 'convert_pit_checkpoint',
+           'load_pit_weights']
 
 register_mmengine_safe_globals()

@@ -26,7 +26,7 @@ def relayout(sd, layout):
     """Write the same weights in another layout: official pools.{i-1}, or timm < 0.9 transformers.{i-1}.pool."""
     out = {}
     for k, v in sd.items():
-        if k.startswith(('transformers.1.pool.', 'transformers.2.pool.')):
+        if layout != 'timm' and k.startswith(('transformers.1.pool.', 'transformers.2.pool.')):
             i, rest = int(k.split('.')[1]), k.split('.pool.', 1)[1]
             k = f'pools.{i - 1}.{rest}' if layout == 'official' else f'transformers.{i - 1}.pool.{rest}'
         out[k] = v

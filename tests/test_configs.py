@@ -1,3 +1,4 @@
+import copy
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (ROOT / 'configs').rglob('*.py') if '_base_' not in p.parts)
 
 
-def tiny_batch(h=96, w=128, num_classes=3):
+def tiny_batch(h=160, w=192, num_classes=3):  # two-stage needs >= 300 memory tokens
     sample = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), batch_input_shape=(h, w),
                                          scale_factor=(1.0, 1.0), pad_shape=(h, w)))
     sample.gt_instances = InstanceData(bboxes=torch.tensor([[10.0, 12.0, 60.0, 70.0], [50.0, 8.0, 120.0, 40.0]]),
@@ -65,10 +66,9 @@ def test_fused_and_mmcv_attention_give_the_same_detections():
     register_all_modules()
     cfg = Config.fromfile(str(ROOT / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'))
     torch.manual_seed(0)
-    fused = MODELS.build(cfg.model)
+    fused = MODELS.build(copy.deepcopy(cfg.model))  # mmdet edits the bbox_head config in place
     fused.init_weights()
-    cfg.model.cpu_deform_attn = 'mmcv'
-    plain = MODELS.build(cfg.model)
+    plain = MODELS.build(dict(copy.deepcopy(cfg.model), cpu_deform_attn='mmcv'))
     plain.load_state_dict(fused.state_dict())
     assert not any(isinstance(m, FusedMultiScaleDeformableAttention) for m in plain.modules())
     inputs, samples = tiny_batch()
@@ -78,4 +78,4 @@ def test_fused_and_mmcv_attention_give_the_same_detections():
     for x, y in zip(torch.utils._pytree.tree_leaves(a), torch.utils._pytree.tree_leaves(b)):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="cpu_deform_attn must be one of \\('fused', 'mmcv'\\)"):
-        MODELS.build(dict(cfg.model, cpu_deform_attn='fast'))
+        MODELS.build(dict(copy.deepcopy(cfg.model), cpu_deform_attn='fast'))

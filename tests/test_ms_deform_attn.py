@@ -68,7 +68,7 @@ def test_bf16_inputs_computed_in_float32():
 def test_module_switch_keeps_weights_and_numbers():
     torch.manual_seed(0)
     layer = MultiScaleDeformableAttention(embed_dims=64, num_heads=4, num_levels=2, num_points=2,
-                                          batch_first=True)
+                                          batch_first=True).eval()  # no dropout
     holder = torch.nn.Sequential(layer)
     shapes = torch.tensor([[6, 7], [3, 4]])
     starts = torch.tensor([0, 42])
@@ -106,7 +106,7 @@ def test_missing_compiler_falls_back_with_one_warning(monkeypatch, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU and mmcv built with CUDA ops')
 def test_cuda_tensors_keep_mmcv_kernel_and_agree_with_cpu():
     layer = FusedMultiScaleDeformableAttention(embed_dims=64, num_heads=4, num_levels=2, num_points=2,
-                                               batch_first=True)
+                                               batch_first=True).eval()
     shapes = torch.tensor([[6, 7], [3, 4]])
     kwargs = dict(query=torch.randn(2, 54, 64), reference_points=torch.rand(2, 54, 2, 2), spatial_shapes=shapes,
                   level_start_index=torch.tensor([0, 42]))

@@ -24,17 +24,19 @@ model = dict(
                                               ffn_cfg=dict(embed_dims=128, feedforward_channels=256,
                                                            ffn_drop=0.0))),
     positional_encoding=dict(num_feats=64),
-    bbox_head=dict(num_classes=len(classes)),
+    bbox_head=dict(num_classes=len(classes), embed_dims=128),
     test_cfg=dict(max_per_img=50))  # at most num_queries * num_classes = 90
 
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
     dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]

@@ -13,6 +13,8 @@ CPU_DEFORM_ATTN = ('fused', 'mmcv')
 class FastDeformableDETR(DeformableDETR):
     """mmdet's ``DeformableDETR`` with a choice of CPU deformable attention; identical on CUDA.
 
+    Also lets two-stage models use ``embed_dims`` other than 256 (see :meth:`get_proposal_pos_embed`).
+
     Args:
         cpu_deform_attn: ``'fused'`` (pit_det's C++ kernel, default) or ``'mmcv'`` (mmcv's pure-PyTorch
             fallback). Both give the same numbers; the fused one is several times faster on CPU.
@@ -25,3 +27,10 @@ class FastDeformableDETR(DeformableDETR):
         super().__init__(*args, **kwargs)
         self.cpu_deform_attn = cpu_deform_attn
         use_fused_cpu_deform_attn(self, enable=cpu_deform_attn == 'fused')
+
+    def get_proposal_pos_embed(self, proposals, num_pos_feats=None, temperature=10000):
+        """mmdet's two-stage proposal embedding, sized to ``embed_dims`` (mmdet fixes it at 4 x 128 = 512 = 2 x 256).
+
+        Identical for the standard 256 dims; makes two-stage work with narrower transformers such as the demo's.
+        """
+        return DeformableDETR.get_proposal_pos_embed(proposals, num_pos_feats or self.embed_dims // 2, temperature)
