@@ -255,12 +255,12 @@ def run_benchmark(models: list[str], sizes: list[tuple[int, int]], device: str =
                 if checkpoint:
                     from mmengine.runner import load_checkpoint
                     load_checkpoint(model, checkpoint, map_location='cpu')
-                model = model.to(device).eval()
+                model.to(device).eval()  # some mmdet modules' train() returns None: no chaining
                 call = _detector_call(model, mode, size, batch, device)
                 macs_model, macs_fn = (model.backbone, model.backbone) if mode == 'backbone' else (None, None)
             else:
                 model, call = _build_backbone(spec, size)
-                model = model.to(device).eval()
+                model.to(device).eval()
                 macs_model, macs_fn = model, call
             gmacs = _macs(macs_fn, macs_model, x[:1]) if count_macs and macs_model is not None else None
             params = sum(p.numel() for p in model.parameters()) / 1e6

@@ -37,6 +37,16 @@ def load_demo_config(data_root: str | Path, work_dir: str | Path, max_epochs: in
     return cfg
 
 
+def _most_varied_val_image(data_root: Path) -> Path:
+    """The first validation image holding the most distinct classes: the most telling picture."""
+    ann = json.loads((data_root / 'annotations' / 'val.json').read_text())
+    classes = {img['id']: set() for img in ann['images']}
+    for a in ann['annotations']:
+        classes[a['image_id']].add(a['category_id'])
+    best = max(ann['images'], key=lambda img: (len(classes[img['id']]), -img['id']))
+    return data_root / 'val' / best['file_name']
+
+
 def run_demo(work_dir: str | Path = 'work_dirs/demo', data_root: str | Path = 'data/synthetic',
              max_epochs: int | None = None, seed: int = 0) -> dict:
     """Generate the data, train, evaluate, draw; returns the metrics and the paths written."""
@@ -60,7 +70,7 @@ def run_demo(work_dir: str | Path = 'work_dirs/demo', data_root: str | Path = 'd
     checkpoint = work_dir / f'epoch_{cfg.train_cfg.max_epochs}.pth'
     print('[3/4] evaluating on the validation set (COCO bbox, pycocotools)', flush=True)
     metrics = {k: float(v) for k, v in runner.test().items()}
-    image = sorted((data_root / 'val').glob('*.png'))[0]
+    image = _most_varied_val_image(data_root)
     picture = work_dir / 'predictions.png'
     print(f'[4/4] drawing predictions on {image}', flush=True)
     config_dump = work_dir / 'demo_config.py'

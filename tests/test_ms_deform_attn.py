@@ -113,3 +113,14 @@ def test_cuda_tensors_keep_mmcv_kernel_and_agree_with_cpu():
     cpu = layer(**kwargs)
     gpu = layer.cuda()(**{k: v.cuda() for k, v in kwargs.items()})
     assert rel_err(gpu.cpu(), cpu) < 1e-4
+
+
+def test_side_by_side_benchmark_smoke(tmp_path):
+    from pit_det.ops.benchmark import main
+    out = tmp_path / 'bench.json'
+    assert main(['--sizes', '64x96', '--warmup', '0', '--iters', '2', '--skip', 'predict', 'train',
+                 '--out', str(out)]) == 0
+    import json
+    op = json.loads(out.read_text())['op'][0]
+    assert op['size'] == '64x96' and op['queries'] == 8 * 12 + 4 * 6 + 2 * 3 + 1 * 2
+    assert set(op['median_ms']) == {'fused', 'mmcv'} and op['speedup'] > 0

@@ -1,0 +1,186 @@
+"""Fused CPU deformable attention against mmcv's pure-PyTorch op, measured side by side in one process.
+
+Three measurements, each interleaved (fused, mmcv, fused, mmcv, ...) and reported as medians and ratios:
+
+1. the op alone on the encoder's shapes for the given input sizes (8 heads, 4 levels, 4 points, 256 dims; one
+   query per key), with the peak extra resident memory of one call;
+2. a whole detector's ``predict`` (default: PiT-S Deformable DETR, random weights) at the first size;
+3. one training iteration (forward, backward, optimiser step) of the CPU demo config.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
+
+from ..benchmark import _cpu_rss_kib, environment, parse_size
+from .ms_deform_attn import load_extension, ms_deform_attn_cpu, use_fused_cpu_deform_attn
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def encoder_inputs(height: int, width: int, heads: int = 8, dims: int = 256, levels: int = 4, points: int = 4,
+                   stride: int = 8, seed: int = 0):
+    """Deformable DETR encoder inputs for an ``height x width`` image (map sizes of a stride-8 backbone)."""
+    gen = torch.Generator().manual_seed(seed)
+    shapes, h, w = [], -(-height // stride), -(-width // stride)
+    for _ in range(levels):
+        shapes.append((h, w))
+        h, w = -(-h // 2), -(-w // 2)
+    shapes = torch.tensor(shapes)
+    keys = int((shapes[:, 0] * shapes[:, 1]).sum())
+    value = torch.randn(1, keys, heads, dims // heads, generator=gen)
+    loc = torch.rand(1, keys, heads, levels, points, 2, generator=gen)
+    attn = torch.rand(1, keys, heads, levels, points, generator=gen).softmax(-1)
+    return value, shapes, loc, attn
+
+
+def interleaved(calls: dict[str, Callable], warmup: int, iters: int) -> dict[str, list[float]]:
+    times = {name: [] for name in calls}
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    for _ in range(iters):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def peak_rss_mib(call: Callable) -> float:
+    Path('/proc/self/clear_refs').write_text('5')
+    base = _cpu_rss_kib('VmRSS')
+    call()
+    return max(_cpu_rss_kib('VmHWM') - base, 0) / 1024
+
+
+def _summary(times: dict[str, list[float]]) -> dict:
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return dict(median_ms=med, speedup=med['mmcv'] / med['fused'])
+
+
+def bench_op(sizes, warmup, iters, log) -> list[dict]:
+    out = []
+    for h, w in sizes:
+        value, shapes, loc, attn = encoder_inputs(h, w)
+        with torch.inference_mode():
+            calls = {'fused': lambda: ms_deform_attn_cpu(value, shapes, loc, attn),
+                     'mmcv': lambda: multi_scale_deformable_attn_pytorch(value, shapes, loc, attn)}
+            res = _summary(interleaved(calls, warmup, iters))
+            res['peak_mib'] = {k: peak_rss_mib(c) for k, c in calls.items()}
+        res.update(size=f'{h}x{w}', queries=value.shape[1])
+        log(f"op {h}x{w} ({value.shape[1]} queries): fused {res['median_ms']['fused']:.1f} ms, mmcv "
+            f"{res['median_ms']['mmcv']:.1f} ms, speed-up {res['speedup']:.2f}x; peak extra memory fused "
+            f"{res['peak_mib']['fused']:.0f} MiB, mmcv {res['peak_mib']['mmcv']:.0f} MiB")
+        out.append(res)
+    return out
+
+
+def _build(config: str):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+
+    register_all_modules()
+    cfg = Config.fromfile(config)
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(copy.deepcopy(cfg.model))
+    model.init_weights()
+    return model, cfg
+
+
+def bench_predict(config: str, size, warmup, iters, log) -> dict:
+    from ..benchmark import _detector_call
+    model, _ = _build(config)
+    model.eval()
+    call = _detector_call(model, 'predict', size, 1, 'cpu')
+    x = torch.rand(1, 3, *size)
+
+    def run(enable):
+        def f():
+            use_fused_cpu_deform_attn(model, enable)
+            with torch.inference_mode():
+                call(x)
+        return f
+    res = _summary(interleaved({'fused': run(True), 'mmcv': run(False)}, warmup, iters))
+    res.update(config=config, size=f'{size[0]}x{size[1]}')
+    log(f"predict {Path(config).name} {res['size']}: fused {res['median_ms']['fused']:.0f} ms, mmcv "
+        f"{res['median_ms']['mmcv']:.0f} ms, speed-up {res['speedup']:.2f}x")
+    return res
+
+
+def bench_train_iter(config: str, warmup, iters, log) -> dict:
+    from ..data import make_synthetic_coco
+    from mmengine.dataset import pseudo_collate
+    from mmdet.registry import DATASETS
+    import tempfile
+
+    model, cfg = _build(config)
+    model.train()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_synthetic_coco(Path(tmp) / 'synthetic', num_train=cfg.train_dataloader.batch_size, num_val=1)
+        ds_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
+        ds_cfg.data_root = str(root) + '/'
+        dataset = DATASETS.build(ds_cfg)
+        batch = model.data_preprocessor(pseudo_collate([dataset[i] for i in range(len(dataset))]), True)
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def run(enable):
+        def f():
+            use_fused_cpu_deform_attn(model, enable)
+            losses = model.loss(batch['inputs'], batch['data_samples'])
+            loss = sum(v for k, v in losses.items() if 'loss' in k)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+        return f
+    res = _summary(interleaved({'fused': run(True), 'mmcv': run(False)}, warmup, iters))
+    res.update(config=config, batch=len(batch['inputs']))
+    log(f"train iteration {Path(config).name} (batch {res['batch']}): fused {res['median_ms']['fused']:.0f} ms, "
+        f"mmcv {res['median_ms']['mmcv']:.0f} ms, speed-up {res['speedup']:.2f}x")
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--sizes', nargs='+', default=['400x666', '800x1333'])
+    parser.add_argument('--config', default=str(REPO / 'configs' / 'pit_s_deformable_detr.py'))
+    parser.add_argument('--train-config', default=str(REPO / 'configs' / 'demo' /
+                                                      'deformable-detr_pit-ti_synthetic_cpu.py'))
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--iters', type=int, default=10)
+    parser.add_argument('--skip', nargs='*', default=[], choices=['op', 'predict', 'train'])
+    parser.add_argument('--out', default='work_dirs/benchmark_deform_attn.json')
+    args = parser.parse_args(argv)
+    if load_extension() is None:
+        print('error: the fused kernel is not available (see the warning above); nothing to compare',
+              file=sys.stderr)
+        return 1
+    sizes = [parse_size(s) for s in args.sizes]
+
+    def log(msg):
+        print(msg, flush=True)
+    result = dict(environment=environment('cpu'))
+    if 'op' not in args.skip:
+        result['op'] = bench_op(sizes, args.warmup, args.iters, log)
+    if 'predict' not in args.skip:
+        result['predict'] = bench_predict(args.config, sizes[0], args.warmup, args.iters, log)
+    if 'train' not in args.skip:
+        result['train'] = bench_train_iter(args.train_config, args.warmup, args.iters, log)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f'wrote {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
