@@ -122,5 +122,5 @@ def test_side_by_side_benchmark_smoke(tmp_path):
                  '--out', str(out)]) == 0
     import json
     op = json.loads(out.read_text())['op'][0]
-    assert op['size'] == '64x96' and op['queries'] == 8 * 12 + 4 * 6 + 2 * 3 + 1 * 2
+    assert op['size'] == '64x96' and 'encoder' in op['locations'] and op['queries'] == 8 * 12 + 4 * 6 + 2 * 3 + 1 * 2
     assert set(op['median_ms']) == {'fused', 'mmcv'} and op['speedup'] > 0

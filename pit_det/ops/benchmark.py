@@ -3,7 +3,8 @@
 Three measurements, each interleaved (fused, mmcv, fused, mmcv, ...) and reported as medians and ratios:
 
 1. the op alone on the encoder's shapes for the given input sizes (8 heads, 4 levels, 4 points, 256 dims; one
-   query per key), with the peak extra resident memory of one call;
+   query per key), with sampling locations near each query (as in a trained encoder) and uniformly random (the
+   worst case for memory locality), with the peak extra resident memory of one call;
 2. a whole detector's ``predict`` (default: PiT-S Deformable DETR, random weights) at the first size;
 3. one training iteration (forward, backward, optimiser step) of the CPU demo config.
 """
@@ -28,19 +29,34 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def encoder_inputs(height: int, width: int, heads: int = 8, dims: int = 256, levels: int = 4, points: int = 4,
-                   stride: int = 8, seed: int = 0):
-    """Deformable DETR encoder inputs for an ``height x width`` image (map sizes of a stride-8 backbone)."""
+                   stride: int = 8, spread_px: float | None = 2.0, seed: int = 0):
+    """Deformable DETR encoder inputs for an ``height x width`` image (map sizes of a stride-8 backbone).
+
+    One query per key, as in the encoder. With ``spread_px``, each query samples around its reference point (its
+    own position, normalised, on every level, as mmdet's encoder) with offsets of that many pixels (standard
+    deviation), like a trained encoder; with ``None`` the locations are uniform over the maps (no locality: the
+    worst case for any gather).
+    """
     gen = torch.Generator().manual_seed(seed)
     shapes, h, w = [], -(-height // stride), -(-width // stride)
     for _ in range(levels):
         shapes.append((h, w))
         h, w = -(-h // 2), -(-w // 2)
-    shapes = torch.tensor(shapes)
-    keys = int((shapes[:, 0] * shapes[:, 1]).sum())
+    shape_t = torch.tensor(shapes)
+    keys = int((shape_t[:, 0] * shape_t[:, 1]).sum())
     value = torch.randn(1, keys, heads, dims // heads, generator=gen)
-    loc = torch.rand(1, keys, heads, levels, points, 2, generator=gen)
+    if spread_px is None:
+        loc = torch.rand(1, keys, heads, levels, points, 2, generator=gen)
+    else:
+        refs = []
+        for h, w in shapes:
+            ys, xs = torch.meshgrid((torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w, indexing='ij')
+            refs.append(torch.stack((xs.flatten(), ys.flatten()), -1))
+        ref = torch.cat(refs)[None, :, None, None, None, :]  # (1, keys, 1, 1, 1, 2)
+        size_xy = shape_t.flip(-1).float()[None, None, None, :, None, :]  # (w, h) per level
+        loc = ref + torch.randn(1, keys, heads, levels, points, 2, generator=gen) * spread_px / size_xy
     attn = torch.rand(1, keys, heads, levels, points, generator=gen).softmax(-1)
-    return value, shapes, loc, attn
+    return value, shape_t, loc, attn
 
 
 def interleaved(calls: dict[str, Callable], warmup: int, iters: int) -> dict[str, list[float]]:
@@ -70,15 +86,17 @@ def _summary(times: dict[str, list[float]]) -> dict:
 
 def bench_op(sizes, warmup, iters, log) -> list[dict]:
     out = []
-    for h, w in sizes:
-        value, shapes, loc, attn = encoder_inputs(h, w)
+    for (h, w), spread in ((s, p) for s in sizes for p in (2.0, None)):
+        value, shapes, loc, attn = encoder_inputs(h, w, spread_px=spread)
+        kind = 'encoder (offsets ~2 px)' if spread else 'uniform random locations (worst case)'
+
         with torch.inference_mode():
             calls = {'fused': lambda: ms_deform_attn_cpu(value, shapes, loc, attn),
                      'mmcv': lambda: multi_scale_deformable_attn_pytorch(value, shapes, loc, attn)}
             res = _summary(interleaved(calls, warmup, iters))
             res['peak_mib'] = {k: peak_rss_mib(c) for k, c in calls.items()}
-        res.update(size=f'{h}x{w}', queries=value.shape[1])
-        log(f"op {h}x{w} ({value.shape[1]} queries): fused {res['median_ms']['fused']:.1f} ms, mmcv "
+        res.update(size=f'{h}x{w}', queries=value.shape[1], locations=kind)
+        log(f"op {h}x{w}, {kind}, {value.shape[1]} queries: fused {res['median_ms']['fused']:.1f} ms, mmcv "
             f"{res['median_ms']['mmcv']:.1f} ms, speed-up {res['speedup']:.2f}x; peak extra memory fused "
             f"{res['peak_mib']['fused']:.0f} MiB, mmcv {res['peak_mib']['mmcv']:.0f} MiB")
         out.append(res)
