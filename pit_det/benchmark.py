@@ -3,7 +3,8 @@
 Models are measured interleaved in one process (round-robin, one forward of each per round) so that machine noise
 hits all of them alike and ratios are fair. Timing uses ``torch.inference_mode``, warm-up, CUDA synchronisation on
 GPU, and reports median, mean and p90. Memory is measured in a separate pass per model: CUDA max allocated, or on
-the CPU the growth of the process's peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``).
+the CPU the growth of the peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``) during one
+forward in a fresh process.
 
 Model specs:
     ``pit-<arch>``          this package's PiT backbone (``ti``, ``xs``, ``s``, ``b``, ``*-distilled``)
@@ -176,7 +177,41 @@ def _cpu_rss_kib(field_name: str) -> int:
     return 0
 
 
-def _peak_memory_mib(call: Callable, x: torch.Tensor, device: str, autocast) -> float:
+def _build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device: str,
+                cpu_deform_attn: str, checkpoint: str | None):
+    """``(model, call, macs_model, macs_fn)`` for a spec; see the module docstring."""
+    if spec.endswith('.py'):
+        model, _ = _build_detector(spec, mode, cpu_deform_attn)
+        if checkpoint:
+            from mmengine.runner import load_checkpoint
+            load_checkpoint(model, checkpoint, map_location='cpu')
+        model.to(device).eval()  # some mmdet modules' train() returns None: no chaining
+        call = _detector_call(model, mode, size, batch, device)
+        macs = (model.backbone, model.backbone) if mode == 'backbone' else (None, None)
+        return model, call, *macs
+    model, call = _build_backbone(spec, size)
+    model.to(device).eval()
+    return model, call, model, call
+
+
+def _fresh_process_peak(args: tuple) -> float:
+    """Peak extra resident memory (MiB) of one forward, in a process that has run nothing else."""
+    spec, mode, size, batch, precision, cpu_deform_attn, checkpoint = args
+    import pit_det  # noqa: F401
+    torch.manual_seed(0)
+    _, call, _, _ = _build_call(spec, mode, size, batch, 'cpu', cpu_deform_attn, checkpoint)
+    x = torch.rand(batch, 3, *size)
+    dtype = PRECISIONS[precision]
+    Path('/proc/self/clear_refs').write_text('5')  # reset VmHWM to the current RSS
+    base = _cpu_rss_kib('VmRSS')
+    with torch.inference_mode(), (torch.autocast('cpu', dtype=dtype) if dtype else contextlib.nullcontext()):
+        call(x)
+    return max(_cpu_rss_kib('VmHWM') - base, 0) / 1024
+
+
+def _peak_memory_mib(call: Callable, x: torch.Tensor, device: str, autocast, fresh_args: tuple) -> float:
+    """CUDA: max allocated during one forward. CPU: VmHWM growth of one forward in a fresh process (in this one,
+    memory freed by earlier forwards stays resident and would hide the peak)."""
     if device == 'cuda':
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -185,14 +220,11 @@ def _peak_memory_mib(call: Callable, x: torch.Tensor, device: str, autocast) -> 
             call(x)
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
-    try:
-        Path('/proc/self/clear_refs').write_text('5')  # reset VmHWM to the current RSS
-    except OSError:
+    if not Path('/proc/self/clear_refs').exists():
         return float('nan')
-    base = _cpu_rss_kib('VmRSS')
-    with torch.inference_mode(), autocast():
-        call(x)
-    return max(_cpu_rss_kib('VmHWM') - base, 0) / 1024
+    import multiprocessing
+    with multiprocessing.get_context('spawn').Pool(1) as pool:
+        return pool.apply(_fresh_process_peak, (fresh_args,))
 
 
 def environment(device: str) -> dict:
@@ -250,18 +282,8 @@ def run_benchmark(models: list[str], sizes: list[tuple[int, int]], device: str =
         x = torch.rand(batch, 3, h, w, device=device)
         entries = []
         for spec in models:
-            if spec.endswith('.py'):
-                model, _ = _build_detector(spec, mode, cpu_deform_attn)
-                if checkpoint:
-                    from mmengine.runner import load_checkpoint
-                    load_checkpoint(model, checkpoint, map_location='cpu')
-                model.to(device).eval()  # some mmdet modules' train() returns None: no chaining
-                call = _detector_call(model, mode, size, batch, device)
-                macs_model, macs_fn = (model.backbone, model.backbone) if mode == 'backbone' else (None, None)
-            else:
-                model, call = _build_backbone(spec, size)
-                model.to(device).eval()
-                macs_model, macs_fn = model, call
+            model, call, macs_model, macs_fn = _build_call(spec, mode, size, batch, device, cpu_deform_attn,
+                                                           checkpoint)
             gmacs = _macs(macs_fn, macs_model, x[:1]) if count_macs and macs_model is not None else None
             params = sum(p.numel() for p in model.parameters()) / 1e6
             entries.append(dict(spec=spec, model=model, call=call, params=params, gmacs=gmacs, times=[]))
@@ -285,7 +307,9 @@ def run_benchmark(models: list[str], sizes: list[tuple[int, int]], device: str =
         for e in entries:
             times = sorted(e['times'])
             median = statistics.median(times)
-            peak = _peak_memory_mib(e['call'], x, device, autocast)
+            progress(f"{e['spec']} {h}x{w}: measuring peak memory")
+            peak = _peak_memory_mib(e['call'], x, device, autocast,
+                                    (e['spec'], mode, size, batch, precision, cpu_deform_attn, checkpoint))
             results.append(Result(
                 model=e['spec'], mode=mode, size=f'{h}x{w}', batch=batch, precision=precision, device=device,
                 median_ms=round(median, 3), mean_ms=round(statistics.fmean(times), 3),
