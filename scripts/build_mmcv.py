@@ -79,6 +79,33 @@ def cache_key(mmcv_version: str, torch_version: str, python_tag: str, cuda_arche
     return f'mmcv-{mmcv_version}_torch-{torch_version}_{python_tag}_{ops}'
 
 
+def find_cuda_home(nvcc: str | None = None) -> Path | None:
+    """The CUDA toolkit root: ``CUDA_HOME``/``CUDA_PATH``, else the toolkit holding the real ``nvcc``.
+
+    ``nvcc`` on PATH may be a wrapper script (``/usr/local/bin/nvcc`` exec-ing ``/usr/local/cuda-13.0/bin/nvcc``),
+    which makes torch guess ``/usr/local``; the wrapper's target is followed.
+    """
+    candidates = [os.environ.get('CUDA_HOME'), os.environ.get('CUDA_PATH')]
+    nvcc = nvcc or shutil.which('nvcc')
+    if nvcc:
+        real = Path(nvcc).resolve()
+        candidates.append(str(real.parent.parent))
+        if real.stat().st_size < 4096:  # a wrapper script: look for the nvcc it calls
+            candidates += [m.group(1) for m in re.finditer(r'(/\S+)/bin/nvcc', real.read_text(errors='ignore'))]
+    candidates += ['/usr/local/cuda'] + sorted(str(p) for p in Path('/usr/local').glob('cuda-*'))
+    for candidate in candidates:
+        if candidate and (Path(candidate) / 'include' / 'cuda_runtime.h').is_file():
+            return Path(candidate)
+    return None
+
+
+def _nvidia_wheel_dirs(kind: str) -> list[str]:
+    """``include``/``lib`` folders of the nvidia-* wheels torch depends on (cuSPARSE, cuBLAS, ... headers)."""
+    import sysconfig as sc
+    root = Path(sc.get_paths()['purelib']) / 'nvidia'
+    return sorted(str(p) for p in root.glob(f'*/{kind}') if p.is_dir())
+
+
 def _run(cmd: list[str], **kwargs) -> None:
     print('+', ' '.join(cmd), flush=True)
     subprocess.run(cmd, check=True, **kwargs)
@@ -98,6 +125,18 @@ def _build_wheel(dest: Path, std: str, cuda_arches: str | None) -> Path:
         env['CUDA_VISIBLE_DEVICES'] = ''  # mmcv's setup.py builds CUDA ops whenever it sees a GPU
     else:
         env.update(FORCE_CUDA='1', TORCH_CUDA_ARCH_LIST=cuda_arches)
+        cuda_home = find_cuda_home()
+        if cuda_home is None:
+            raise BuildError('no CUDA toolkit found (include/cuda_runtime.h): set CUDA_HOME to its root.')
+        env['CUDA_HOME'] = str(cuda_home)
+        env['PATH'] = f'{cuda_home / "bin"}{os.pathsep}{env["PATH"]}'
+        # torch's CUDA headers include cusparse.h, cublas_v2.h, ...: a toolkit of nvcc and the runtime alone lacks
+        # them, the nvidia-* wheels installed with torch have them.
+        for var, kind in (('CPATH', 'include'), ('LIBRARY_PATH', 'lib')):
+            dirs = _nvidia_wheel_dirs(kind) + ([env[var]] if env.get(var) else [])
+            if dirs:
+                env[var] = os.pathsep.join(dirs)
+        print(f'CUDA_HOME={cuda_home}', flush=True)
     with tempfile.TemporaryDirectory(prefix='pit-det-mmcv-') as tmp:
         tmp_path = Path(tmp)
         _run(pip + ['download', '--no-deps', '--no-binary', ':all:', '--no-build-isolation',
@@ -127,9 +166,8 @@ def _build_wheel(dest: Path, std: str, cuda_arches: str | None) -> Path:
 
 def install() -> None:
     import torch
-    from torch.utils.cpp_extension import CUDA_HOME
 
-    has_nvcc = shutil.which('nvcc') is not None or (CUDA_HOME is not None and Path(CUDA_HOME, 'bin', 'nvcc').exists())
+    has_nvcc = shutil.which('nvcc') is not None or find_cuda_home() is not None
     has_gpu = torch.cuda.is_available()
     cuda = want_cuda_ops(os.environ.get('PIT_DET_CUDA_OPS', 'auto'), has_nvcc, has_gpu)
     arches = None
