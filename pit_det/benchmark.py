@@ -368,7 +368,8 @@ def write_outputs(results: list[Result], env: dict, out_dir: str | Path, plot: b
             pixels = [math.prod(parse_size(r.size)) / 1e6 for r in rs]
             ax.plot(pixels, [r.median_ms for r in rs], marker='o', label=Path(model).stem)
         ax.set_xlabel('input megapixels')
-        ax.set_ylabel('median latency (ms)')
+        ax.set_ylabel('median latency (ms, log scale)')
+        ax.set_yscale('log')
         ax.set_title(f"{results[0].mode}, batch {results[0].batch}, {results[0].precision}, {results[0].device}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

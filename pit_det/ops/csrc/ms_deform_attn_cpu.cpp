@@ -32,6 +32,14 @@ inline void corners(double x, double y, int64_t h, int64_t w, int64_t row_stride
   }
 }
 
+// Pixel coordinates of sample i (align_corners=False: x = loc_x * w - 0.5); false when no corner is inside the map.
+template <typename scalar_t>
+inline bool pixel_coords(const scalar_t* loc, int64_t i, int64_t h, int64_t w, double& x, double& y) {
+  x = static_cast<double>(loc[2 * i]) * w - 0.5;
+  y = static_cast<double>(loc[2 * i + 1]) * h - 0.5;
+  return x > -1.0 && y > -1.0 && x < w && y < h;
+}
+
 void check_inputs(const at::Tensor& value, const at::Tensor& shapes, const at::Tensor& starts,
                   const at::Tensor& loc, const at::Tensor& attn) {
   TORCH_CHECK(value.device().is_cpu(), "ms_deform_attn_cpu: tensors must be on the CPU");
@@ -74,9 +82,8 @@ at::Tensor ms_deform_attn_forward(const at::Tensor& value_in, const at::Tensor& 
             const scalar_t* level = base + st[l] * H * D;
             for (int64_t p = 0; p < P; ++p) {
               const int64_t i = ((bq * H + h) * L + l) * P + p;
-              const double x = static_cast<double>(lp[2 * i]) * wl - 0.5;
-              const double y = static_cast<double>(lp[2 * i + 1]) * hl - 0.5;
-              if (!(x > -1.0 && y > -1.0 && x < wl && y < hl)) continue;
+              double x, y;
+              if (!pixel_coords(lp, i, hl, wl, x, y)) continue;
               corners(x, y, hl, wl, H * D, cs);
               const scalar_t a = ap[i];
               for (int c = 0; c < 4; ++c) {
@@ -129,9 +136,8 @@ std::vector<at::Tensor> ms_deform_attn_backward(const at::Tensor& value_in, cons
             const int64_t level_off = (b * S * H + h) * D + st[l] * H * D;
             for (int64_t p = 0; p < P; ++p) {
               const int64_t i = ((bq * H + h) * L + l) * P + p;
-              const double x = static_cast<double>(lp[2 * i]) * wl - 0.5;
-              const double y = static_cast<double>(lp[2 * i + 1]) * hl - 0.5;
-              if (!(x > -1.0 && y > -1.0 && x < wl && y < hl)) continue;
+              double x, y;
+              if (!pixel_coords(lp, i, hl, wl, x, y)) continue;
               corners(x, y, hl, wl, H * D, cs);
               const scalar_t a = ap[i];
               scalar_t g_attn = 0, g_x = 0, g_y = 0;
