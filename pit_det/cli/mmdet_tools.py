@@ -21,3 +21,13 @@ def run_mmdet_tool(name: str, argv: list[str]) -> int:
     sys.argv = [str(path)] + list(argv)
     runpy.run_path(str(path), run_name='__main__')
     return 0
+
+
+def train_main() -> int:
+    """``pit-det-train CONFIG [options]``: mmdet's tools/train.py with pit_det registered."""
+    return run_mmdet_tool('train', sys.argv[1:])
+
+
+def test_main() -> int:
+    """``pit-det-test CONFIG CHECKPOINT [options]``: mmdet's tools/test.py with pit_det registered."""
+    return run_mmdet_tool('test', sys.argv[1:])
