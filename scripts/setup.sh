@@ -15,8 +15,10 @@ TORCHVISION_VERSION=${PIT_DET_TORCHVISION_VERSION:-0.29.1}
 
 if [[ -n "${PIT_DET_PYTHON:-}" ]]; then
     PY=$PIT_DET_PYTHON
-    "$PY" -c 'import torch' 2>/dev/null || {
-        echo "ERROR: $PY has no torch; install torch and torchvision there first, or unset PIT_DET_PYTHON." >&2
+    "$PY" -c 'import torch, torchvision' 2>/dev/null || {
+        echo "ERROR: $PY lacks torch or torchvision. An existing environment keeps its own torch: install torch and" \
+             "the torchvision matching it there first (https://pytorch.org/get-started/previous-versions/)," \
+             "or unset PIT_DET_PYTHON to let the setup create .venv with torch $TORCH_VERSION." >&2
         exit 1
     }
 else
@@ -30,14 +32,22 @@ fi
 "$PY" -c 'import sys; assert sys.version_info >= (3, 10), "pit-det needs Python >= 3.10"'
 pip() { "$PY" -m pip "$@"; }
 
-if ! "$PY" -c 'import torch, torchvision' 2>/dev/null; then
+if [[ -z "${PIT_DET_PYTHON:-}" ]] && ! "$PY" -c 'import torch, torchvision' 2>/dev/null; then
     echo "== installing torch $TORCH_VERSION, torchvision $TORCHVISION_VERSION"
     pip install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 fi
 # mmcv's setup.py and mim import pkg_resources, removed in setuptools 81.
 pip install -q "setuptools<81" wheel ninja numpy
 
-versions() { "$PY" -c 'import torch, torchvision, setuptools; print(torch.__version__, torchvision.__version__, setuptools.__version__)'; }
+versions() {
+    "$PY" -c 'import importlib.metadata as m
+def v(name):
+    try:
+        return m.version(name)
+    except m.PackageNotFoundError:
+        return "absent"
+print(" ".join(f"{n}=={v(n)}" for n in ("torch", "torchvision", "setuptools")))'
+}
 before=$(versions)
 
 echo "== mmcv with compiled ops"
