@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os.path as osp
 
+from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
-from mmdet.registry import RUNNERS
 
 COCO_LAYOUT = """expected COCO layout (data_root, default data/coco/):
     data/coco/annotations/instances_train2017.json
@@ -65,6 +65,8 @@ def _weights_problem(model_cfg) -> str | None:
     return None
 
 
+# mmengine's root registry: mmdet's tools/train.py builds the runner before any default scope is set, so a runner in
+# mmdet's child registry is not found there ('PiTRunner is not in the runner registry'); children see the root's.
 @RUNNERS.register_module()
 class PiTRunner(Runner):
     """mmengine's Runner with preflight checks in :meth:`train` and :meth:`test`."""

@@ -68,13 +68,16 @@ def _mim() -> str:
 
 
 @pytest.mark.slow
-def test_train_resume_evaluate_and_mim_test(tmp_path, synthetic):
+def test_mim_train_resume_evaluate_and_mim_test(tmp_path, synthetic):
     register_all_modules()
     work = tmp_path / 'work'
     cfg = load_demo_config(synthetic, work, max_epochs=1)
     cfg.train_dataloader.batch_size = cfg.val_dataloader.batch_size = 8
-    runner = RUNNERS.build(cfg)
-    runner.train()
+    config = tmp_path / 'config.py'
+    cfg.dump(str(config))
+    trained = subprocess.run([_mim(), 'train', 'mmdet', str(config), '--work-dir', str(work)], capture_output=True,
+                             text=True, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
     first = work / 'epoch_1.pth'
     assert first.is_file()
 
@@ -87,9 +90,7 @@ def test_train_resume_evaluate_and_mim_test(tmp_path, synthetic):
     metrics = resumed.test()
     assert 0.0 <= metrics['coco/bbox_mAP_50'] <= 1.0
 
-    dumped = work / 'config.py'
-    resumed_cfg.dump(str(dumped))
-    out = subprocess.run([_mim(), 'test', 'mmdet', str(dumped), '--checkpoint', str(work / 'epoch_2.pth'),
+    out = subprocess.run([_mim(), 'test', 'mmdet', str(config), '--checkpoint', str(work / 'epoch_2.pth'),
                           '--work-dir', str(tmp_path / 'test')], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert 'coco/bbox_mAP_50' in out.stdout + out.stderr
