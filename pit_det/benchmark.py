@@ -94,7 +94,7 @@ def _build_backbone(spec: str, size: tuple[int, int]) -> tuple[nn.Module, Callab
                          'detector config .py')
 
 
-def _build_detector(config: str, mode: str, cpu_deform_attn: str) -> tuple[nn.Module, Callable]:
+def _build_detector(config: str, cpu_deform_attn: str):
     from mmengine.config import Config
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
@@ -181,7 +181,7 @@ def _build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device:
                 cpu_deform_attn: str, checkpoint: str | None):
     """``(model, call, macs_model, macs_fn)`` for a spec; see the module docstring."""
     if spec.endswith('.py'):
-        model, _ = _build_detector(spec, mode, cpu_deform_attn)
+        model, _ = _build_detector(spec, cpu_deform_attn)
         if checkpoint:
             from mmengine.runner import load_checkpoint
             load_checkpoint(model, checkpoint, map_location='cpu')

@@ -170,6 +170,6 @@ def test_load_from_detector_checkpoint_with_foreign_layout():
     torch.testing.assert_close(holder.backbone.transformers[2].pool.fc.weight, src.transformers[2].pool.fc.weight)
 
 
-def test_frozen_and_converted_keys_roundtrip_through_convert():
+def test_own_layout_converts_to_itself():
     src = PiT(arch='xs')
     assert convert_pit_checkpoint(src.state_dict()).keys() == src.state_dict().keys()

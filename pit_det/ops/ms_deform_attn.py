@@ -30,11 +30,10 @@ _ext_error: str | None = None
 
 
 def _cpu_signature() -> str:
+    """CPU model and feature flags: the kernel is built with -march=native."""
     try:
-        info = Path('/proc/cpuinfo').read_text()
-        model = next((line for line in info.splitlines() if line.startswith(('model name', 'flags'))), '')
-        flags = next((line for line in info.splitlines() if line.startswith('flags')), '')
-        return model + flags
+        lines = Path('/proc/cpuinfo').read_text().splitlines()
+        return ''.join(next((line for line in lines if line.startswith(key)), '') for key in ('model name', 'flags'))
     except OSError:
         return platform.processor()
 
