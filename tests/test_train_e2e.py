@@ -35,6 +35,16 @@ def test_generator_is_deterministic(tmp_path, synthetic):
         make_synthetic_coco(tmp_path / 'bad', size=16)
 
 
+def test_generator_never_writes_into_a_foreign_folder(tmp_path):
+    real = tmp_path / 'coco'
+    (real / 'annotations').mkdir(parents=True)
+    (real / 'annotations' / 'train.json').write_text('{"precious": true}')
+    with pytest.raises(FileExistsError, match='not empty and holds no pit-det synthetic set'):
+        make_synthetic_coco(real, num_train=2, num_val=1)
+    assert (real / 'annotations' / 'train.json').read_text() == '{"precious": true}'
+    assert sorted(p.name for p in real.rglob('*')) == ['annotations', 'train.json']
+
+
 def coco_metric(ann_file):
     metric = CocoMetric(ann_file=str(ann_file), metric='bbox')
     metric.dataset_meta = dict(classes=('square', 'disc', 'triangle'))
