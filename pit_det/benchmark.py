@@ -65,10 +65,6 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def _pit_min_size(spec: str) -> int:
-    return 14 if spec.startswith('pit-b') or 'pit_b' in spec else 16
-
-
 def _build_backbone(spec: str, size: tuple[int, int]) -> tuple[nn.Module, Callable]:
     if spec.startswith('pit-'):
         from .models import PiT
@@ -194,6 +190,14 @@ def _build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device:
     return model, call, model, call
 
 
+def rss_growth_mib(call: Callable) -> float:
+    """Growth of the peak resident set (MiB) during ``call()``: VmHWM reset to the current RSS, then read."""
+    Path('/proc/self/clear_refs').write_text('5')
+    base = _cpu_rss_kib('VmRSS')
+    call()
+    return max(_cpu_rss_kib('VmHWM') - base, 0) / 1024
+
+
 def _fresh_process_peak(args: tuple) -> float:
     """Peak extra resident memory (MiB) of one forward, in a process that has run nothing else."""
     spec, mode, size, batch, precision, cpu_deform_attn, checkpoint = args
@@ -202,11 +206,8 @@ def _fresh_process_peak(args: tuple) -> float:
     _, call, _, _ = _build_call(spec, mode, size, batch, 'cpu', cpu_deform_attn, checkpoint)
     x = torch.rand(batch, 3, *size)
     dtype = PRECISIONS[precision]
-    Path('/proc/self/clear_refs').write_text('5')  # reset VmHWM to the current RSS
-    base = _cpu_rss_kib('VmRSS')
     with torch.inference_mode(), (torch.autocast('cpu', dtype=dtype) if dtype else contextlib.nullcontext()):
-        call(x)
-    return max(_cpu_rss_kib('VmHWM') - base, 0) / 1024
+        return rss_growth_mib(lambda: call(x))
 
 
 def _peak_memory_mib(call: Callable, x: torch.Tensor, device: str, autocast, fresh_args: tuple) -> float:
@@ -267,8 +268,7 @@ def run_benchmark(models: list[str], sizes: list[tuple[int, int]], device: str =
         if not spec.endswith('.py') and mode != 'backbone':
             raise BenchmarkError(f'{spec}: --mode {mode} needs a detector config; backbones time the backbone')
     for h, w in sizes:
-        smallest = min(_pit_min_size(m) for m in models)
-        if min(h, w) < 32 or min(h, w) < smallest:
+        if min(h, w) < 32:  # covers every patch size (16, 14 for b)
             raise BenchmarkError(f'size {h}x{w} is smaller than a patch or the 32-px minimum: use at least 32x32')
 
     dtype = PRECISIONS[precision]

@@ -71,20 +71,20 @@ def _weights_problem(model_cfg) -> str | None:
 class PiTRunner(Runner):
     """mmengine's Runner with preflight checks in :meth:`train` and :meth:`test`."""
 
-    def _preflight(self, problems: list[str]) -> None:
-        problems = [p for p in problems if p]
+    @staticmethod
+    def _preflight(data_problems: list[str], weights_problem: str | None = None) -> None:
+        problems = data_problems + ([weights_problem] if weights_problem else [])
         if problems:
-            data = any('not found' in p and 'weights' not in p for p in problems)
             raise PreflightError('\n'.join(['cannot start:'] + [f'  - {p}' for p in problems]
-                                           + ([COCO_LAYOUT] if data else [])))
+                                           + ([COCO_LAYOUT] if data_problems else [])))
 
     def train(self):
-        problems = _dataset_problems(self.cfg.get('train_dataloader'), 'training')
+        data = _dataset_problems(self.cfg.get('train_dataloader'), 'training')
         if self.cfg.get('val_cfg') is not None:
-            problems += _dataset_problems(self.cfg.get('val_dataloader'), 'validation')
-            problems += _evaluator_problems(self.cfg.get('val_evaluator'), 'validation')
-        problems.append(_weights_problem(self.cfg.get('model')))  # init_weights() runs before load_from
-        self._preflight(problems)
+            data += _dataset_problems(self.cfg.get('val_dataloader'), 'validation')
+            data += _evaluator_problems(self.cfg.get('val_evaluator'), 'validation')
+        # init_weights() runs before load_from, so the backbone's weights are needed even then
+        self._preflight(data, _weights_problem(self.cfg.get('model')))
         return super().train()
 
     def test(self):

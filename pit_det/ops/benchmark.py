@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 
-from ..benchmark import _cpu_rss_kib, environment, parse_size
+from ..benchmark import _build_detector, _detector_call, environment, parse_size, rss_growth_mib
 from .ms_deform_attn import load_extension, ms_deform_attn_cpu, use_fused_cpu_deform_attn
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,13 +72,6 @@ def interleaved(calls: dict[str, Callable], warmup: int, iters: int) -> dict[str
     return times
 
 
-def peak_rss_mib(call: Callable) -> float:
-    Path('/proc/self/clear_refs').write_text('5')
-    base = _cpu_rss_kib('VmRSS')
-    call()
-    return max(_cpu_rss_kib('VmHWM') - base, 0) / 1024
-
-
 def _summary(times: dict[str, list[float]]) -> dict:
     med = {k: statistics.median(v) for k, v in times.items()}
     return dict(median_ms=med, speedup=med['mmcv'] / med['fused'])
@@ -94,7 +87,7 @@ def bench_op(sizes, warmup, iters, log) -> list[dict]:
             calls = {'fused': lambda: ms_deform_attn_cpu(value, shapes, loc, attn),
                      'mmcv': lambda: multi_scale_deformable_attn_pytorch(value, shapes, loc, attn)}
             res = _summary(interleaved(calls, warmup, iters))
-            res['peak_mib'] = {k: peak_rss_mib(c) for k, c in calls.items()}
+            res['peak_mib'] = {k: rss_growth_mib(c) for k, c in calls.items()}
         res.update(size=f'{h}x{w}', queries=value.shape[1], locations=kind)
         log(f"op {h}x{w}, {kind}, {value.shape[1]} queries: fused {res['median_ms']['fused']:.1f} ms, mmcv "
             f"{res['median_ms']['mmcv']:.1f} ms, speed-up {res['speedup']:.2f}x; peak extra memory fused "
@@ -104,20 +97,13 @@ def bench_op(sizes, warmup, iters, log) -> list[dict]:
 
 
 def _build(config: str):
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    from mmengine.config import Config
-
-    register_all_modules()
-    cfg = Config.fromfile(config)
-    cfg.model.backbone.init_cfg = None
-    model = MODELS.build(copy.deepcopy(cfg.model))
+    """The detector of ``config`` with random, initialised weights (the fused/mmcv choice is toggled per call)."""
+    model, cfg = _build_detector(config, 'fused')
     model.init_weights()
     return model, cfg
 
 
 def bench_predict(config: str, size, warmup, iters, log) -> dict:
-    from ..benchmark import _detector_call
     model, _ = _build(config)
     model.eval()
     call = _detector_call(model, 'predict', size, 1, 'cpu')
