@@ -6,7 +6,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	$(PYTHON) -m pit_det.demo
+	$(PYTHON) -m pit_det.cli.demo
 
 test: setup
 	$(PYTHON) -m pytest -ra

@@ -1,37 +1,30 @@
-# PiT-S Deformable DETR in the paper's half-resolution setting (Heo et al. 2021, Sec. 4.4; naver-ai/pit#6):
-# train short side 400 - 16 * i for i = 0..10 (400, 384, ..., 240), max 666; the crop branch halved likewise;
-# test at 400, max 666. Optimisation as mmdet's Deformable DETR: AdamW 2e-4, wd 1e-4, backbone lr x0.1, grad clip
-# 0.1, 50 epochs with a step at 40, auto_scale_lr base batch 32 (16 GPUs x 2 images).
+# PiT-S Deformable DETR in the paper's half-resolution setting (configs/_base_/deformable-detr_halfres.py).
 #   mim train mmdet configs/pit_s_deformable_detr.py
 #   mim test mmdet configs/pit_s_deformable_detr.py --checkpoint work_dirs/pit_s_deformable_detr/epoch_50.pth
-_base_ = './deformable-detr_pit-s_16xb2-50e_coco.py'
+_base_ = './_base_/deformable-detr_halfres.py'
 
-half_res_scales = [(400 - 16 * i, 666) for i in range(11)]  # (400, 666), (384, 666), ..., (240, 666)
+# ImageNet weights converted by `python tools/convert_checkpoint.py SRC data/pretrained/pit_s.pth --arch s`.
+pretrained = 'data/pretrained/pit_s.pth'
+pit_channels = [144, 288, 576]  # base_dims * heads: 48 * (3, 6, 12)
 
-train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(
-        type='RandomChoice',
-        transforms=[
-            [dict(type='RandomChoiceResize', scales=half_res_scales, keep_ratio=True)],
-            [
-                # mmdet: (400|500|600, 4200), crop (384, 600); halved
-                dict(type='RandomChoiceResize', scales=[(200, 2100), (250, 2100), (300, 2100)], keep_ratio=True),
-                dict(type='RandomCrop', crop_type='absolute_range', crop_size=(192, 300),
-                     allow_negative_crop=True),
-                dict(type='RandomChoiceResize', scales=half_res_scales, keep_ratio=True),
-            ],
-        ]),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
-    dict(type='Resize', scale=(666, 400), keep_ratio=True),  # (w, h): short side 400, long side at most 666
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
-test_dataloader = val_dataloader
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='PiT',
+        arch='s',
+        out_indices=(0, 1, 2),
+        frozen_stages=-1,
+        drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=pit_channels))
+
+optim_wrapper = dict(
+    paramwise_cfg=dict(
+        custom_keys={
+            'backbone': dict(lr_mult=0.1),
+            # the longest matching key wins, so these repeat the backbone's lr_mult
+            'backbone.pos_embed': dict(lr_mult=0.1, decay_mult=0.0),
+            'backbone.cls_token': dict(lr_mult=0.1, decay_mult=0.0),
+            'sampling_offsets': dict(lr_mult=0.1),
+            'reference_points': dict(lr_mult=0.1),
+        }))

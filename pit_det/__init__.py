@@ -4,8 +4,8 @@ Importing this package registers :class:`PiT` and :class:`FastDeformableDETR` in
 :class:`PiTRunner` in its ``RUNNERS``, and allow-lists the classes of
 mmengine checkpoints for ``torch.load(weights_only=True)`` (see :mod:`pit_det.serialization`).
 """
-from .checkpoint import CheckpointMismatchError, convert_pit_checkpoint, load_pit_weights
-from .models import ARCH_ZOO, FastDeformableDETR, PiT
+from .models import (ARCH_ZOO, CheckpointMismatchError, FastDeformableDETR, PiT, convert_pit_checkpoint,
+                     load_pit_weights)
 from .runner import PiTRunner
 from .serialization import register_mmengine_safe_globals
 

@@ -4,9 +4,8 @@ Runs anywhere (CPU, no downloads) through the same mmengine Runner that ``mim tr
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
+import re
 import time
 from pathlib import Path
 
@@ -47,13 +46,27 @@ def _most_varied_val_image(data_root: Path) -> Path:
     return data_root / 'val' / best['file_name']
 
 
+def best_checkpoint(runner) -> tuple[Path, int]:
+    """The checkpoint that scored best at validation (mmengine's ``save_best``) and its epoch; the last epoch's
+    checkpoint when no validation ran."""
+    best = runner.message_hub.get_info('best_ckpt')
+    if best:
+        match = re.search(r'epoch_(\d+)\.pth$', best)
+        return Path(best), int(match.group(1)) if match else runner.epoch
+    return Path(runner.work_dir) / f'epoch_{runner.epoch}.pth', runner.epoch
+
+
 def run_demo(work_dir: str | Path = 'work_dirs/demo', data_root: str | Path = 'data/synthetic',
              max_epochs: int | None = None, seed: int = 0) -> dict:
-    """Generate the data, train, evaluate, draw; returns the metrics and the paths written."""
+    """Generate the data, train, evaluate and draw with the best checkpoint; returns the metrics and paths."""
+    if max_epochs is not None and max_epochs < 1:
+        raise ValueError(f'epochs must be at least 1, got {max_epochs}')
+    if Path(data_root).exists() and not Path(data_root).is_dir():
+        raise ValueError(f'--data-root {data_root} is a file: give a folder (new, or one the demo made before)')
     from mmdet.registry import RUNNERS
     from mmdet.utils import register_all_modules
 
-    from .infer import draw_detections
+    from .draw import draw_detections
 
     register_all_modules()
     work_dir, data_root = Path(work_dir), Path(data_root)
@@ -67,8 +80,10 @@ def run_demo(work_dir: str | Path = 'work_dirs/demo', data_root: str | Path = 'd
     runner = RUNNERS.build(cfg)
     runner.train()
     train_s = time.time() - start
-    checkpoint = work_dir / f'epoch_{cfg.train_cfg.max_epochs}.pth'
-    print('[3/4] evaluating on the validation set (COCO bbox, pycocotools)', flush=True)
+    checkpoint, epoch = best_checkpoint(runner)
+    print(f'[3/4] evaluating the best checkpoint ({checkpoint.name}, epoch {epoch}) on the validation set '
+          '(COCO bbox, pycocotools)', flush=True)
+    runner.load_checkpoint(str(checkpoint))
     metrics = {k: float(v) for k, v in runner.test().items()}
     image = _most_varied_val_image(data_root)
     picture = work_dir / 'predictions.png'
@@ -76,27 +91,7 @@ def run_demo(work_dir: str | Path = 'work_dirs/demo', data_root: str | Path = 'd
     config_dump = work_dir / 'demo_config.py'
     cfg.dump(str(config_dump))
     count = draw_detections(config_dump, checkpoint, image, picture)
-    result = dict(metrics=metrics, train_seconds=round(train_s, 1), checkpoint=str(checkpoint),
+    result = dict(metrics=metrics, train_seconds=round(train_s, 1), checkpoint=str(checkpoint), epoch=epoch,
                   picture=str(picture), detections_drawn=count, config=str(config_dump))
     (work_dir / 'metrics.json').write_text(json.dumps(result, indent=2))
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--work-dir', default='work_dirs/demo')
-    parser.add_argument('--data-root', default='data/synthetic')
-    parser.add_argument('--epochs', type=int, default=None, help='override the config (default: its max_epochs)')
-    parser.add_argument('--seed', type=int, default=0)
-    args = parser.parse_args(argv)
-    result = run_demo(args.work_dir, args.data_root, args.epochs, args.seed)
-    m = result['metrics']
-    print(f"\nval bbox mAP {m.get('coco/bbox_mAP', float('nan')):.3f}, "
-          f"mAP_50 {m.get('coco/bbox_mAP_50', float('nan')):.3f} after {result['train_seconds']:.0f} s of training")
-    print(f"checkpoint: {result['checkpoint']}\nmetrics:    {Path(args.work_dir) / 'metrics.json'}\n"
-          f"picture:    {result['picture']} ({result['detections_drawn']} detections drawn)")
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -1,9 +1,10 @@
 import pytest
 import timm
 import torch
+from conftest import relayout
 
 from pit_det import ARCH_ZOO, PiT
-from pit_det.checkpoint import convert_pit_checkpoint, load_pit_weights
+from pit_det.models.weights import convert_pit_checkpoint, load_pit_weights
 from mmdet.registry import MODELS
 
 ARCHS = list(ARCH_ZOO)
@@ -13,16 +14,6 @@ CHANNELS = {'ti': (64, 128, 256), 'xs': (96, 192, 384), 's': (144, 288, 576), 'b
 def timm_name(arch: str) -> str:
     base, _, distilled = arch.partition('-')
     return f'pit_{base}_distilled_224' if distilled else f'pit_{base}_224'
-
-
-def to_official(sd: dict) -> dict:
-    """timm >= 0.9 keys -> the naver-ai layout (pools.{i-1} for transformers.{i}.pool)."""
-    out = {}
-    for k, v in sd.items():
-        if k.startswith(('transformers.1.pool.', 'transformers.2.pool.')):
-            k = f'pools.{int(k.split(".")[1]) - 1}.' + k.split('.pool.', 1)[1]
-        out[k] = v
-    return out
 
 
 @pytest.mark.parametrize('arch', ARCHS)
@@ -55,7 +46,7 @@ def test_equals_timm_and_official_layout(arch, tmp_path):
     x = torch.rand(2, 3, 224, 224)
     with torch.no_grad():
         expected = ref.forward_intermediates(x, intermediates_only=True)
-    for layout, sd in (('timm', ref.state_dict()), ('official', to_official(ref.state_dict()))):
+    for layout, sd in (('timm', ref.state_dict()), ('official', relayout(ref.state_dict(), 'official'))):
         path = tmp_path / f'{layout}.pth'
         torch.save(sd, path)
         model = PiT(arch=arch).eval()
@@ -152,7 +143,7 @@ def test_init_cfg_pretrained_loads_and_resizes(tmp_path):
     src = PiT(arch='ti', pretrain_img_size=288)  # a foreign 35x35 grid
     src.init_weights()
     path = tmp_path / 'w.pth'
-    torch.save({'state_dict': {'module.' + k: v for k, v in to_official(src.state_dict()).items()}}, path)
+    torch.save({'state_dict': {'module.' + k: v for k, v in relayout(src.state_dict(), 'official').items()}}, path)
     model = PiT(arch='ti', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()
     torch.testing.assert_close(model.transformers[1].pool.conv.weight, src.transformers[1].pool.conv.weight)
@@ -162,7 +153,7 @@ def test_init_cfg_pretrained_loads_and_resizes(tmp_path):
 def test_load_from_detector_checkpoint_with_foreign_layout():
     src = PiT(arch='ti')
     src.init_weights()
-    detector_sd = {'backbone.' + k: v for k, v in to_official(src.state_dict()).items()}
+    detector_sd = {'backbone.' + k: v for k, v in relayout(src.state_dict(), 'official').items()}
     holder = torch.nn.Module()
     holder.backbone = PiT(arch='ti')
     result = holder.load_state_dict(detector_sd, strict=True)

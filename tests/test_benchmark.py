@@ -1,10 +1,12 @@
 import csv
 import json
+import statistics
 
 import pytest
 import torch
 
-from pit_det.benchmark import BenchmarkError, main, run_benchmark
+from pit_det.benchmark import BenchmarkError, build_detector, run_benchmark
+from pit_det.cli.benchmark import main
 
 FIELDS = {'model', 'mode', 'size', 'batch', 'precision', 'device', 'median_ms', 'mean_ms', 'p90_ms',
           'images_per_s', 'peak_mem_mib', 'params_m', 'gmacs', 'iters'}
@@ -20,8 +22,8 @@ def test_quick_mode_writes_json_csv_and_plot(tmp_path, capsys):
     results = data['results']
     assert [r['model'] for r in results] == ['pit-ti', 'timm:pit_ti_224', 'resnet50']
     for r in results:
-        assert FIELDS <= set(r) and r['median_ms'] > 0 and r['images_per_s'] > 0 and r['size'] == '64x96'
-        assert len(r['samples_ms']) == 2 and r['params_m'] > 0
+        assert FIELDS <= set(r) and r['size'] == '64x96' and len(r['samples_ms']) == 2
+        assert_consistent(r)
     pit, timm_pit = results[0], results[1]
     # PiT-Ti has 4.85 M parameters with its classifier (head 256 x 1000 + 1000, norm 2 x 256)
     assert pit['params_m'] == pytest.approx(4.85 - (256 * 1000 + 1000 + 512) / 1e6, abs=0.01)
@@ -29,6 +31,16 @@ def test_quick_mode_writes_json_csv_and_plot(tmp_path, capsys):
     rows = list(csv.DictReader((tmp_path / 'benchmark.csv').open()))
     assert len(rows) == 3 and FIELDS <= set(rows[0])
     assert (tmp_path / 'benchmark.png').stat().st_size > 1000
+
+
+def assert_consistent(r: dict) -> None:
+    """The summary fields are what the samples say."""
+    samples = r['samples_ms']
+    assert all(t > 0 for t in samples)
+    assert r['median_ms'] == pytest.approx(statistics.median(samples), abs=1e-3)
+    assert r['mean_ms'] == pytest.approx(statistics.fmean(samples), abs=1e-3)
+    assert min(samples) <= r['median_ms'] <= r['p90_ms'] <= max(samples)
+    assert r['images_per_s'] == pytest.approx(r['batch'] * 1000 / r['median_ms'], rel=1e-3)
 
 
 def test_macs_count_attention():
@@ -39,8 +51,11 @@ def test_macs_count_attention():
 
 def test_detector_predict_mode(tmp_path):
     config = 'configs/demo/deformable-detr_pit-ti_synthetic_cpu.py'
-    results = run_benchmark([config], [(64, 96)], warmup=0, iters=1, mode='predict', progress=lambda m: None)
-    assert results[0].median_ms > 0 and results[0].gmacs is None
+    results = run_benchmark([config], [(64, 96)], warmup=0, iters=3, mode='predict', progress=lambda m: None)
+    assert results[0].gmacs is None and results[0].iters == 3 and len(results[0].samples_ms) == 3
+    assert results[0].params_m == pytest.approx(sum(p.numel() for p in build_detector(config)[0].parameters()) / 1e6,
+                                                abs=1e-3)
+    assert_consistent(vars(results[0]))
 
 
 @pytest.mark.parametrize('kwargs,message', [
@@ -55,6 +70,16 @@ def test_bad_requests(kwargs, message):
     args = dict(sizes=[(64, 64)], warmup=0, iters=1, progress=lambda m: None) | kwargs
     with pytest.raises(BenchmarkError, match=message):
         run_benchmark(**args)
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['pit-ti', '--threads', '-1'], '--threads -1: give a number of threads >= 1'),
+    (['pit-ti', '--reference', 'resnet50'], "--reference 'resnet50' is not one of the models to measure (pit-ti)"),
+    (['pit-ti', '--sizes', '400by666'], "size '400by666': use HxW"),
+])
+def test_bad_command_lines_say_what_to_do(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message on machines without a GPU')

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import relayout
 
 from pit_det import CheckpointMismatchError, PiT, convert_pit_checkpoint, load_pit_weights
-from pit_det.checkpoint import ConversionReport, detect_layout
+from pit_det.models.weights import ConversionReport, detect_layout
 from pit_det.cli.convert import convert_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,17 +23,6 @@ def reference(arch='ti'):
     return model, sd
 
 
-def relayout(sd, layout):
-    """Write the same weights in another layout: official pools.{i-1}, or timm < 0.9 transformers.{i-1}.pool."""
-    out = {}
-    for k, v in sd.items():
-        if layout != 'timm' and k.startswith(('transformers.1.pool.', 'transformers.2.pool.')):
-            i, rest = int(k.split('.')[1]), k.split('.pool.', 1)[1]
-            k = f'pools.{i - 1}.{rest}' if layout == 'official' else f'transformers.{i - 1}.pool.{rest}'
-        out[k] = v
-    return out
-
-
 @pytest.mark.parametrize('layout', ['timm', 'official', 'timm-legacy'])
 def test_round_trip_through_files(layout, tmp_path):
     model, sd = reference('s')
@@ -45,8 +35,8 @@ def test_round_trip_through_files(layout, tmp_path):
     written = torch.load(dst, weights_only=True)['state_dict']
     assert all(k.startswith('backbone.') for k in written)
     fresh = PiT(arch='s')
-    summary = load_pit_weights(fresh, dst)
-    assert 'missing' not in summary and 'unexpected' not in summary
+    report = load_pit_weights(fresh, dst)
+    assert report.missing == [] and report.unexpected == [] and report.loaded == report.total == len(fresh.state_dict())
     for k, v in model.state_dict().items():
         torch.testing.assert_close(fresh.state_dict()[k], v, rtol=0, atol=0)
 
@@ -128,3 +118,114 @@ def test_cli_prints_renames_and_never_overwrites(tmp_path):
     wrong = subprocess.run(cmd + [str(src), str(tmp_path / 'b.pth'), '--arch', 'b'], capture_output=True, text=True)
     assert wrong.returncode == 1 and 'differ in shape' in wrong.stderr and not (tmp_path / 'b.pth').exists()
     assert src.read_bytes() == before
+
+
+# ------------------------------------------------------------------------------------ one loading path, its faults
+DEMO_CONFIG = ROOT / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'
+
+
+def demo_detector():
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    register_all_modules()
+    model = MODELS.build(Config.fromfile(str(DEMO_CONFIG)).model)
+    model.init_weights()
+    return model
+
+
+def test_every_source_converts_once(tmp_path, monkeypatch):
+    import pit_det.models.pit as pit_module
+    calls = []
+    real = pit_module.convert_pit_checkpoint
+    monkeypatch.setattr(pit_module, 'convert_pit_checkpoint', lambda *a, **k: calls.append(1) or real(*a, **k))
+    _, sd = reference('ti')
+    path = tmp_path / 'official.pth'
+    torch.save({'model': relayout(sd, 'official')}, path)
+    model = PiT(arch='ti', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    assert len(calls) == 1 and model.load_report.layout == 'official' and model.is_init
+    torch.testing.assert_close(model.transformers[1].pool.conv.weight, sd['transformers.1.pool.conv.weight'])
+    load_pit_weights(PiT(arch='ti'), path)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize('content,message', [
+    (b'', 'is empty'),
+    (b'this is a text file, not a checkpoint', 'not a readable PyTorch file'),
+    ('truncated', 'not a readable PyTorch file'),
+    ('folder', 'is a folder'),
+])
+def test_unreadable_checkpoint_is_a_clear_error_everywhere(tmp_path, content, message):
+    from mmengine.runner import load_checkpoint
+    from pit_det.models import CheckpointReadError
+    path = tmp_path / 'bad.pth'
+    if content == 'truncated':
+        torch.save(reference('ti')[1], path)
+        path.write_bytes(path.read_bytes()[:5000])
+    elif content == 'folder':
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointReadError, match=message):  # init_cfg
+        PiT(arch='ti', init_cfg=dict(type='Pretrained', checkpoint=str(path))).init_weights()
+    with pytest.raises(CheckpointReadError, match=message):  # load_from, --resume, mim test, infer
+        load_checkpoint(demo_detector(), str(path))
+    run = subprocess.run([sys.executable, str(ROOT / 'tools' / 'convert_checkpoint.py'), str(path),
+                          str(tmp_path / 'out.pth')], capture_output=True, text=True)
+    assert run.returncode == 1 and message in run.stderr and 'Traceback' not in run.stderr
+
+
+def test_load_from_another_arch_is_an_error(tmp_path):
+    from mmengine.runner import load_checkpoint
+    _, sd = reference('b')
+    src, converted = tmp_path / 'pit_b_official.pth', tmp_path / 'pit_b.pth'
+    torch.save(relayout(sd, 'official'), src)
+    convert_file(src, converted)
+    with pytest.raises(CheckpointMismatchError, match=r'does not fit this PiT.*patch_embed.conv.weight: checkpoint '
+                                                      r'\(256, 3, 14, 14\) vs model \(64, 3, 16, 16\)'):
+        load_checkpoint(demo_detector(), str(converted))
+
+
+def test_a_foreign_state_dict_is_not_a_detector_checkpoint(tmp_path):
+    from mmengine.runner import load_checkpoint
+    import torchvision
+    path = tmp_path / 'resnet50.pth'
+    torch.save(torchvision.models.resnet50().state_dict(), path)
+    with pytest.raises(CheckpointMismatchError, match=r'holds only 0 of the \d+ tensors of this FastDeformableDETR'):
+        load_checkpoint(demo_detector(), str(path))
+
+
+def test_detector_checkpoints_that_fit_load(tmp_path):
+    from mmengine.runner import load_checkpoint
+    trained = demo_detector()
+    path = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': trained.state_dict(), 'meta': {}}, path)
+    fresh = demo_detector()
+    load_checkpoint(fresh, str(path))
+    for k, v in trained.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[k], v, rtol=0, atol=0)
+    # another class set: only the classification layers differ; they keep their initialisation (fine-tuning)
+    other = {k: (torch.zeros(5, *v.shape[1:]) if k.startswith('bbox_head.cls_branches') else v)
+             for k, v in trained.state_dict().items()}
+    torch.save({'state_dict': other}, path)
+    load_checkpoint(demo_detector(), str(path))
+    # a backbone-only file from pit-det-convert is a valid load_from
+    _, sd = reference('ti')
+    torch.save(sd, tmp_path / 'ti.pth')
+    convert_file(tmp_path / 'ti.pth', tmp_path / 'ti_converted.pth')
+    model = demo_detector()
+    load_checkpoint(model, str(tmp_path / 'ti_converted.pth'))
+    torch.testing.assert_close(model.backbone.pos_embed, sd['pos_embed'])
+
+
+def test_converted_file_respects_the_umask(tmp_path):
+    import os
+    _, sd = reference('ti')
+    torch.save(sd, tmp_path / 'src.pth')
+    old = os.umask(0o022)
+    try:
+        convert_file(tmp_path / 'src.pth', tmp_path / 'dst.pth')
+    finally:
+        os.umask(old)
+    assert (tmp_path / 'dst.pth').stat().st_mode & 0o777 == 0o644

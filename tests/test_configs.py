@@ -79,3 +79,18 @@ def test_fused_and_mmcv_attention_give_the_same_detections():
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="cpu_deform_attn must be one of \\('fused', 'mmcv'\\)"):
         MODELS.build(dict(copy.deepcopy(cfg.model), cpu_deform_attn='fast'))
+
+
+def test_half_resolution_is_one_base_shared_by_pit_and_r50():
+    pit = Config.fromfile(str(ROOT / 'configs' / 'pit_s_deformable_detr.py'))
+    r50 = Config.fromfile(str(ROOT / 'configs' / 'deformable-detr_r50_16xb2-50e_coco-halfres.py'))
+    for key in ('train_pipeline', 'test_pipeline', 'train_dataloader', 'test_dataloader', 'train_cfg',
+                'param_scheduler', 'runner_type', 'custom_imports'):
+        assert pit[key] == r50[key], key
+    assert r50.model.type == pit.model.type == 'FastDeformableDETR'
+    assert r50.model.backbone.type == 'ResNet' and r50.model.backbone.init_cfg.checkpoint == 'torchvision://resnet50'
+    assert set(r50.optim_wrapper.paramwise_cfg.custom_keys) == {'backbone', 'sampling_offsets', 'reference_points'}
+    full = Config.fromfile(str(ROOT / 'configs' / 'deformable-detr_pit-s_16xb2-50e_coco.py'))
+    mmdet = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'deformable-detr_halfres.py'))
+    assert full.train_pipeline == mmdet.full_res_train_pipeline and full.model == pit.model
+    assert tuple(full.test_dataloader.dataset.pipeline[1].scale) == (1333, 800)

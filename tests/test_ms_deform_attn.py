@@ -116,11 +116,13 @@ def test_cuda_tensors_keep_mmcv_kernel_and_agree_with_cpu():
 
 
 def test_side_by_side_benchmark_smoke(tmp_path):
-    from pit_det.ops.benchmark import main
+    from pit_det.cli.benchmark_deform_attn import main
     out = tmp_path / 'bench.json'
     assert main(['--sizes', '64x96', '--warmup', '0', '--iters', '2', '--skip', 'predict', 'train',
                  '--out', str(out)]) == 0
     import json
     op = json.loads(out.read_text())['op'][0]
     assert op['size'] == '64x96' and 'encoder' in op['locations'] and op['queries'] == 8 * 12 + 4 * 6 + 2 * 3 + 1 * 2
-    assert set(op['median_ms']) == {'fused', 'mmcv'} and op['speedup'] > 0
+    assert set(op['median_ms']) == {'fused', 'mmcv'} and min(op['median_ms'].values()) > 0
+    assert op['speedup'] == pytest.approx(op['median_ms']['mmcv'] / op['median_ms']['fused'])
+    assert set(op['peak_mib']) == {'fused', 'mmcv'} and min(op['peak_mib'].values()) >= 0

@@ -53,3 +53,35 @@ def test_arbitrary_callable_is_still_refused(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match='system'):
         torch.load(path, weights_only=True)
     assert os.environ.get('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD') is None
+
+
+class _CraftedBuffer:
+    """Pickles as a HistoryBuffer whose state carries a statistics table of allow-listed callables."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def __reduce__(self):
+        return (HistoryBuffer, (), self.state)
+
+
+def test_crafted_buffer_cannot_change_the_class_table(tmp_path):
+    import _codecs
+    import collections
+
+    import numpy as np
+    table = dict(HistoryBuffer._statistics_methods)
+    state = {'max_length': 10, '_log_history': np.array([1.0, 3.0]), '_count_history': np.array([1, 1]),
+             'statistics_methods': {'mean': _codecs.encode, 'evil': collections.Counter}}
+    path = tmp_path / 'crafted.pth'
+    torch.save({'meta': {'message_hub': {'log_scalars': {'train/loss': _CraftedBuffer(state)}}}}, path)
+    loaded = torch.load(path, weights_only=True)
+    assert HistoryBuffer._statistics_methods == table  # nothing installed, nothing replaced
+    buffer = loaded['meta']['message_hub']['log_scalars']['train/loss']
+    assert buffer.statistics('mean') == 2.0 and buffer.max_length == 10
+
+    bad = dict(state, _log_history='rm -rf /')
+    torch.save({'b': _CraftedBuffer(bad)}, path)
+    with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer state has fields'):
+        torch.load(path, weights_only=True)
+    assert HistoryBuffer._statistics_methods == table

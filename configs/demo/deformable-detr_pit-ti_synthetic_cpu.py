@@ -6,6 +6,7 @@
 _base_ = '../pit_s_deformable_detr.py'
 
 data_root = 'data/synthetic/'
+missing_data_hint = 'the demo data is generated, not downloaded: run `pit-det-demo` (or `make demo`) first.'
 classes = ('square', 'disc', 'triangle')
 image_size = 128
 num_queries = 30
@@ -58,4 +59,4 @@ max_epochs = 24
 train_cfg = dict(max_epochs=max_epochs, val_interval=4)
 param_scheduler = []
 default_hooks = dict(logger=dict(interval=4), checkpoint=dict(interval=4, max_keep_ckpts=2, save_best='auto'))
-auto_scale_lr = dict(enable=False)
+auto_scale_lr = dict(enable=False, base_batch_size=16)  # this config's own batch: --auto-scale-lr keeps lr

@@ -13,23 +13,28 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointMismatchError, ConversionReport, convert_pit_checkpoint, load_pit_weights
+from ..models.weights import (CheckpointMismatchError, CheckpointReadError, ConversionReport, convert_pit_checkpoint,
+                              load_pit_weights)
 
 
 def convert_file(src: str | Path, dst: str | Path, arch: str | None = None, force: bool = False) -> ConversionReport:
     """Read ``src`` (weights only), convert it, optionally check it against ``arch``, write ``dst`` atomically."""
     src, dst = Path(src), Path(dst)
-    if not src.is_file():
+    if not src.exists():
         raise FileNotFoundError(f'{src} does not exist')
     if dst.exists() and dst.resolve() == src.resolve():
         raise ValueError('DST is SRC: choose another output path; the source file is never overwritten')
     if dst.exists() and not force:
         raise FileExistsError(f'{dst} exists; pass --force to overwrite it')
+    from mmengine.runner import CheckpointLoader
     report = ConversionReport('')
-    sd = convert_pit_checkpoint(torch.load(src, map_location='cpu', weights_only=True), report=report)
+    sd = convert_pit_checkpoint(CheckpointLoader.load_checkpoint(str(src), map_location='cpu'), report=report)
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=dst.name, suffix='.partial')
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a converted file is as readable as any other
     try:
         torch.save({'state_dict': {f'backbone.{k}': v for k, v in sd.items()},
                     'meta': dict(source=str(src), source_layout=report.layout, converter='pit-det')}, tmp)
@@ -56,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         report = convert_file(args.src, args.dst, args.arch, args.force)
-    except (OSError, ValueError, CheckpointMismatchError) as exc:
+    except (OSError, ValueError, CheckpointMismatchError, CheckpointReadError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     print(f'layout: {report.layout}')

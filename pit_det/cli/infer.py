@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..infer import draw_detections
+from ..draw import draw_detections
+from ..models.weights import CheckpointMismatchError, CheckpointReadError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -23,7 +24,7 @@ def main(argv=None) -> int:
     try:
         import pit_det  # noqa: F401  (registers PiT for configs without custom_imports)
         count = draw_detections(args.config, args.checkpoint, args.image, args.out, args.score_thr, args.device)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, CheckpointMismatchError, CheckpointReadError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     print(f'{count} detections (score >= {args.score_thr}) drawn to {args.out}')

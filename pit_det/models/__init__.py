@@ -1,4 +1,8 @@
 from .detectors import FastDeformableDETR
-from .pit import ARCH_ZOO, PiT, resolve_arch
+from .pit import ARCH_ZOO, PiT, resize_pos_embed, resolve_arch
+from .weights import (CheckpointMismatchError, CheckpointReadError, ConversionReport, convert_pit_checkpoint,
+                      load_pit_weights, read_checkpoint)
 
-__all__ = ['ARCH_ZOO', 'FastDeformableDETR', 'PiT', 'resolve_arch']
+__all__ = ['ARCH_ZOO', 'CheckpointMismatchError', 'CheckpointReadError', 'ConversionReport', 'FastDeformableDETR',
+           'PiT', 'convert_pit_checkpoint', 'load_pit_weights', 'read_checkpoint', 'resize_pos_embed',
+           'resolve_arch']

@@ -2,8 +2,8 @@
 
 Paper: Heo et al., "Rethinking Spatial Dimensions of Vision Transformers", https://arxiv.org/abs/2103.16302.
 Reference implementations: https://github.com/naver-ai/pit (``pit.py``) and timm (``timm/models/pit.py``); the
-parameter names follow timm >= 0.9 so its checkpoints load unchanged, other layouts go through
-:func:`pit_det.checkpoint.convert_pit_checkpoint`.
+parameter names follow timm >= 0.9 so its checkpoints load unchanged, other layouts are converted on loading by
+:mod:`pit_det.models.weights`.
 """
 # PiT: Copyright 2021-present NAVER Corp. Apache License v2.0.
 from __future__ import annotations
@@ -19,8 +19,7 @@ from mmengine.model import BaseModule
 from mmdet.registry import MODELS
 from torch import nn
 
-from ..checkpoint import (CheckpointMismatchError, convert_pit_checkpoint, load_pit_weights,
-                          resize_pos_embed)
+from .weights import ConversionReport, check_backbone_fit, convert_pit_checkpoint
 
 ARCH_ZOO: dict[str, dict] = {
     'ti': dict(patch_size=16, stride=8, base_dims=(32, 32, 32), depths=(2, 6, 4), heads=(2, 4, 8)),
@@ -30,6 +29,14 @@ ARCH_ZOO: dict[str, dict] = {
 }
 ARCH_ZOO.update({f'{name}-distilled': dict(cfg, distilled=True) for name, cfg in list(ARCH_ZOO.items())})
 _ARCH_KEYS = {'patch_size', 'stride', 'base_dims', 'depths', 'heads'}
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Bicubically resize a ``(1, C, h, w)`` position embedding to ``size`` (computed in float32)."""
+    size = tuple(int(s) for s in size)
+    if tuple(pos_embed.shape[-2:]) == size:
+        return pos_embed
+    return F.interpolate(pos_embed.float(), size=size, mode='bicubic', align_corners=False).to(pos_embed.dtype)
 
 
 def resolve_arch(arch: str | dict) -> dict:
@@ -66,13 +73,13 @@ class Attention(nn.Module):
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.fused = True
+        self.fused_attn = True  # timm's name for the same switch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
         drop = self.attn_drop if self.training else 0.0
-        if self.fused:
+        if self.fused_attn:
             x = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
         else:  # explicit N x N matrix: what FLOP counters can see
             attn = (q * self.scale) @ k.transpose(-2, -1)
@@ -194,7 +201,13 @@ class PiT(BaseModule):
             an explicit attention matrix, which FLOP counters can see.
         init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads official naver-ai, timm >= 0.9 or timm < 0.9
             weights (converted, position embedding resized, shapes checked).
+
+    Every state dict loaded into this module, by ``init_cfg``, mmdet's ``load_from`` or ``load_state_dict``, is
+    converted from the layout it is in, its position embedding resized to this model's grid and its shapes checked
+    (a load-state-dict pre-hook; see :mod:`pit_det.models.weights`). :attr:`load_report` describes the last load.
     """
+
+    converts_checkpoints = True  # detectors leave the check of this backbone's tensors to its own hook
 
     def __init__(self,
                  arch: str | dict = 's',
@@ -244,7 +257,8 @@ class PiT(BaseModule):
             if out_norm else None
         self.set_with_cp(with_cp)
         self.set_fused_attn(fused_attn)
-        self._register_load_state_dict_pre_hook(self._convert_on_load)
+        self.load_report: ConversionReport | None = None
+        self._register_load_state_dict_pre_hook(self._fit_on_load)
         self._freeze_stages()
 
     # ----------------------------------------------------------------------------------------------- switches
@@ -256,7 +270,7 @@ class PiT(BaseModule):
         """Switch between fused (SDPA) and explicit attention in every block."""
         for module in self.modules():
             if isinstance(module, Attention):
-                module.fused = enable
+                module.fused_attn = enable
 
     # ---------------------------------------------------------------------------------------------- geometry
     def feature_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
@@ -314,39 +328,33 @@ class PiT(BaseModule):
         return self
 
     def init_weights(self) -> None:
-        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            path = self.init_cfg.get('checkpoint')
-            report = load_pit_weights(self, path, prefix=self.init_cfg.get('prefix'))
-            print_log(f'PiT: loaded {path}: {report}', logger='current')
-            self._is_init = True
-            return
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        """Truncated-normal initialisation, then ``init_cfg``'s pretrained weights through mmengine's loader."""
+        if not self.is_init:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.trunc_normal_(module.weight, std=0.02)
+                    nn.init.zeros_(module.bias)
+                elif isinstance(module, nn.LayerNorm):
+                    nn.init.ones_(module.weight)
+                    nn.init.zeros_(module.bias)
         super().init_weights()
 
-    def _convert_on_load(self, state_dict: dict, prefix: str, *args) -> None:
-        """Load-state-dict pre-hook: convert foreign PiT layouts under ``prefix`` and resize ``pos_embed``.
-
-        This makes mmdet's ``load_from`` accept detector checkpoints whose backbone was saved by the official code
-        or by either timm layout.
+    def _fit_on_load(self, state_dict: dict, prefix: str, *args) -> None:
+        """Load-state-dict pre-hook: the tensors under ``prefix`` converted to this layout, ``pos_embed`` resized to
+        this grid, and checked against this model (raises :class:`~pit_det.models.weights.CheckpointMismatchError`).
         """
-        own = {k[len(prefix):]: k for k in list(state_dict) if k.startswith(prefix)}
-        if not own:
+        keys = [k for k in state_dict if k.startswith(prefix)]
+        if not keys:
             return
-        local = {k: state_dict.pop(full) for k, full in own.items()}
-        try:
-            converted = convert_pit_checkpoint(local, num_stages=len(self.transformers))
-        except CheckpointMismatchError:
-            converted = local  # not a PiT layout we know: let the normal strict/non-strict reporting handle it
+        local = {k[len(prefix):]: state_dict.pop(k) for k in keys}
+        report = ConversionReport('')
+        converted = convert_pit_checkpoint(local, num_stages=len(self.transformers), report=report)
         pos = converted.get('pos_embed')
-        if pos is not None and pos.ndim == 4 and pos.shape[:2] == self.pos_embed.shape[:2] and \
-                pos.shape[-2:] != self.pos_embed.shape[-2:]:
+        if pos is not None and pos.ndim == 4 and pos.shape[:2] == self.pos_embed.shape[:2]:
             converted['pos_embed'] = resize_pos_embed(pos, self.pos_embed.shape[-2:])
+        check_backbone_fit(converted, self.state_dict(), 'PiT', str(self.arch_settings), report)
+        self.load_report = report
+        print_log(f'PiT{" " + prefix.rstrip(".") if prefix else ""}: {report.summary()}', logger='current')
         state_dict.update({prefix + k: v for k, v in converted.items()})

@@ -7,7 +7,7 @@ one pass (OpenMP through ``at::parallel_for``), forward and backward. It is comp
 source version into ``~/.cache/pit-det/ext`` (``scripts/setup.sh`` does it ahead of time).
 
 Nothing is patched globally: detectors opt in through :func:`use_fused_cpu_deform_attn`, which our configs do via
-``PiTDeformableDETR(cpu_deform_attn='fused')``. CUDA tensors keep mmcv's CUDA kernel.
+``FastDeformableDETR(cpu_deform_attn='fused')``. CUDA tensors keep mmcv's CUDA kernel.
 """
 from __future__ import annotations
 
@@ -47,22 +47,36 @@ def extension_dir() -> Path:
     return root / 'ext' / tag.replace('+', '_')
 
 
-def load_extension(verbose: bool = False):
-    """Compile (first call on a machine) or load the C++ kernel; ``None`` with the reason kept if it fails."""
+def load_extension():
+    """Compile (first call on a machine) or load the C++ kernel; ``None`` with the reason kept if it fails.
+
+    The source is compiled from a copy inside the build directory, so every copy of pit-det with the same source
+    (a clone and an installed package) shares one build: torch records the source's path in its build file and
+    would rebuild whenever that path changed. The compiler's output of a failed build is kept in ``build.log``.
+    """
     global _ext, _ext_error
     if _ext is not None or _ext_error is not None:
         return _ext
     from torch.utils.cpp_extension import load
     build_dir = extension_dir()
     build_dir.mkdir(parents=True, exist_ok=True)
+    source = build_dir / _SOURCE.name
+    if not source.is_file() or source.read_bytes() != _SOURCE.read_bytes():
+        tmp = source.with_name(f'{source.name}.{os.getpid()}.partial')
+        tmp.write_bytes(_SOURCE.read_bytes())
+        os.replace(tmp, source)
     try:
-        _ext = load(name='pit_det_ms_deform_attn_cpu', sources=[str(_SOURCE)], build_directory=str(build_dir),
-                    extra_cflags=_FLAGS, extra_ldflags=['-fopenmp'], verbose=verbose)
+        _ext = load(name='pit_det_ms_deform_attn_cpu', sources=[str(source)], build_directory=str(build_dir),
+                    extra_cflags=_FLAGS, extra_ldflags=['-fopenmp'], verbose=False)
     except Exception as exc:  # a missing compiler or ninja must not break inference: fall back, said once
-        _ext_error = f'{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ""}'
+        log = build_dir / 'build.log'
+        log.write_text(f'{type(exc).__name__}: {exc}\n')
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ''
+        _ext_error = f'{type(exc).__name__}: {last}'
         warnings.warn(f'pit_det: the fused CPU deformable attention could not be compiled ({_ext_error}); using '
-                      "mmcv's pure-PyTorch implementation instead (same numbers, slower). Run scripts/setup.sh "
-                      'to see the build log.', RuntimeWarning, stacklevel=2)
+                      "mmcv's pure-PyTorch implementation instead (same numbers, slower). The compiler's output is "
+                      f'in {log}; it needs a C++ compiler with OpenMP and ninja (pip install ninja).',
+                      RuntimeWarning, stacklevel=2)
     return _ext
 
 

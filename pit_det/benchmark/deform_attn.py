@@ -10,22 +10,16 @@ Three measurements, each interleaved (fused, mmcv, fused, mmcv, ...) and reporte
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import statistics
-import sys
-import time
+import tempfile
 from pathlib import Path
-from typing import Callable
 
 import torch
 from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 
-from ..benchmark import _build_detector, _detector_call, environment, parse_size, rss_growth_mib
-from .ms_deform_attn import load_extension, ms_deform_attn_cpu, use_fused_cpu_deform_attn
-
-REPO = Path(__file__).resolve().parents[2]
+from ..ops import ms_deform_attn_cpu, use_fused_cpu_deform_attn
+from .builders import build_detector, detector_call
+from .timing import interleaved, medians, rss_growth_mib
 
 
 def encoder_inputs(height: int, width: int, heads: int = 8, dims: int = 256, levels: int = 4, points: int = 4,
@@ -59,21 +53,8 @@ def encoder_inputs(height: int, width: int, heads: int = 8, dims: int = 256, lev
     return value, shape_t, loc, attn
 
 
-def interleaved(calls: dict[str, Callable], warmup: int, iters: int) -> dict[str, list[float]]:
-    times = {name: [] for name in calls}
-    for _ in range(warmup):
-        for call in calls.values():
-            call()
-    for _ in range(iters):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append((time.perf_counter() - start) * 1000)
-    return times
-
-
 def _summary(times: dict[str, list[float]]) -> dict:
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = medians(times)
     return dict(median_ms=med, speedup=med['mmcv'] / med['fused'])
 
 
@@ -98,7 +79,7 @@ def bench_op(sizes, warmup, iters, log) -> list[dict]:
 
 def _build(config: str):
     """The detector of ``config`` with random, initialised weights (the fused/mmcv choice is toggled per call)."""
-    model, cfg = _build_detector(config, 'fused')
+    model, cfg = build_detector(config, 'fused')
     model.init_weights()
     return model, cfg
 
@@ -106,7 +87,7 @@ def _build(config: str):
 def bench_predict(config: str, size, warmup, iters, log) -> dict:
     model, _ = _build(config)
     model.eval()
-    call = _detector_call(model, 'predict', size, 1, 'cpu')
+    call = detector_call(model, 'predict', size, 1)
     x = torch.rand(1, 3, *size)
 
     def run(enable):
@@ -123,10 +104,10 @@ def bench_predict(config: str, size, warmup, iters, log) -> dict:
 
 
 def bench_train_iter(config: str, warmup, iters, log) -> dict:
-    from ..data import make_synthetic_coco
-    from mmengine.dataset import pseudo_collate
     from mmdet.registry import DATASETS
-    import tempfile
+    from mmengine.dataset import pseudo_collate
+
+    from ..data import make_synthetic_coco
 
     model, cfg = _build(config)
     model.train()
@@ -152,39 +133,3 @@ def bench_train_iter(config: str, warmup, iters, log) -> dict:
     log(f"train iteration {Path(config).name} (batch {res['batch']}): fused {res['median_ms']['fused']:.0f} ms, "
         f"mmcv {res['median_ms']['mmcv']:.0f} ms, speed-up {res['speedup']:.2f}x")
     return res
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--sizes', nargs='+', default=['400x666', '800x1333'])
-    parser.add_argument('--config', default=str(REPO / 'configs' / 'pit_s_deformable_detr.py'))
-    parser.add_argument('--train-config', default=str(REPO / 'configs' / 'demo' /
-                                                      'deformable-detr_pit-ti_synthetic_cpu.py'))
-    parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--iters', type=int, default=10)
-    parser.add_argument('--skip', nargs='*', default=[], choices=['op', 'predict', 'train'])
-    parser.add_argument('--out', default='work_dirs/benchmark_deform_attn.json')
-    args = parser.parse_args(argv)
-    if load_extension() is None:
-        print('error: the fused kernel is not available (see the warning above); nothing to compare',
-              file=sys.stderr)
-        return 1
-    sizes = [parse_size(s) for s in args.sizes]
-
-    def log(msg):
-        print(msg, flush=True)
-    result = dict(environment=environment('cpu'))
-    if 'op' not in args.skip:
-        result['op'] = bench_op(sizes, args.warmup, args.iters, log)
-    if 'predict' not in args.skip:
-        result['predict'] = bench_predict(args.config, sizes[0], args.warmup, args.iters, log)
-    if 'train' not in args.skip:
-        result['train'] = bench_train_iter(args.train_config, args.warmup, args.iters, log)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f'wrote {args.out}')
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Models the benchmarks time: backbones by name, detectors from configs, and the call each mode times.
+
+Model specs:
+    ``pit-<arch>``          this package's PiT backbone (``ti``, ``xs``, ``s``, ``b``, ``*-distilled``)
+    ``timm:<name>``         a timm model's three stage maps via ``forward_intermediates`` (e.g. timm:pit_s_224)
+    ``resnet50``            mmdet's ResNet-50 as in Deformable DETR (``out_indices=(1, 2, 3)``)
+    ``path/to/config.py``   a detector config; the mode picks backbone, forward (no post-processing) or predict
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .report import BenchmarkError
+
+MODES = ('backbone', 'forward', 'predict')
+
+
+def is_detector_spec(spec: str) -> bool:
+    return spec.endswith('.py')
+
+
+def build_backbone(spec: str, size: tuple[int, int]) -> tuple[nn.Module, Callable]:
+    """``(model, call)`` for a backbone spec; ``call(x)`` returns its feature maps."""
+    if spec.startswith('pit-'):
+        from ..models import PiT
+        try:
+            model = PiT(arch=spec[4:])
+        except ValueError as exc:
+            raise BenchmarkError(str(exc)) from exc
+        return model, model
+    if spec.startswith('timm:'):
+        import timm
+        name = spec[5:]
+        try:
+            kwargs = dict(img_size=size) if name.startswith('pit_') else {}
+            model = timm.create_model(name, pretrained=False, **kwargs)
+        except RuntimeError as exc:
+            raise BenchmarkError(f'unknown timm model {name!r}: {exc}') from exc
+        return model, lambda x: model.forward_intermediates(x, intermediates_only=True)
+    if spec == 'resnet50':
+        from mmdet.models.backbones import ResNet
+        model = ResNet(depth=50, out_indices=(1, 2, 3), frozen_stages=1, norm_eval=True)
+        return model, model
+    raise BenchmarkError(f'unknown model {spec!r}: use pit-<ti|xs|s|b>[-distilled], timm:<name>, resnet50 or a '
+                         'detector config .py')
+
+
+def build_detector(config: str | Path, cpu_deform_attn: str = 'fused') -> tuple[nn.Module, object]:
+    """``(model, cfg)``: the detector of ``config`` with random weights (its backbone's ``init_cfg`` dropped)."""
+    from mmengine.config import Config
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    from ..ops import use_fused_cpu_deform_attn
+
+    if not Path(config).is_file():
+        raise BenchmarkError(f'config not found: {config}')
+    register_all_modules()
+    cfg = Config.fromfile(str(config))
+    cfg.model.backbone.pop('init_cfg', None)
+    model = MODELS.build(cfg.model)
+    use_fused_cpu_deform_attn(model, enable=cpu_deform_attn == 'fused')  # any Deformable DETR config
+    return model, cfg
+
+
+def detector_call(model: nn.Module, mode: str, size: tuple[int, int], batch: int) -> Callable:
+    """``call(x)`` running ``model`` in ``mode`` (see :data:`MODES`) on a batch of ``size`` images."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    if mode == 'backbone':
+        return model.backbone
+    h, w = size
+    samples = []
+    for _ in range(batch):
+        sample = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), batch_input_shape=(h, w),
+                                             scale_factor=(1.0, 1.0), pad_shape=(h, w)))
+        sample.gt_instances = InstanceData()
+        samples.append(sample)
+    if mode == 'forward':
+        return lambda x: model._forward(x, samples)
+    return lambda x: model.predict(x, samples, rescale=True)
+
+
+def build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device: str,
+               cpu_deform_attn: str = 'fused', checkpoint: str | None = None):
+    """``(model, call, macs_model, macs_call)`` for a spec; ``macs_model`` is None where MACs are not counted."""
+    if is_detector_spec(spec):
+        model, _ = build_detector(spec, cpu_deform_attn)
+        if checkpoint:
+            from mmengine.runner import load_checkpoint
+            load_checkpoint(model, checkpoint, map_location='cpu')
+        model.to(device).eval()  # some mmdet modules' train() returns None: no chaining
+        call = detector_call(model, mode, size, batch)
+        return (model, call, model.backbone, call) if mode == 'backbone' else (model, call, None, None)
+    model, call = build_backbone(spec, size)
+    model.to(device).eval()
+    return model, call, model, call
+
+
+@contextlib.contextmanager
+def explicit_attention(model: nn.Module):
+    """Switch fused attention (``fused_attn``, PiT's and timm's) to explicit matrices, then back.
+
+    FLOP counters see the attention matrices only on the explicit path.
+    """
+    switched = [m for m in model.modules() if getattr(m, 'fused_attn', None) is True]
+    for module in switched:
+        module.fused_attn = False
+    try:
+        yield
+    finally:
+        for module in switched:
+            module.fused_attn = True
+
+
+def count_gmacs(call: Callable, model: nn.Module, x: torch.Tensor) -> float | None:
+    """GMACs of ``call(x)`` through mmengine's FlopAnalyzer (one multiply-add counts one), attention explicit."""
+    from mmengine.analysis import FlopAnalyzer
+
+    class _Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, inp):
+            return call(inp)
+    try:
+        with explicit_attention(model), torch.no_grad():
+            analyzer = FlopAnalyzer(_Wrap(), (x,))
+            analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            return analyzer.total() / 1e9
+    except Exception:  # detectors with data-dependent control flow do not trace; report n/a, not a guess
+        return None

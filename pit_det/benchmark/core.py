@@ -1,0 +1,163 @@
+"""Latency, throughput, memory and MACs of backbones and whole detectors, timed side by side.
+
+:func:`run_benchmark` validates the request, measures every model at every size interleaved in one process
+(round-robin, one forward of each per round, so machine noise hits all alike and ratios are fair), then collects
+median, mean and p90. Timing uses ``torch.inference_mode``, warm-up, and CUDA synchronisation on GPU. Memory is
+measured in a separate pass per model: CUDA max allocated, or on the CPU the growth of the peak resident set
+(``VmHWM``, reset through ``/proc/self/clear_refs``) during one forward in a fresh process.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .builders import MODES, build_call, count_gmacs, is_detector_spec
+from .report import BenchmarkError, Result
+from .timing import can_measure_rss, interleaved, rss_growth_mib
+
+PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+
+@dataclass
+class Request:
+    models: list[str]
+    sizes: list[tuple[int, int]]
+    device: str = 'cpu'
+    batch: int = 1
+    precision: str = 'fp32'
+    warmup: int = 3
+    iters: int = 20
+    mode: str = 'backbone'
+    checkpoint: str | None = None
+    cpu_deform_attn: str = 'fused'
+    count_macs: bool = True
+
+    def autocast(self):
+        dtype = PRECISIONS[self.precision]
+        return torch.autocast(self.device, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+@dataclass
+class Entry:
+    """One model being measured at one size."""
+    spec: str
+    call: Callable
+    params_m: float
+    gmacs: float | None
+    times: list[float] = field(default_factory=list)
+    peak_mib: float = float('nan')
+
+
+def validate(request: Request) -> None:
+    """Raise :class:`BenchmarkError` for anything the benchmark cannot honour, before building a model."""
+    if request.device not in ('cpu', 'cuda'):
+        raise BenchmarkError(f'device {request.device!r}: use cpu or cuda')
+    if request.device == 'cuda' and not torch.cuda.is_available():
+        raise BenchmarkError('device cuda requested but no CUDA GPU is visible to torch; use --device cpu')
+    if request.precision not in PRECISIONS:
+        raise BenchmarkError(f'precision {request.precision!r}: use one of {", ".join(PRECISIONS)}')
+    if request.precision == 'fp16' and request.device == 'cpu':
+        raise BenchmarkError('fp16 autocast is for CUDA; on the CPU use bf16')
+    if request.mode not in MODES:
+        raise BenchmarkError(f'mode {request.mode!r}: use one of {", ".join(MODES)}')
+    if request.batch < 1 or request.iters < 1 or request.warmup < 0:
+        raise BenchmarkError('batch and iters must be >= 1, warmup >= 0')
+    if request.cpu_deform_attn not in ('fused', 'mmcv'):
+        raise BenchmarkError(f'cpu_deform_attn {request.cpu_deform_attn!r}: use fused or mmcv')
+    for spec in request.models:
+        if not is_detector_spec(spec) and request.mode != 'backbone':
+            raise BenchmarkError(f'{spec}: --mode {request.mode} needs a detector config; backbones time the backbone')
+    for h, w in request.sizes:
+        if min(h, w) < 32:  # covers every patch size (16, 14 for b)
+            raise BenchmarkError(f'size {h}x{w} is smaller than a patch or the 32-px minimum: use at least 32x32')
+
+
+def _fresh_process_peak(request: Request, spec: str, size: tuple[int, int]) -> float:
+    """Peak extra resident memory (MiB) of one forward, in a process that has run nothing else."""
+    import pit_det  # noqa: F401
+    torch.manual_seed(0)
+    _, call, _, _ = build_call(spec, request.mode, size, request.batch, 'cpu', request.cpu_deform_attn,
+                               request.checkpoint)
+    x = torch.rand(request.batch, 3, *size)
+    with torch.inference_mode(), request.autocast():
+        return rss_growth_mib(lambda: call(x))
+
+
+def peak_memory_mib(request: Request, entry: Entry, x: torch.Tensor, size: tuple[int, int]) -> float:
+    """CUDA: max allocated during one forward. CPU: VmHWM growth of one forward in a fresh process (in this one,
+    memory freed by earlier forwards stays resident and would hide the peak)."""
+    if request.device == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        with torch.inference_mode(), request.autocast():
+            entry.call(x)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+    if not can_measure_rss():
+        return float('nan')
+    import multiprocessing
+    with multiprocessing.get_context('spawn').Pool(1) as pool:
+        return pool.apply(_fresh_process_peak, (request, entry.spec, size))
+
+
+def measure(request: Request, size: tuple[int, int], progress: Callable[[str], None]) -> list[Entry]:
+    """Build every model for ``size``, time them interleaved, then measure each one's peak memory."""
+    h, w = size
+    x = torch.rand(request.batch, 3, h, w, device=request.device)
+    entries = []
+    for spec in request.models:
+        model, call, macs_model, macs_call = build_call(spec, request.mode, size, request.batch, request.device,
+                                                        request.cpu_deform_attn, request.checkpoint)
+        gmacs = count_gmacs(macs_call, macs_model, x[:1]) if request.count_macs and macs_model is not None else None
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        entries.append(Entry(spec, call, params, gmacs))
+        progress(f'built {spec} at {h}x{w}: {params:.2f} M params' + (f', {gmacs:.2f} GMACs' if gmacs is not None else ''))
+
+    def report_round(i: int, times: dict[str, list[float]]) -> None:
+        if i % max(1, request.iters // 5) == 0 or i == request.iters:
+            progress(f'{h}x{w}: round {i}/{request.iters}: '
+                     + ', '.join(f'{name} {statistics.median(t):.1f} ms' for name, t in times.items()))
+
+    sync = torch.cuda.synchronize if request.device == 'cuda' else (lambda: None)
+    calls = {e.spec: (lambda c=e.call: c(x)) for e in entries}
+    with torch.inference_mode(), request.autocast():
+        times = interleaved(calls, request.warmup, request.iters, sync, report_round)
+    for e in entries:
+        e.times = times[e.spec]
+        progress(f'{e.spec} {h}x{w}: measuring peak memory')
+        e.peak_mib = peak_memory_mib(request, e, x, size)
+    return entries
+
+
+def collect(request: Request, size: tuple[int, int], entries: list[Entry]) -> list[Result]:
+    """One :class:`Result` per entry: median, mean, p90, throughput, memory, parameters, MACs."""
+    results = []
+    for e in entries:
+        times = sorted(e.times)
+        median = statistics.median(times)
+        results.append(Result(
+            model=e.spec, mode=request.mode, size=f'{size[0]}x{size[1]}', batch=request.batch,
+            precision=request.precision, device=request.device, median_ms=round(median, 3),
+            mean_ms=round(statistics.fmean(times), 3),
+            p90_ms=round(times[min(len(times) - 1, math.ceil(0.9 * len(times)) - 1)], 3),
+            images_per_s=round(request.batch * 1000 / median, 3), peak_mem_mib=round(e.peak_mib, 1),
+            params_m=round(e.params_m, 3), gmacs=None if e.gmacs is None else round(e.gmacs, 3),
+            iters=request.iters, samples_ms=[round(t, 3) for t in e.times]))
+    return results
+
+
+def run_benchmark(models: list[str], sizes: list[tuple[int, int]], progress: Callable[[str], None] = print,
+                  **options) -> list[Result]:
+    """Validate, then measure and collect every model at every size; ``options`` are :class:`Request` fields."""
+    request = Request(models=list(models), sizes=list(sizes), **options)
+    validate(request)
+    results = []
+    for size in request.sizes:
+        results += collect(request, size, measure(request, size, progress))
+    return results

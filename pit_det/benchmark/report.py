@@ -1,0 +1,131 @@
+"""Benchmark results: the record of one measurement, the environment, the table, ratios and files."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+
+class BenchmarkError(ValueError):
+    """A request the benchmark cannot honour; the message says why and what to do instead."""
+
+
+@dataclass
+class Result:
+    model: str
+    mode: str
+    size: str
+    batch: int
+    precision: str
+    device: str
+    median_ms: float
+    mean_ms: float
+    p90_ms: float
+    images_per_s: float
+    peak_mem_mib: float
+    params_m: float
+    gmacs: float | None
+    iters: int
+    samples_ms: list[float] = field(default_factory=list, repr=False)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r'(\d+)x(\d+)', text.strip())
+    if not match:
+        raise BenchmarkError(f'size {text!r}: use HxW, e.g. 400x666')
+    return int(match.group(1)), int(match.group(2))
+
+
+def environment(device: str) -> dict:
+    import mmcv
+    import mmdet
+    import mmengine
+    import timm
+    env = dict(date=time.strftime('%Y-%m-%d %H:%M:%S %Z'), python=platform.python_version(),
+               torch=torch.__version__, mmcv=mmcv.__version__, mmdet=mmdet.__version__, mmengine=mmengine.__version__,
+               timm=timm.__version__, threads=torch.get_num_threads(), machine=platform.machine())
+    try:
+        env['cpu'] = next(line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
+                          if line.startswith('model name'))
+    except (OSError, StopIteration):
+        env['cpu'] = platform.processor()
+    if device == 'cuda':
+        env['gpu'] = torch.cuda.get_device_name()
+        env['cuda'] = torch.version.cuda
+    return env
+
+
+def format_table(results: list[Result]) -> str:
+    header = ['model', 'mode', 'size', 'batch', 'prec', 'median ms', 'mean ms', 'p90 ms', 'img/s', 'peak MiB',
+              'params M', 'GMACs']
+    rows = [[r.model, r.mode, r.size, str(r.batch), r.precision, f'{r.median_ms:.1f}', f'{r.mean_ms:.1f}',
+             f'{r.p90_ms:.1f}', f'{r.images_per_s:.2f}', f'{r.peak_mem_mib:.0f}', f'{r.params_m:.2f}',
+             '-' if r.gmacs is None else f'{r.gmacs:.2f}'] for r in results]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    lines = ['| ' + ' | '.join(c.ljust(w) for c, w in zip(header, widths)) + ' |',
+             '|' + '|'.join('-' * (w + 2) for w in widths) + '|']
+    lines += ['| ' + ' | '.join(c.ljust(w) for c, w in zip(row, widths)) + ' |' for row in rows]
+    return '\n'.join(lines)
+
+
+def ratios(results: list[Result], reference: str) -> list[str]:
+    """``model/reference`` median latency ratios, per size, for models measured in the same run.
+
+    Raises:
+        BenchmarkError: ``reference`` is not one of the measured models.
+    """
+    if reference not in {r.model for r in results}:
+        raise BenchmarkError(f'--reference {reference!r} is not one of the measured models '
+                             f'({", ".join(dict.fromkeys(r.model for r in results))}); name one of them')
+    lines = []
+    for size in dict.fromkeys(r.size for r in results):
+        ref = next(r for r in results if r.size == size and r.model == reference)
+        for r in results:
+            if r.size == size and r.model != reference:
+                lines.append(f'{size}: {r.model} / {reference} = {r.median_ms / ref.median_ms:.3f}')
+    return lines
+
+
+def write_outputs(results: list[Result], env: dict, out_dir: str | Path, plot: bool = False) -> list[Path]:
+    """Write ``benchmark.json`` (with every sample), ``benchmark.csv`` and optionally ``benchmark.png``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / 'benchmark.json', out / 'benchmark.csv']
+    paths[0].write_text(json.dumps(dict(environment=env, results=[asdict(r) for r in results]), indent=2))
+    with paths[1].open('w', newline='') as f:
+        names = [k for k in asdict(results[0]) if k != 'samples_ms']
+        writer = csv.DictWriter(f, fieldnames=names)
+        writer.writeheader()
+        for r in results:
+            writer.writerow({k: v for k, v in asdict(r).items() if k != 'samples_ms'})
+    if plot:
+        paths.append(_plot(results, out / 'benchmark.png'))
+    return paths
+
+
+def _plot(results: list[Result], path: Path) -> Path:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for model in dict.fromkeys(r.model for r in results):
+        rs = [r for r in results if r.model == model]
+        pixels = [math.prod(parse_size(r.size)) / 1e6 for r in rs]
+        ax.plot(pixels, [r.median_ms for r in rs], marker='o', label=Path(model).stem)
+    ax.set_xlabel('input megapixels')
+    ax.set_ylabel('median latency (ms, log scale)')
+    ax.set_yscale('log')
+    ax.set_title(f"{results[0].mode}, batch {results[0].batch}, {results[0].precision}, {results[0].device}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,70 @@
+"""Latency benchmark for backbones and detectors: ``pit-det-benchmark MODEL [MODEL ...] [options]``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from ..benchmark import (MODES, PRECISIONS, BenchmarkError, environment, format_table, parse_size, ratios,
+                         run_benchmark, write_outputs)
+from ..benchmark import builders
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=builders.__doc__.split('\n\n', 1)[1])
+    parser.add_argument('models', nargs='+', help='model specs (see below)')
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--sizes', nargs='+', default=['400x666', '800x1333'], help='HxW (default: the paper\'s)')
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--precision', default='fp32', choices=list(PRECISIONS))
+    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--iters', type=int, default=20)
+    parser.add_argument('--mode', default='backbone', choices=MODES,
+                        help='backbone alone, detector without post-processing (forward), or predict')
+    parser.add_argument('--checkpoint', help='weights for detector configs (default: random weights)')
+    parser.add_argument('--cpu-deform-attn', default='fused', choices=['fused', 'mmcv'])
+    parser.add_argument('--threads', type=int, help='torch CPU threads, >= 1 (default: torch\'s)')
+    parser.add_argument('--no-macs', action='store_true', help='skip MAC counting')
+    parser.add_argument('--reference', help='print every model\'s median latency ratio to this one (one of MODELS)')
+    parser.add_argument('--out-dir', default='work_dirs/benchmark')
+    parser.add_argument('--plot', action='store_true', help='also write benchmark.png')
+    parser.add_argument('--quick', action='store_true', help='smoke run: 1 warm-up, 2 iterations, 64x96')
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.quick:
+        args.warmup, args.iters, args.sizes = 1, 2, ['64x96']
+    try:
+        if args.threads is not None and args.threads < 1:
+            raise BenchmarkError(f'--threads {args.threads}: give a number of threads >= 1, or leave it out')
+        if args.reference is not None and args.reference not in args.models:
+            raise BenchmarkError(f'--reference {args.reference!r} is not one of the models to measure '
+                                 f'({", ".join(args.models)}); name one of them')
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        import pit_det  # noqa: F401
+        sizes = [parse_size(s) for s in args.sizes]
+        results = run_benchmark(args.models, sizes, progress=lambda msg: print(msg, flush=True),
+                                device=args.device, batch=args.batch, precision=args.precision,
+                                warmup=args.warmup, iters=args.iters, mode=args.mode, checkpoint=args.checkpoint,
+                                cpu_deform_attn=args.cpu_deform_attn, count_macs=not args.no_macs)
+    except BenchmarkError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    env = environment(args.device)
+    print('\n' + ', '.join(f'{k}: {v}' for k, v in env.items()))
+    print(format_table(results))
+    if args.reference:
+        print('\n'.join(ratios(results, args.reference)))
+    for path in write_outputs(results, env, args.out_dir, args.plot):
+        print(f'wrote {path}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

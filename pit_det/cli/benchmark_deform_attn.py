@@ -1,0 +1,59 @@
+"""Fused CPU deformable attention vs mmcv's op: ``pit-det-benchmark-deform-attn [--sizes 400x666 ...]``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..benchmark import BenchmarkError, environment, parse_size
+from ..benchmark.deform_attn import bench_op, bench_predict, bench_train_iter
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--sizes', nargs='+', default=['400x666', '800x1333'])
+    parser.add_argument('--config', default=str(REPO / 'configs' / 'pit_s_deformable_detr.py'))
+    parser.add_argument('--train-config', default=str(REPO / 'configs' / 'demo' /
+                                                      'deformable-detr_pit-ti_synthetic_cpu.py'))
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--iters', type=int, default=10)
+    parser.add_argument('--skip', nargs='*', default=[], choices=['op', 'predict', 'train'])
+    parser.add_argument('--out', default='work_dirs/benchmark_deform_attn.json')
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from ..ops import load_extension
+    if load_extension() is None:
+        print('error: the fused kernel is not available (see the warning above); nothing to compare',
+              file=sys.stderr)
+        return 1
+    try:
+        sizes = [parse_size(s) for s in args.sizes]
+        if args.iters < 1 or args.warmup < 0:
+            raise BenchmarkError('--iters must be >= 1 and --warmup >= 0')
+    except BenchmarkError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+
+    def log(msg):
+        print(msg, flush=True)
+    result = dict(environment=environment('cpu'))
+    if 'op' not in args.skip:
+        result['op'] = bench_op(sizes, args.warmup, args.iters, log)
+    if 'predict' not in args.skip:
+        result['predict'] = bench_predict(args.config, sizes[0], args.warmup, args.iters, log)
+    if 'train' not in args.skip:
+        result['train'] = bench_train_iter(args.train_config, args.warmup, args.iters, log)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f'wrote {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Checks a run makes before it builds anything: data, annotations, classes, evaluator files and weights.
+
+Without them a missing ``data/coco``, a class list that matches no annotation, or an evaluator scoring against
+another dataset's ground truth surfaces as a traceback minutes (or an epoch) into a run, or not at all.
+:class:`pit_det.runner.PiTRunner` calls :func:`check_train` and :func:`check_test`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+from dataclasses import dataclass, field
+
+from mmengine.logging import print_log
+
+COCO_LAYOUT = """expected COCO layout (data_root, default data/coco/):
+    data/coco/annotations/instances_train2017.json
+    data/coco/annotations/instances_val2017.json
+    data/coco/train2017/*.jpg
+    data/coco/val2017/*.jpg
+Link or copy COCO 2017 there (e.g. `ln -s /datasets/coco data/coco`), or point the config elsewhere with
+--cfg-options train_dataloader.dataset.data_root=DIR val_dataloader.dataset.data_root=DIR \
+test_dataloader.dataset.data_root=DIR val_evaluator.ann_file=DIR/annotations/instances_val2017.json \
+test_evaluator.ann_file=DIR/annotations/instances_val2017.json"""
+
+
+class PreflightError(FileNotFoundError):
+    """A run cannot start; the message lists every problem and what to do."""
+
+
+@dataclass
+class Findings:
+    data: list[str] = field(default_factory=list)    # missing or broken data: the layout hint applies
+    other: list[str] = field(default_factory=list)   # classes, evaluator files, weights
+
+    def raise_if_any(self, hint: str = COCO_LAYOUT) -> None:
+        problems = self.data + self.other
+        if problems:
+            raise PreflightError('\n'.join(['cannot start:'] + [f'  - {p}' for p in problems]
+                                           + ([hint] if self.data else [])))
+
+
+def _dataset(loader_cfg) -> dict | None:
+    if not loader_cfg:
+        return None
+    dataset = loader_cfg.get('dataset', {})
+    while 'dataset' in dataset:  # RepeatDataset / ClassBalancedDataset wrappers
+        dataset = dataset['dataset']
+    return dataset
+
+
+def _under_root(dataset: dict, path: str | None) -> str | None:
+    if path is None:
+        return None
+    root = dataset.get('data_root', '') or ''
+    return path if osp.isabs(path) else osp.join(root, path)
+
+
+def _config_classes(dataset: dict) -> tuple[str, ...] | None:
+    """The classes a dataset config selects: its ``metainfo.classes``, else its type's default (COCO's 80)."""
+    classes = (dataset.get('metainfo') or {}).get('classes')
+    if classes is not None:
+        return tuple(classes)
+    from mmdet.registry import DATASETS
+    dataset_type = DATASETS.get(dataset.get('type', '')) if isinstance(dataset.get('type'), str) else None
+    default = getattr(dataset_type, 'METAINFO', {}).get('classes')
+    return tuple(default) if default is not None else None
+
+
+def _load_annotations(path: str, cache: dict) -> dict | str:
+    """The parsed COCO file, or a problem text when it is not one."""
+    if path not in cache:
+        try:
+            with open(path) as f:
+                ann = json.load(f)
+            if not isinstance(ann, dict) or not isinstance(ann.get('images'), list):
+                raise ValueError('no "images" list')
+            cache[path] = ann
+        except (OSError, ValueError) as exc:
+            cache[path] = f'annotations {path} are not a COCO json file ({exc})'
+    return cache[path]
+
+
+def _list_names(folder: str, names: list[str]) -> list[str]:
+    """The names (paths relative to ``folder``) that do not exist there."""
+    try:
+        present = set(os.listdir(folder))
+    except OSError:
+        present = set()
+    return [n for n in names if n not in present and not osp.exists(osp.join(folder, n))]
+
+
+def check_dataset(loader_cfg, role: str, findings: Findings, cache: dict) -> dict | None:
+    """Annotation file, image folder, every listed image, a non-empty set, and classes that exist in the data.
+
+    Returns:
+        The (unwrapped) dataset config, or None without one.
+    """
+    dataset = _dataset(loader_cfg)
+    if dataset is None:
+        return None
+    ann_path = _under_root(dataset, dataset.get('ann_file'))
+    img_dir = _under_root(dataset, (dataset.get('data_prefix') or {}).get('img'))
+    if ann_path and not osp.isfile(ann_path):
+        findings.data.append(f'{role} annotations not found: {ann_path}')
+    if img_dir is not None and not osp.isdir(img_dir):
+        findings.data.append(f'{role} images not found: {img_dir}')
+    if not ann_path or not osp.isfile(ann_path) or not ann_path.endswith('.json'):
+        return dataset
+    ann = _load_annotations(ann_path, cache)
+    if isinstance(ann, str):
+        findings.data.append(ann)
+        return dataset
+    if not ann['images']:
+        findings.data.append(f'{role} annotations {ann_path} list no images: the {role} set would be empty')
+        return dataset
+    if img_dir is not None and osp.isdir(img_dir):
+        missing = _list_names(img_dir, [img['file_name'] for img in ann['images']])
+        if missing:
+            findings.data.append(f'{role}: {len(missing)} of the {len(ann["images"])} images listed in {ann_path} '
+                                 f'are not in {img_dir}, e.g. {", ".join(missing[:3])}')
+    _check_classes(dataset, ann, ann_path, role, loader_cfg, findings)
+    return dataset
+
+
+def _check_classes(dataset: dict, ann: dict, ann_path: str, role: str, loader_cfg, findings: Findings) -> None:
+    wanted = _config_classes(dataset)
+    present = [c.get('name') for c in ann.get('categories', []) if isinstance(c, dict)]
+    if wanted is None or 'categories' not in ann:
+        return
+    loader = {'training': 'train_dataloader', 'validation': 'val_dataloader', 'test': 'test_dataloader'}[role]
+    if not set(wanted) & set(present):
+        findings.other.append(
+            f'{role}: none of the config\'s {len(wanted)} classes ({", ".join(map(str, wanted[:6]))}'
+            f'{", ..." if len(wanted) > 6 else ""}) is a category of {ann_path} ({", ".join(map(str, present[:6]))}'
+            f'{", ..." if len(present) > 6 else ""}): every image would have no ground truth. Set the dataset\'s '
+            f'classes to the annotation file\'s names, e.g. --cfg-options "{loader}.dataset.metainfo.classes='
+            f'{tuple(present[:3])}" (and model.bbox_head.num_classes to their number), or in the config '
+            'dataset=dict(metainfo=dict(classes=(...))).')
+        return
+    left_out = [c for c in present if c not in set(wanted)]
+    if left_out:
+        print_log(f'{role}: {len(left_out)} categories of {ann_path} are not among the config\'s classes and are '
+                  f'ignored: {", ".join(map(str, left_out[:8]))}', logger='current', level=30)
+
+
+def check_evaluator(evaluator_cfg, dataset: dict | None, role: str, findings: Findings) -> None:
+    """The evaluator's annotation file exists and is the dataset's own (never another set's ground truth)."""
+    evaluators = evaluator_cfg if isinstance(evaluator_cfg, (list, tuple)) else [evaluator_cfg or {}]
+    dataset_ann = _under_root(dataset, dataset.get('ann_file')) if dataset else None
+    for evaluator in evaluators:
+        ann = evaluator.get('ann_file')
+        if not ann:
+            continue
+        if not osp.isfile(ann):
+            findings.data.append(f'{role} evaluator annotations not found: {ann}')
+        elif dataset_ann and osp.isfile(dataset_ann) and osp.realpath(ann) != osp.realpath(dataset_ann):
+            key = 'val_evaluator' if role == 'validation' else 'test_evaluator'
+            findings.other.append(
+                f'{role}: the evaluator scores against {ann} but the dataset reads {dataset_ann}: the metrics would '
+                f'compare predictions with another set\'s ground truth. Point both at the same file, e.g. '
+                f'--cfg-options {key}.ann_file={dataset_ann}')
+
+
+def check_weights(model_cfg, findings: Findings) -> None:
+    """The backbone's pretrained weights exist (local file) or can be fetched (``torchvision://``)."""
+    init_cfg = (model_cfg or {}).get('backbone', {}).get('init_cfg')
+    if not init_cfg or init_cfg.get('type') != 'Pretrained':
+        return
+    source = init_cfg.get('checkpoint')
+    if not source:
+        return
+    if source.startswith('torchvision://'):
+        problem = _torchvision_problem(source)
+        if problem:
+            findings.other.append(problem)
+    elif '://' not in source and not osp.isfile(source):
+        from .models.weights import missing_weights_message
+        findings.other.append(missing_weights_message(source))
+
+
+def _torchvision_problem(source: str) -> str | None:
+    """A ``torchvision://NAME`` checkpoint needs torch.hub's cached copy, or the network to fetch it."""
+    import urllib.error
+    import urllib.request
+
+    import torch
+    from mmengine.runner.checkpoint import get_torchvision_models
+
+    name = source[len('torchvision://'):]
+    url = get_torchvision_models().get(name)
+    if url is None:
+        return f'backbone weights {source}: torchvision has no model {name!r}'
+    cached = osp.join(torch.hub.get_dir(), 'checkpoints', osp.basename(url))
+    if osp.isfile(cached):
+        return None
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method='HEAD'), timeout=10).close()
+        return None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, 'reason', exc)
+        return (f'backbone weights {source} are not cached at {cached} and cannot be downloaded from {url} '
+                f'({reason}). Fetch the file on a machine with network access and copy it to {cached} (or set '
+                'TORCH_HOME to a folder holding hub/checkpoints/ with it), or pass a local file with --cfg-options '
+                'model.backbone.init_cfg.checkpoint=PATH.')
+
+
+def check_train(cfg) -> None:
+    """Everything a training run reads: train (and val) data, evaluator files, backbone weights.
+
+    Raises:
+        PreflightError: listing every problem found.
+    """
+    findings, cache = Findings(), {}
+    check_dataset(cfg.get('train_dataloader'), 'training', findings, cache)
+    if cfg.get('val_cfg') is not None:
+        dataset = check_dataset(cfg.get('val_dataloader'), 'validation', findings, cache)
+        check_evaluator(cfg.get('val_evaluator'), dataset, 'validation', findings)
+    check_weights(cfg.get('model'), findings)  # init_weights() runs before load_from: needed even then
+    findings.raise_if_any(cfg.get('missing_data_hint') or COCO_LAYOUT)
+
+
+def check_test(cfg) -> None:
+    """Everything a test run reads: test data and the evaluator's file.
+
+    Raises:
+        PreflightError: listing every problem found.
+    """
+    findings = Findings()
+    dataset = check_dataset(cfg.get('test_dataloader'), 'test', findings, {})
+    check_evaluator(cfg.get('test_evaluator'), dataset, 'test', findings)
+    findings.raise_if_any(cfg.get('missing_data_hint') or COCO_LAYOUT)

@@ -1,0 +1,117 @@
+"""Command lines as a new user meets them: bad input is refused before any work, with what to do."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pit_det.cli import demo as demo_cli
+from pit_det.cli import infer as infer_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = ROOT / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'
+
+
+@pytest.fixture(scope='module')
+def detector(tmp_path_factory):
+    """The demo config and a checkpoint of it (random weights, as mmengine saves them)."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    register_all_modules()
+    tmp = tmp_path_factory.mktemp('detector')
+    cfg = Config.fromfile(str(DEMO_CONFIG))
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    checkpoint = tmp / 'epoch_1.pth'
+    torch.save({'state_dict': model.state_dict(),
+                'meta': {'dataset_meta': {'classes': ('square', 'disc', 'triangle')}}}, checkpoint)
+    image = tmp / 'photo.png'
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(image)
+    return DEMO_CONFIG, checkpoint, image
+
+
+def infer(capsys, config, checkpoint, image, *extra):
+    code = infer_cli.main([str(config), str(checkpoint), str(image), *map(str, extra)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_infer_draws(detector, tmp_path, capsys):
+    config, checkpoint, image = detector
+    code, out, err = infer(capsys, config, checkpoint, image, '--out', tmp_path / 'drawn.png', '--score-thr', 0)
+    assert code == 0, err
+    assert 'detections (score >= 0.0) drawn to' in out
+    drawn = np.asarray(Image.open(tmp_path / 'drawn.png'))
+    assert drawn.shape[:2] == (512, 683)  # enlarged to a 512-px short side so labels stay legible
+
+
+def test_infer_never_overwrites_its_input(detector, tmp_path, capsys):
+    config, checkpoint, image = detector
+    photo = tmp_path / 'photo.png'
+    photo.write_bytes(image.read_bytes())
+    code, _, err = infer(capsys, config, checkpoint, photo, '--out', photo)
+    assert code == 1 and 'is the input image' in err
+    assert photo.read_bytes() == image.read_bytes()
+    code, _, err = infer(capsys, config, checkpoint, photo, '--out', tmp_path / '.' / 'photo.png')
+    assert code == 1 and 'is the input image' in err
+
+
+@pytest.mark.parametrize('out', ['result', 'result.txt', '.'])
+def test_infer_refuses_an_output_that_is_no_picture_before_running(detector, tmp_path, capsys, out):
+    config, checkpoint, image = detector
+    code, _, err = infer(capsys, config, checkpoint, image, '--out', tmp_path / out)
+    assert code == 1 and 'give a picture file name ending in one of .png' in err
+
+
+@pytest.mark.parametrize('content,message', [(b'', 'is empty (0 bytes)'), (b'not an image', 'cannot be decoded')])
+def test_infer_refuses_a_file_that_is_no_image(detector, tmp_path, capsys, content, message):
+    config, checkpoint, _ = detector
+    bad = tmp_path / 'bad.png'
+    bad.write_bytes(content)
+    code, _, err = infer(capsys, config, checkpoint, bad, '--out', tmp_path / 'out.png')
+    assert code == 1 and message in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message on machines without a GPU')
+def test_infer_on_cuda_without_a_gpu(detector, tmp_path, capsys):
+    code, _, err = infer(capsys, *detector, '--out', tmp_path / 'out.png', '--device', 'cuda')
+    assert code == 1 and 'no CUDA GPU is visible' in err
+
+
+def test_infer_refuses_checkpoints_that_are_not_this_detector(detector, tmp_path, capsys):
+    import torchvision
+    config, checkpoint, image = detector
+    resnet = tmp_path / 'resnet50.pth'
+    torch.save(torchvision.models.resnet18().state_dict(), resnet)
+    code, _, err = infer(capsys, config, resnet, image, '--out', tmp_path / 'out.png')
+    assert code == 1 and 'holds only 0 of the' in err and not (tmp_path / 'out.png').exists()
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(checkpoint.read_bytes()[:10000])
+    code, _, err = infer(capsys, config, truncated, image, '--out', tmp_path / 'out.png')
+    assert code == 1 and 'not a readable PyTorch file' in err
+
+
+def test_infer_on_an_image_thinner_than_a_patch(detector, tmp_path, capsys):
+    config, checkpoint, _ = detector
+    thin = tmp_path / 'thin.png'
+    Image.fromarray(np.full((4, 600, 3), 128, dtype=np.uint8)).save(thin)
+    code, _, err = infer(capsys, config, checkpoint, thin, '--out', tmp_path / 'out.png')
+    assert code == 1 and 'at least one patch' in err and 'Resize' in err
+
+
+@pytest.mark.parametrize('argv,message', [(['--epochs', '0'], 'must be at least 1'),
+                                          (['--epochs', '-3'], 'must be at least 1')])
+def test_demo_refuses_a_bad_epoch_count(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        demo_cli.main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_demo_refuses_a_data_root_that_is_a_file(tmp_path, capsys):
+    file = tmp_path / 'coco.json'
+    file.write_text('{}')
+    assert demo_cli.main(['--data-root', str(file), '--work-dir', str(tmp_path / 'work')]) == 1
+    assert 'is a file: give a folder' in capsys.readouterr().err
+    assert file.read_text() == '{}' and not (tmp_path / 'work').exists()

@@ -1,0 +1,132 @@
+"""What a run checks before it starts (pit_det.preflight through PiTRunner): each case once stopped late or not at all."""
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from mmdet.registry import RUNNERS
+from mmdet.utils import register_all_modules
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+
+from pit_det.data import make_synthetic_coco
+from pit_det.demo import load_demo_config
+from pit_det.preflight import PreflightError
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = ROOT / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'
+
+
+@pytest.fixture()
+def data(tmp_path):
+    return make_synthetic_coco(tmp_path / 'synthetic', num_train=4, num_val=2)
+
+
+def runner_for(cfg):
+    register_all_modules()
+    return RUNNERS.build(cfg)
+
+
+def test_evaluator_must_score_against_the_datasets_own_annotations(tmp_path, data):
+    other = make_synthetic_coco(tmp_path / 'other', num_train=4, num_val=2, seed=1)
+    cfg = load_demo_config(data, tmp_path / 'work')
+    cfg.test_dataloader.dataset.data_root = str(other) + '/'  # new data, evaluator left at the old ground truth
+    with pytest.raises(PreflightError) as err:
+        runner_for(cfg).test()
+    message = str(err.value)
+    assert f'scores against {data}/annotations/val.json' in message
+    assert f'dataset reads {other}/annotations/val.json' in message
+    assert f'test_evaluator.ann_file={other}/annotations/val.json' in message
+
+
+def test_classes_matching_no_category_stop_before_training(tmp_path, data):
+    cfg = load_demo_config(data, tmp_path / 'work')
+    for loader in (cfg.train_dataloader, cfg.val_dataloader):
+        loader.dataset.metainfo = dict(classes=('cat', 'dog', 'bird'))
+    with pytest.raises(PreflightError) as err:
+        runner_for(cfg).train()
+    message = str(err.value)
+    assert "none of the config's 3 classes (cat, dog, bird) is a category of" in message
+    assert '(square, disc, triangle)' in message and 'train_dataloader.dataset.metainfo.classes' in message
+    assert not (tmp_path / 'work' / 'epoch_1.pth').exists()
+
+
+def test_a_custom_set_without_metainfo_is_checked_against_coco_classes(tmp_path, data):
+    cfg = load_demo_config(data, tmp_path / 'work')
+    for loader in (cfg.train_dataloader, cfg.val_dataloader):
+        del loader.dataset['metainfo']  # CocoDataset's default: the 80 COCO classes
+    with pytest.raises(PreflightError, match=r"none of the config's 80 classes \(person, bicycle"):
+        runner_for(cfg).train()
+
+
+def test_a_category_the_config_omits_is_a_warning(tmp_path, data):
+    cfg = load_demo_config(data, tmp_path / 'work')
+    cfg.val_cfg = None
+    cfg.train_dataloader.dataset.metainfo = dict(classes=('square', 'disc'))
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        from pit_det.preflight import check_train
+        check_train(cfg)
+    finally:
+        logger.removeHandler(handler)
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert any('1 categories of' in w and 'triangle' in w for w in warnings), warnings
+
+
+def test_images_listed_but_missing_stop_before_training(tmp_path, data):
+    (data / 'train' / '000002.png').unlink()
+    cfg = load_demo_config(data, tmp_path / 'work')
+    with pytest.raises(PreflightError, match=r'training: 1 of the 4 images listed in .*train.json are not in '
+                                             r'.*train/?, e.g. 000002.png'):
+        runner_for(cfg).train()
+
+
+def test_an_empty_dataset_is_named(tmp_path, data):
+    ann = json.loads((data / 'annotations' / 'train.json').read_text())
+    (data / 'annotations' / 'train.json').write_text(json.dumps(dict(ann, images=[], annotations=[])))
+    cfg = load_demo_config(data, tmp_path / 'work')
+    with pytest.raises(PreflightError, match='training annotations .*train.json list no images'):
+        runner_for(cfg).train()
+
+
+def test_demo_config_before_its_data_exists_says_run_the_demo(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = Config.fromfile(str(DEMO_CONFIG))
+    cfg.work_dir = str(tmp_path / 'work')
+    with pytest.raises(PreflightError) as err:
+        runner_for(cfg).train()
+    assert 'run `pit-det-demo`' in str(err.value) and 'instances_train2017' not in str(err.value)
+
+
+def test_torchvision_weights_offline_and_uncached_stop_with_the_way_out(tmp_path, monkeypatch):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    monkeypatch.setenv('https_proxy', 'http://127.0.0.1:9')  # a closed local port: no route to the internet
+    monkeypatch.setenv('HTTPS_PROXY', 'http://127.0.0.1:9')
+    data = make_synthetic_coco(tmp_path / 'coco', num_train=2, num_val=2)
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'deformable-detr_r50_16xb2-50e_coco-halfres.py'))
+    cfg.work_dir = str(tmp_path / 'work')
+    shapes = dict(classes=('square', 'disc', 'triangle'))
+    for loader, split in ((cfg.train_dataloader, 'train'), (cfg.val_dataloader, 'val')):
+        loader.dataset.update(data_root=str(data) + '/', ann_file=f'annotations/{split}.json',
+                              data_prefix=dict(img=f'{split}/'), metainfo=shapes)
+    cfg.val_evaluator.ann_file = str(data / 'annotations' / 'val.json')
+    with pytest.raises(PreflightError) as err:
+        runner_for(cfg).train()
+    message = str(err.value)
+    cached = tmp_path / 'torch' / 'hub' / 'checkpoints'
+    assert f'torchvision://resnet50 are not cached at {cached}/resnet50-' in message
+    assert 'TORCH_HOME' in message and 'model.backbone.init_cfg.checkpoint=PATH' in message
+    # with the file in torch.hub's cache the same check passes (the download is not needed)
+    cached.mkdir(parents=True)
+    name = message.split(f'{cached}/', 1)[1].split()[0]
+    shutil.copy(os.devnull, cached / name)
+    from pit_det.preflight import Findings, check_weights
+    findings = Findings()
+    check_weights(cfg.model, findings)
+    assert findings.other == []
