@@ -45,6 +45,7 @@ def _history_buffer_setstate(self: HistoryBuffer, state: dict) -> None:
     if log.ndim != 1 or count.ndim != 1 or len(log) != len(count) or log.dtype.kind not in 'iuf' \
             or count.dtype.kind not in 'iuf':
         raise pickle.UnpicklingError('HistoryBuffer histories must be two 1-D numeric arrays of equal length')
+    self._set_default_statistics()  # as HistoryBuffer() does: the four built-in statistics, nothing from the file
     self.__dict__.update(max_length=state['max_length'], _log_history=log, _count_history=count)
 
 

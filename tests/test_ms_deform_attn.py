@@ -126,3 +126,23 @@ def test_side_by_side_benchmark_smoke(tmp_path):
     assert set(op['median_ms']) == {'fused', 'mmcv'} and min(op['median_ms'].values()) > 0
     assert op['speedup'] == pytest.approx(op['median_ms']['mmcv'] / op['median_ms']['fused'])
     assert set(op['peak_mib']) == {'fused', 'mmcv'} and min(op['peak_mib'].values()) >= 0
+
+
+def test_copies_of_the_source_in_other_folders_share_one_build(tmp_path):
+    """A clone and an installed copy take turns without recompiling (36 s on 2 cores each time)."""
+    import subprocess
+    import sys
+    script = ('import sys, pathlib\n'
+              'import pit_det.ops.ms_deform_attn as m\n'
+              'm._SOURCE = pathlib.Path(sys.argv[1])\n'
+              'assert m.load_extension() is not None, m._ext_error\n'
+              'print(m.extension_dir(), next(m.extension_dir().glob("*.so")).stat().st_mtime_ns)\n')
+    outputs = []
+    for copy in ('clone', 'site-packages', 'clone'):
+        source = tmp_path / copy / 'csrc' / msda._SOURCE.name
+        source.parent.mkdir(parents=True, exist_ok=True)
+        source.write_bytes(msda._SOURCE.read_bytes())
+        run = subprocess.run([sys.executable, '-c', script, str(source)], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-2000:]
+        outputs.append(run.stdout.split()[-2:])
+    assert outputs[0] == outputs[1] == outputs[2]  # one build folder, and its library never rebuilt

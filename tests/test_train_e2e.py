@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,8 +14,8 @@ from mmdet.utils import register_all_modules
 from mmengine.config import Config
 
 from pit_det.data import make_synthetic_coco
-from pit_det.demo import load_demo_config
-from pit_det.runner import PreflightError
+from pit_det.demo import best_checkpoint, load_demo_config
+from pit_det.preflight import PreflightError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,13 +98,18 @@ def test_mim_train_resume_evaluate_and_mim_test(tmp_path, synthetic):
     resumed = RUNNERS.build(resumed_cfg)
     resumed.train()
     assert resumed.epoch == 2 and resumed.iter == 4 and (work / 'epoch_2.pth').is_file()
-    metrics = resumed.test()
-    assert 0.0 <= metrics['coco/bbox_mAP_50'] <= 1.0
+    best, epoch = best_checkpoint(resumed)
+    assert best.is_file() and best.name == f'best_coco_bbox_mAP_epoch_{epoch}.pth' and epoch in (1, 2)
+    assert not list(work.glob('*.partial'))  # every checkpoint was renamed into place whole
+    metrics = resumed.test()  # the model in memory: epoch 2's weights
 
     out = subprocess.run([_mim(), 'test', 'mmdet', str(config), '--checkpoint', str(work / 'epoch_2.pth'),
                           '--work-dir', str(tmp_path / 'test')], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert 'coco/bbox_mAP_50' in out.stdout + out.stderr
+    logged = dict(re.findall(r'(coco/bbox_\w+): (-?[\d.]+)', out.stdout + out.stderr))
+    assert len(logged) == 6  # mAP, mAP_50, mAP_75, mAP_s, mAP_m, mAP_l
+    for name, value in logged.items():  # the checkpoint on disk evaluates exactly as the run that wrote it
+        assert float(value) == pytest.approx(round(metrics[name], 4), abs=1e-4), name
 
 
 def test_missing_dataset_and_weights_stop_with_a_message(tmp_path):

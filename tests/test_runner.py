@@ -1,0 +1,48 @@
+"""PiTRunner writes checkpoints so that a file under a final name is always whole."""
+import subprocess
+import sys
+
+import torch
+
+SCRIPT = r'''
+import resource, signal, sys
+import torch
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+import pit_det
+from pit_det.runner import PiTRunner
+
+class Toy(BaseModel):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(256, 256)
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        return self.linear(inputs)
+
+runner_cls = PiTRunner if sys.argv[2] == 'pit' else Runner
+loader = torch.utils.data.DataLoader([torch.zeros(256)])
+runner = runner_cls(model=Toy(), work_dir=sys.argv[1], train_dataloader=loader,
+                    train_cfg=dict(by_epoch=True, max_epochs=1),
+                    optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)))
+runner.optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+runner.save_checkpoint(sys.argv[1], 'epoch_1.pth')             # whole: about 260 kB
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))   # the disk fills up 100 kB into the next file
+try:
+    runner.save_checkpoint(sys.argv[1], 'epoch_2.pth')
+except OSError as exc:
+    print('save failed:', exc)
+'''
+
+
+def test_a_save_that_fails_midway_leaves_no_file_under_the_final_name(tmp_path):
+    for kind in ('pit', 'mmengine'):
+        work = tmp_path / kind
+        run = subprocess.run([sys.executable, '-c', SCRIPT, str(work), kind], capture_output=True, text=True)
+        assert run.returncode == 0 and 'save failed: [Errno 27] File too large' in run.stdout, run.stderr[-2000:]
+        assert torch.load(work / 'epoch_1.pth', weights_only=True)['state_dict']['linear.weight'].shape == (256, 256)
+        if kind == 'pit':
+            assert not (work / 'epoch_2.pth').exists()
+            assert (work / 'epoch_2.pth.partial').stat().st_size == 100_000  # what was written stays marked
+        else:  # mmengine's own runner: a truncated file under the final name, as issue 7 found
+            assert (work / 'epoch_2.pth').stat().st_size == 100_000
