@@ -163,46 +163,15 @@ def check_evaluator(evaluator_cfg, dataset: dict | None, role: str, findings: Fi
 
 
 def check_weights(model_cfg, findings: Findings) -> None:
-    """The backbone's pretrained weights exist (local file) or can be fetched (``torchvision://``)."""
+    """The backbone's pretrained weights can be loaded: a local file exists, a hub tag or URL (``torchvision://``
+    included) is cached or downloadable. Nothing is downloaded here."""
     init_cfg = (model_cfg or {}).get('backbone', {}).get('init_cfg')
-    if not init_cfg or init_cfg.get('type') != 'Pretrained':
+    if not init_cfg or init_cfg.get('type') != 'Pretrained' or not init_cfg.get('checkpoint'):
         return
-    source = init_cfg.get('checkpoint')
-    if not source:
-        return
-    if source.startswith('torchvision://'):
-        problem = _torchvision_problem(source)
-        if problem:
-            findings.other.append(problem)
-    elif '://' not in source and not osp.isfile(source):
-        from .models.weights import missing_weights_message
-        findings.other.append(missing_weights_message(source))
-
-
-def _torchvision_problem(source: str) -> str | None:
-    """A ``torchvision://NAME`` checkpoint needs torch.hub's cached copy, or the network to fetch it."""
-    import urllib.error
-    import urllib.request
-
-    import torch
-    from mmengine.runner.checkpoint import get_torchvision_models
-
-    name = source[len('torchvision://'):]
-    url = get_torchvision_models().get(name)
-    if url is None:
-        return f'backbone weights {source}: torchvision has no model {name!r}'
-    cached = osp.join(torch.hub.get_dir(), 'checkpoints', osp.basename(url))
-    if osp.isfile(cached):
-        return None
-    try:
-        urllib.request.urlopen(urllib.request.Request(url, method='HEAD'), timeout=10).close()
-        return None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, 'reason', exc)
-        return (f'backbone weights {source} are not cached at {cached} and cannot be downloaded from {url} '
-                f'({reason}). Fetch the file on a machine with network access and copy it to {cached} (or set '
-                'TORCH_HOME to a folder holding hub/checkpoints/ with it), or pass a local file with --cfg-options '
-                'model.backbone.init_cfg.checkpoint=PATH.')
+    from .models.weights import weights_problem
+    problem = weights_problem(str(init_cfg['checkpoint']))
+    if problem:
+        findings.other.append(problem)
 
 
 def check_train(cfg) -> None:

@@ -47,10 +47,12 @@ def test_cuda_ops_choice_errors():
 
 
 def test_cache_key_separates_every_input():
-    keys = {build_mmcv.cache_key('2.1.0', t, p, a) for t in ('2.14.1+cu130', '2.13.0+cpu')
-            for p in ('cp311-linux_x86_64', 'cp312-linux_x86_64') for a in (None, '9.0', '8.0;9.0')}
-    assert len(keys) == 12
-    assert build_mmcv.cache_key('2.1.0', '2.14.1+cu130', 'cp311-linux_x86_64', '8.0;9.0').endswith('ops-cuda-sm8.0_9.0')
+    keys = {build_mmcv.cache_key('2.1.0', t, p, a, u) for t in ('2.14.1+cu130', '2.13.0+cpu')
+            for p in ('cp311-linux_x86_64', 'cp312-linux_x86_64') for a in (None, '9.0', '8.0;9.0')
+            for u in (True, False)}
+    assert len(keys) == 24
+    assert build_mmcv.cache_key('2.1.0', '2.14.1+cu130', 'cp311-linux_x86_64', '8.0;9.0', False).endswith(
+        'ops-cuda-sm8.0_9.0_per-file')
 
 
 def test_cuda_home_follows_an_nvcc_wrapper(tmp_path, monkeypatch):
@@ -77,3 +79,77 @@ def test_mmdet_tools_are_found():
     assert mmdet_tool_path('train').name == 'train.py' and mmdet_tool_path('test').is_file()
     with pytest.raises(FileNotFoundError, match='does not ship'):
         mmdet_tool_path('nonexistent')
+
+
+# ------------------------------------------------------------------------------------------------ unity build
+def test_unity_groups_keep_colliding_sources_apart():
+    sizes = {f'op{i}.cpp': 1000 + 37 * i for i in range(57)} | {f'cpu/op{i}.cpp': 500 + 11 * i for i in range(15)}
+    sizes |= {name: 4000 for name in build_mmcv.UNITY_APART + build_mmcv.UNITY_LAST}
+    for jobs in (1, 2, 16):
+        groups = build_mmcv.unity_groups(sizes, jobs)
+        assert len(groups) == max(jobs, 4)
+        assert sorted(n for g in groups for n in g) == sorted(sizes)  # every source exactly once
+        assert all(sum(n in build_mmcv.UNITY_APART for n in g) <= 1 for g in groups)
+        assert all(g.index(n) == len(g) - 1 for g in groups for n in build_mmcv.UNITY_LAST if n in g)
+        totals = [sum(sizes[n] for n in g) for g in groups]
+        assert max(totals) - min(totals) <= max(sizes.values())  # balanced to within one file
+
+
+def test_unity_build_hooks_into_mmcv_setup_py(tmp_path):
+    src = tmp_path / 'mmcv-2.1.0'
+    csrc = src / 'mmcv' / 'ops' / 'csrc' / 'pytorch'
+    (csrc / 'cpu').mkdir(parents=True)
+    names = ['nms.cpp', 'pybind.cpp', *build_mmcv.UNITY_APART, *build_mmcv.UNITY_LAST]
+    for name in names:
+        (csrc / name).write_text('// ' + name)
+    (src / 'setup.py').write_text("def get_extensions():\n    op_files = []\n    a = ext(sources=op_files,)\n"
+                                  "    b = ext(sources=op_files,)\n")
+    groups = build_mmcv.write_unity_build(src, 2)
+    assert sorted(n for g in groups for n in g) == sorted(names)
+    setup = (src / 'setup.py').read_text()
+    assert setup.count('sources=_pit_det_unity(op_files),') == 1 and setup.count('sources=op_files,') == 1
+    namespace = {}
+    exec(setup.split('def get_extensions():')[0], namespace)
+    op_files = [f'./mmcv/ops/csrc/pytorch/{n}' for n in names] + ['./mmcv/ops/csrc/pytorch/cuda/nms_cuda.cu']
+    import os
+    cwd = os.getcwd()
+    os.chdir(src)
+    try:
+        sources = namespace['_pit_det_unity'](op_files)
+        with pytest.raises(RuntimeError, match='are not among the sources'):
+            namespace['_pit_det_unity'](op_files[1:])
+    finally:
+        os.chdir(cwd)
+    assert sources[0].endswith('nms_cuda.cu') and len(sources) == 1 + len(groups)  # CUDA files untouched
+    unit = (src / sources[1]).read_text()
+    assert '#include "../pytorch/' in unit
+    with pytest.raises(build_mmcv.BuildError, match='PIT_DET_MMCV_UNITY=0'):
+        (csrc / 'cpu' / 'psamask.cpp').unlink()
+        build_mmcv.write_unity_build(src, 2)
+
+
+def test_unity_setting():
+    assert build_mmcv.want_unity('') and build_mmcv.want_unity('1') and not build_mmcv.want_unity('0')
+    with pytest.raises(build_mmcv.BuildError, match='use 1'):
+        build_mmcv.want_unity('fast')
+
+
+def test_installed_ops_equal_the_file_by_file_build():
+    """Same exported functions and the same results for a sample of ops (the unity build's colliding sources
+    among them) as a file-by-file build of the same mmcv."""
+    sys.path.insert(0, str(ROOT / 'tests'))
+    import json
+
+    import numpy as np
+    import mmcv_ops
+    assert mmcv_ops.ext_functions() == (ROOT / 'scripts' / 'mmcv-2.1.0_ext_functions.txt').read_text().split()
+    reference = json.loads((ROOT / 'tests' / 'data' / 'mmcv_ops_per_file_build.json').read_text())
+    results = mmcv_ops.compute()
+    assert results.keys() == reference.keys()
+    for name, expected in reference.items():
+        if name.startswith('nms'):
+            np.testing.assert_allclose(np.array(results[name][0]), np.array(expected[0]), rtol=1e-6, atol=1e-6)
+            assert results[name][1] == expected[1], name
+        else:
+            np.testing.assert_allclose(np.array(results[name]), np.array(expected), rtol=1e-5, atol=1e-6,
+                                       err_msg=name)

@@ -1,4 +1,4 @@
-"""Convert a PiT checkpoint (official naver-ai, timm >= 0.9 or timm < 0.9) into an mmdet-ready file.
+"""Convert a PiT checkpoint (file, hf-hub: tag or URL; official, timm or legacy timm layout) to an mmdet-ready file.
 
 The output holds ``{'state_dict': {'backbone.<key>': tensor}, 'meta': {...}}``: it works as the backbone's
 ``init_cfg=dict(type='Pretrained', checkpoint=DST)`` and as mmdet's ``load_from`` (backbone weights only).
@@ -18,17 +18,19 @@ from ..models.weights import (CheckpointMismatchError, CheckpointReadError, Conv
 
 
 def convert_file(src: str | Path, dst: str | Path, arch: str | None = None, force: bool = False) -> ConversionReport:
-    """Read ``src`` (weights only), convert it, optionally check it against ``arch``, write ``dst`` atomically."""
-    src, dst = Path(src), Path(dst)
-    if not src.exists():
+    """Read ``src`` (a file, an ``hf-hub:`` tag or a URL; weights only), convert it, optionally check it against
+    ``arch``, write ``dst`` atomically."""
+    src, dst = str(src), Path(dst)
+    remote = src.startswith(('hf-hub:', 'http://', 'https://'))
+    if not remote and not Path(src).exists():
         raise FileNotFoundError(f'{src} does not exist')
-    if dst.exists() and dst.resolve() == src.resolve():
+    if not remote and dst.exists() and dst.resolve() == Path(src).resolve():
         raise ValueError('DST is SRC: choose another output path; the source file is never overwritten')
     if dst.exists() and not force:
         raise FileExistsError(f'{dst} exists; pass --force to overwrite it')
     from mmengine.runner import CheckpointLoader
     report = ConversionReport('')
-    sd = convert_pit_checkpoint(CheckpointLoader.load_checkpoint(str(src), map_location='cpu'), report=report)
+    sd = convert_pit_checkpoint(CheckpointLoader.load_checkpoint(src, map_location='cpu'), report=report)
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=dst.name, suffix='.partial')
     os.close(fd)
@@ -50,7 +52,8 @@ def convert_file(src: str | Path, dst: str | Path, arch: str | None = None, forc
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('src', help='checkpoint to convert (.pth)')
+    parser.add_argument('src', help='checkpoint to convert: a file, an hf-hub: tag (hf-hub:timm/pit_s_224.in1k) or a '
+                                    'URL')
     parser.add_argument('dst', help='output file')
     parser.add_argument('--arch', help='check the result loads into this PiT arch (ti, xs, s, b, *-distilled)')
     parser.add_argument('--force', action='store_true', help='overwrite DST if it exists')

@@ -2,8 +2,15 @@
 
 Every checkpoint, whoever asks for it, is read through mmengine's ``CheckpointLoader``: the backbone's
 ``init_cfg=dict(type='Pretrained', checkpoint=...)``, mmdet's ``load_from``, ``--resume``, ``mim test``,
-``pit-det-infer`` and ``pit-det-convert``. This module registers the loader for local files there (weights-only,
-with a clear error for a missing, empty, truncated or foreign file), so a new source is one more registered scheme.
+``pit-det-infer`` and ``pit-det-convert``. This module registers three sources there, each read weights-only:
+
+* local paths, with a clear error for a missing, empty, truncated or foreign file;
+* ``hf-hub:ORG/NAME`` (timm's spelling), downloaded and cached by huggingface_hub (``model.safetensors``, else
+  ``pytorch_model.bin``) under ``HF_HUB_CACHE`` (default ``$HF_HOME/hub``); ``HF_HUB_OFFLINE=1`` uses the cache only;
+* ``http://`` and ``https://`` URLs, downloaded by torch.hub into ``$TORCH_HOME/hub/checkpoints`` with the hash
+  prefix of the file name checked (``name-<sha256 prefix>.pth``); nothing partial or refused stays in the cache.
+
+In a distributed run rank 0 downloads, the other ranks wait at a barrier and read the cache.
 Every state dict that reaches a model then passes the load-state-dict pre-hooks of :class:`~pit_det.models.PiT`
 (layout conversion, position-embedding resize, shape check) and of the detector (:func:`check_detector_fit`):
 nothing loads half a model with warnings only.
@@ -19,9 +26,13 @@ Three layouts exist for PiT's weights (everything but the pooling layers is name
 """
 from __future__ import annotations
 
+import os
 import os.path as osp
 import pickle
 import re
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +54,10 @@ class CheckpointMismatchError(ValueError):
 
 class CheckpointReadError(ValueError):
     """A checkpoint file cannot be read (empty, truncated, not a PyTorch file, or refused as unsafe)."""
+
+
+class WeightsUnavailableError(FileNotFoundError):
+    """Weights from a hub or URL are neither cached nor downloadable; the message says the ways out."""
 
 
 @dataclass
@@ -102,13 +117,160 @@ def load_from_local(filename: str, map_location=None) -> dict:
 
 CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
 
+HF_PREFIX = 'hf-hub:'
+HF_FILES = ('model.safetensors', 'pytorch_model.bin')
+
+
+def _rank0_first(fetch):
+    """``fetch()`` on global rank 0, then, after a barrier, on the other ranks (which then find it cached)."""
+    from mmengine.dist import barrier, get_dist_info
+    rank, world_size = get_dist_info()
+    result = fetch() if rank == 0 else None
+    if world_size > 1:
+        barrier()
+    return fetch() if rank > 0 else result
+
+
+def url_cache_path(url: str) -> str:
+    """Where torch.hub keeps a downloaded URL: ``$TORCH_HOME/hub/checkpoints/<file name>``."""
+    import torch.hub
+    return osp.join(torch.hub.get_dir(), 'checkpoints', osp.basename(urllib.parse.urlparse(url).path))
+
+
+def hf_cache_dir() -> str:
+    from huggingface_hub import constants
+    return constants.HF_HUB_CACHE
+
+
+def cached_file(source: str) -> str | None:
+    """The local file a source resolves to without downloading, or None if it is not cached (or absent)."""
+    if source.startswith(HF_PREFIX):
+        from huggingface_hub import try_to_load_from_cache
+        for name in HF_FILES:
+            path = try_to_load_from_cache(source[len(HF_PREFIX):], name)
+            if isinstance(path, str):
+                return path
+        return None
+    if source.startswith(('http://', 'https://')):
+        path = url_cache_path(source)
+        return path if osp.isfile(path) else None
+    return source if osp.isfile(source) else None
+
+
+def unavailable_message(source: str, reason: str) -> str:
+    if source.startswith(HF_PREFIX):
+        where = f'the Hugging Face cache {hf_cache_dir()} (set by HF_HUB_CACHE or HF_HOME)'
+    else:
+        where = f"torch.hub's cache {osp.dirname(url_cache_path(source))} (set by TORCH_HOME)"
+    return (f'weights {source} are not in {where} and cannot be downloaded ({reason}). Two ways out: fetch them on a '
+            f'machine with network access (e.g. `pit-det-convert {source} pit.pth` there) and copy that cache folder '
+            'here; or convert a local file with `pit-det-convert SRC data/pretrained/NAME.pth` and pass its path '
+            '(--cfg-options model.backbone.init_cfg.checkpoint=PATH).')
+
+
+def _download_hf(source: str) -> str:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    repo = source[len(HF_PREFIX):]
+    reason = ''
+    for name in HF_FILES:
+        try:
+            return hf_hub_download(repo, name)
+        except LocalEntryNotFoundError as exc:  # offline, or the hub unreachable, and not cached
+            reason = str(exc).strip().splitlines()[0]
+        except EntryNotFoundError:  # the repository has no such file: try the next
+            reason = f'{repo} has none of {", ".join(HF_FILES)}'
+        except OSError as exc:  # repository not found, HTTP errors, connection errors
+            raise WeightsUnavailableError(unavailable_message(source, str(exc).strip().splitlines()[0])) from None
+    raise WeightsUnavailableError(unavailable_message(source, reason))
+
+
+def load_from_hf_hub(filename: str, map_location=None) -> dict:
+    """mmengine ``CheckpointLoader`` scheme ``hf-hub:``: huggingface_hub's cached download, read weights-only."""
+    path = _rank0_first(lambda: _download_hf(filename))
+    if path.endswith('.safetensors'):
+        from safetensors.torch import load_file
+        return load_file(path, device='cpu' if map_location is None else str(map_location))
+    return read_checkpoint(path, map_location)
+
+
+def _download_url(url: str) -> str:
+    import http.client
+    import torch.hub
+
+    path = url_cache_path(url)
+    if osp.isfile(path):
+        return path
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    match = torch.hub.HASH_REGEX.search(osp.basename(path))
+    try:  # torch.hub writes to a temporary file, checks the hash and renames; it removes the file on any failure
+        torch.hub.download_url_to_file(url, path, match.group(1) if match else None, progress=False)
+    except RuntimeError as exc:
+        raise CheckpointReadError(f'{url} was refused: {exc}; the file name says the sha256 of its content starts '
+                                  f'with {match.group(1) if match else "?"}. Nothing was kept.') from None
+    except http.client.HTTPException as exc:
+        raise CheckpointReadError(f'{url}: the download broke off ({type(exc).__name__}); nothing was kept, try '
+                                  'again.') from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise WeightsUnavailableError(unavailable_message(url, str(getattr(exc, 'reason', exc)))) from None
+    return path
+
+
+def load_from_http(filename: str, map_location=None) -> dict:
+    """mmengine ``CheckpointLoader`` scheme for URLs: torch.hub's cached download with the hash prefix checked."""
+    path = _rank0_first(lambda: _download_url(filename))
+    try:
+        return read_checkpoint(path, map_location)
+    except CheckpointReadError:
+        if osp.isfile(path):  # a refused file must not be found in the cache next time
+            os.remove(path)
+        raise
+
+
+CheckpointLoader.register_scheme(prefixes=HF_PREFIX, loader=load_from_hf_hub, force=True)
+CheckpointLoader.register_scheme(prefixes=('http://', 'https://'), loader=load_from_http, force=True)
+
+
+def weights_problem(source: str) -> str | None:
+    """Why ``source`` cannot be loaded now (not cached, offline or unreachable), or None; no download.
+
+    ``torchvision://NAME`` is checked as the URL torchvision gives for it.
+    """
+    if source.startswith('torchvision://'):
+        from mmengine.runner.checkpoint import get_torchvision_models
+        url = get_torchvision_models().get(source[len('torchvision://'):])
+        if url is None:
+            return f'backbone weights {source}: torchvision has no such model'
+        problem = weights_problem(url)
+        return problem.replace(f'weights {url}', f'weights {source} ({url})', 1) if problem else None
+    if not source.startswith((HF_PREFIX, 'http://', 'https://')):
+        return None if osp.isfile(source) else missing_weights_message(source)
+    if cached_file(source):
+        return None
+    if source.startswith(HF_PREFIX):
+        from huggingface_hub import constants
+        if constants.is_offline_mode():
+            return unavailable_message(source, 'HF_HUB_OFFLINE is set')
+        url = f'{constants.ENDPOINT}/api/models/{source[len(HF_PREFIX):]}'
+    else:
+        url = source
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method='HEAD'), timeout=10).close()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (404, 401):
+            return unavailable_message(source, f'{url}: HTTP {exc.code}, no such model or file')
+    except (urllib.error.URLError, OSError) as exc:
+        return unavailable_message(source, f'{url} unreachable: {getattr(exc, "reason", exc)}')
+    return None
+
 
 def missing_weights_message(path: str | None) -> str:
-    return (f'PiT pretrained weights not found at {path!r}. Download the ImageNet weights (naver-ai/pit releases or '
-            "timm's pit_*_224 on the Hugging Face hub) on a machine with internet access, convert them with "
-            '`python tools/convert_checkpoint.py SRC data/pretrained/pit_s.pth` (or `pit-det-convert`), and point '
-            "the config at the file (--cfg-options model.backbone.init_cfg.checkpoint=PATH). To train from scratch "
-            'on purpose, pass --cfg-options model.backbone.init_cfg=None.')
+    return (f'PiT pretrained weights not found at {path!r}. The configs load timm\'s ImageNet weights by their tag '
+            '(hf-hub:timm/pit_s_224.in1k); to use a file instead, convert it with `python tools/convert_checkpoint.py '
+            'SRC data/pretrained/pit_s.pth` (or `pit-det-convert`; SRC may be a file, a tag or a URL) and point the '
+            "config at it (--cfg-options model.backbone.init_cfg.checkpoint=PATH). To train from scratch on purpose, "
+            'pass --cfg-options model.backbone.init_cfg=None.')
 
 
 # ----------------------------------------------------------------------------------------------------- layouts
@@ -252,7 +414,7 @@ def load_pit_weights(model: nn.Module, source: str | Path) -> ConversionReport:
 
     Args:
         model: a :class:`~pit_det.models.PiT`.
-        source: a checkpoint path (read weights-only).
+        source: a checkpoint path, an ``hf-hub:`` tag or a URL (read weights-only).
 
     Returns:
         The report of the load (layout, renamed, dropped, loaded, missing, unexpected).
@@ -264,7 +426,8 @@ def load_pit_weights(model: nn.Module, source: str | Path) -> ConversionReport:
     """
     from mmengine.runner import load_checkpoint
 
-    if not Path(source).is_file() and not Path(source).exists():
-        raise FileNotFoundError(missing_weights_message(str(source)))
+    source = str(source)
+    if '://' not in source and not source.startswith(HF_PREFIX) and not Path(source).exists():
+        raise FileNotFoundError(missing_weights_message(source))
     load_checkpoint(model, str(source), map_location='cpu', strict=False, logger='current')
     return model.load_report
