@@ -1,4 +1,4 @@
-"""A Runner that checks a run before building anything and never leaves a half-written checkpoint.
+"""A Runner that checks a run before it starts, never leaves a half-written checkpoint, and runs distributed on CPUs.
 
 Selected in our configs with ``runner_type='PiTRunner'``; mmdet's ``tools/train.py`` and ``tools/test.py`` (what
 ``mim train``/``mim test`` run) build it from the config. The checks are in :mod:`pit_det.preflight`.
@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import os.path as osp
 
-from mmengine.dist import master_only
+import torch
+import torch.distributed as dist
+from mmengine.dist import is_distributed, master_only
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -19,7 +21,24 @@ from .preflight import check_test, check_train
 # mmdet's child registry is not found there ('PiTRunner is not in the runner registry'); children see the root's.
 @RUNNERS.register_module()
 class PiTRunner(Runner):
-    """mmengine's Runner with preflight checks in :meth:`train` and :meth:`test` and atomic checkpoint files."""
+    """mmengine's Runner with preflight checks in :meth:`train` and :meth:`test` and atomic checkpoint files.
+
+    With ``--launcher pytorch`` on a machine without a GPU (``torchrun --nproc_per_node N tools/train.py CONFIG
+    --launcher pytorch``) the processes join a gloo group and the model is wrapped in DDP without device ids:
+    mmengine 0.10.7 would call ``torch.cuda.set_device`` and pass ``device_ids=[LOCAL_RANK]`` there, which fails
+    without CUDA.
+    """
+
+    def __init__(self, *args, launcher: str = 'none', **kwargs) -> None:
+        if launcher == 'pytorch' and not torch.cuda.is_available() and not dist.is_initialized():
+            dist.init_process_group(backend='gloo')  # torchrun's env://; mmengine then skips its own init_dist
+        super().__init__(*args, launcher=launcher, **kwargs)
+
+    def wrap_model(self, model_wrapper_cfg, model):
+        if model_wrapper_cfg is None and is_distributed() and not torch.cuda.is_available():
+            model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+                                     find_unused_parameters=self.cfg.get('find_unused_parameters', False))
+        return super().wrap_model(model_wrapper_cfg, model)
 
     def train(self):
         check_train(self.cfg)

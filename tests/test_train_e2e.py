@@ -112,7 +112,10 @@ def test_mim_train_resume_evaluate_and_mim_test(tmp_path, synthetic):
         assert float(value) == pytest.approx(round(metrics[name], 4), abs=1e-4), name
 
 
-def test_missing_dataset_and_weights_stop_with_a_message(tmp_path):
+def test_missing_dataset_and_weights_stop_with_a_message(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'hf'))  # an empty hub cache ...
+    monkeypatch.setattr(constants, 'ENDPOINT', 'http://127.0.0.1:9')  # ... and no network: a closed local port
     register_all_modules()
     cfg = Config.fromfile(str(ROOT / 'configs' / 'pit_s_deformable_detr.py'))
     cfg.work_dir = str(tmp_path / 'work')
@@ -124,7 +127,9 @@ def test_missing_dataset_and_weights_stop_with_a_message(tmp_path):
     message = str(err.value)
     assert 'training annotations not found' in message and 'instances_train2017.json' in message
     assert 'data/coco/val2017' in message and 'ln -s' in message
-    assert 'pretrained weights not found' in message and 'convert_checkpoint.py' in message
-    assert 'init_cfg=None' in message
+    assert f'weights hf-hub:timm/pit_s_224.in1k are not in the Hugging Face cache {tmp_path / "hf"}' in message
+    assert 'http://127.0.0.1:9/api/models/timm/pit_s_224.in1k unreachable' in message
+    assert 'Two ways out' in message and 'init_cfg.checkpoint=PATH' in message
+    assert not (tmp_path / 'hf').exists()  # nothing was downloaded or created
     with pytest.raises(PreflightError, match='test annotations not found'):
         runner.test()

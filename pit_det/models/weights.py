@@ -99,7 +99,7 @@ def read_checkpoint(path: str | Path, map_location='cpu') -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = next((line.strip() for line in str(exc).splitlines() if 'Unsupported' in line), '')
+        detail = next((line.strip() for line in str(exc).splitlines() if 'GLOBAL' in line), '')
         raise CheckpointReadError(
             f'checkpoint {path} was refused: Weights only load failed, it holds objects other than tensors and '
             f'plain containers ({detail or str(exc).splitlines()[0]}). It may run code when loaded; use a '
@@ -208,7 +208,8 @@ def _download_url(url: str) -> str:
         torch.hub.download_url_to_file(url, path, match.group(1) if match else None, progress=False)
     except RuntimeError as exc:
         raise CheckpointReadError(f'{url} was refused: {exc}; the file name says the sha256 of its content starts '
-                                  f'with {match.group(1) if match else "?"}. Nothing was kept.') from None
+                                  f'with {match.group(1) if match else "?"}: the download was truncated or the file '
+                                  'is another one. Nothing was kept.') from None
     except http.client.HTTPException as exc:
         raise CheckpointReadError(f'{url}: the download broke off ({type(exc).__name__}); nothing was kept, try '
                                   'again.') from None
@@ -376,8 +377,19 @@ def check_backbone_fit(sd: dict, own: dict, name: str, arch: str, report: Conver
             f'missing e.g. {report.missing[:4]}, unexpected e.g. {report.unexpected[:4]}.')
 
 
+def _is_pit_checkpoint(sd: dict) -> bool:
+    try:
+        detect_layout(extract_state_dict(sd))
+        return True
+    except CheckpointMismatchError:
+        return False
+
+
 def check_detector_fit(model: nn.Module, state_dict: dict, prefix: str = '') -> list[str]:
     """Raise unless a detector checkpoint fits ``model``; return the class-layer mismatches it tolerates.
+
+    A PiT checkpoint of the backbone alone (ImageNet weights, any layout, no ``backbone.`` prefix) is moved under
+    ``backbone.`` in ``state_dict``, so that it works as ``load_from`` too.
 
     The backbone's own tensors are checked by the backbone when it converts them (a PiT in another layout has other
     names and shapes); everything else must match in shape, except the classification layers (fine-tuning on
@@ -388,8 +400,15 @@ def check_detector_fit(model: nn.Module, state_dict: dict, prefix: str = '') -> 
         CheckpointMismatchError: naming the tensors that differ, or the keys on both sides when nothing matches.
     """
     own = model.state_dict()
-    sd = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    keys = [k for k in state_dict if k.startswith(prefix)]
+    sd = {k[len(prefix):]: state_dict[k] for k in keys}
     converts_itself = hasattr(getattr(model, 'backbone', None), 'converts_checkpoints')
+    if sd and converts_itself and not any(k in own for k in sd) and _is_pit_checkpoint(sd):
+        # the backbone's own (ImageNet) weights given to the detector, e.g. load_from=hf-hub:...: the backbone's
+        # hook converts them once they are under its prefix
+        for key in keys:
+            state_dict[f'{prefix}backbone.{key[len(prefix):]}'] = state_dict.pop(key)
+        sd = {f'backbone.{k}': v for k, v in sd.items()}
     checked = {k: v for k, v in sd.items() if not (converts_itself and k.startswith('backbone.'))}
     mismatched = _shape_mismatches(checked, own)
     tolerated = [m for m in mismatched if _CLASS_LAYERS.match(m)]
