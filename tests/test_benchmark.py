@@ -86,3 +86,10 @@ def test_bad_command_lines_say_what_to_do(argv, message, capsys):
 def test_cuda_without_gpu(capsys):
     assert main(['pit-ti', '--device', 'cuda', '--quick']) == 2
     assert 'no CUDA GPU is visible' in capsys.readouterr().err
+
+
+def test_vit_s_backbone_spec():
+    from pit_det.models import ViTPyramid
+    result = run_benchmark(['vit-s'], [(64, 96)], warmup=0, iters=1, progress=lambda m: None)[0]
+    assert result.params_m == pytest.approx(sum(p.numel() for p in ViTPyramid().parameters()) / 1e6, abs=1e-3)
+    assert result.gmacs is not None and result.gmacs > 0

@@ -20,7 +20,8 @@ ALLOWED = {
     'demo': {'data', 'draw'},
     'benchmark': {'models', 'ops', 'data', '__init__'},  # __init__: registration in a fresh process
     '__init__': {'models', 'runner', 'serialization'},
-    'cli': {'benchmark', 'demo', 'draw', 'models', 'ops', 'preflight', '__init__'},
+    'analysis': {'models'},
+    'cli': {'analysis', 'benchmark', 'demo', 'draw', 'models', 'ops', 'preflight', '__init__'},
 }
 
 

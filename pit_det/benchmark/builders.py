@@ -3,18 +3,19 @@
 Model specs:
     ``pit-<arch>``          this package's PiT backbone (``ti``, ``xs``, ``s``, ``b``, ``*-distilled``)
     ``timm:<name>``         a timm model's three stage maps via ``forward_intermediates`` (e.g. timm:pit_s_224)
+    ``vit-s``               ViT-S (DeiT-S) with this package's three-level pyramid (``ViTPyramid``)
     ``resnet50``            mmdet's ResNet-50 as in Deformable DETR (``out_indices=(1, 2, 3)``)
     ``path/to/config.py``   a detector config; the mode picks backbone, forward (no post-processing) or predict
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
+from ..models.utils import explicit_attention
 from .report import BenchmarkError
 
 MODES = ('backbone', 'forward', 'predict')
@@ -33,6 +34,10 @@ def build_backbone(spec: str, size: tuple[int, int]) -> tuple[nn.Module, Callabl
         except ValueError as exc:
             raise BenchmarkError(str(exc)) from exc
         return model, model
+    if spec == 'vit-s':
+        from ..models import ViTPyramid
+        model = ViTPyramid()
+        return model, model
     if spec.startswith('timm:'):
         import timm
         name = spec[5:]
@@ -46,8 +51,8 @@ def build_backbone(spec: str, size: tuple[int, int]) -> tuple[nn.Module, Callabl
         from mmdet.models.backbones import ResNet
         model = ResNet(depth=50, out_indices=(1, 2, 3), frozen_stages=1, norm_eval=True)
         return model, model
-    raise BenchmarkError(f'unknown model {spec!r}: use pit-<ti|xs|s|b>[-distilled], timm:<name>, resnet50 or a '
-                         'detector config .py')
+    raise BenchmarkError(f'unknown model {spec!r}: use pit-<ti|xs|s|b>[-distilled], vit-s, timm:<name>, resnet50 '
+                         'or a detector config .py')
 
 
 def build_detector(config: str | Path, cpu_deform_attn: str = 'fused') -> tuple[nn.Module, object]:
@@ -101,22 +106,6 @@ def build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device: 
     model, call = build_backbone(spec, size)
     model.to(device).eval()
     return model, call, model, call
-
-
-@contextlib.contextmanager
-def explicit_attention(model: nn.Module):
-    """Switch fused attention (``fused_attn``, PiT's and timm's) to explicit matrices, then back.
-
-    FLOP counters see the attention matrices only on the explicit path.
-    """
-    switched = [m for m in model.modules() if getattr(m, 'fused_attn', None) is True]
-    for module in switched:
-        module.fused_attn = False
-    try:
-        yield
-    finally:
-        for module in switched:
-            module.fused_attn = True
 
 
 def count_gmacs(call: Callable, model: nn.Module, x: torch.Tensor) -> float | None:

@@ -1,8 +1,9 @@
 from .detectors import FastDeformableDETR
 from .pit import ARCH_ZOO, PiT, resize_pos_embed, resolve_arch
+from .vit import ViTPyramid
 from .weights import (CheckpointMismatchError, CheckpointReadError, ConversionReport, convert_pit_checkpoint,
                       load_pit_weights, read_checkpoint)
 
 __all__ = ['ARCH_ZOO', 'CheckpointMismatchError', 'CheckpointReadError', 'ConversionReport', 'FastDeformableDETR',
-           'PiT', 'convert_pit_checkpoint', 'load_pit_weights', 'read_checkpoint', 'resize_pos_embed',
+           'PiT', 'ViTPyramid', 'convert_pit_checkpoint', 'load_pit_weights', 'read_checkpoint', 'resize_pos_embed',
            'resolve_arch']

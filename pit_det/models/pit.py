@@ -19,7 +19,7 @@ from mmengine.model import BaseModule
 from mmdet.registry import MODELS
 from torch import nn
 
-from .weights import ConversionReport, check_backbone_fit, convert_pit_checkpoint
+from .weights import ConversionReport, check_backbone_fit, convert_pit_checkpoint, recognises_pit_checkpoint
 
 ARCH_ZOO: dict[str, dict] = {
     'ti': dict(patch_size=16, stride=8, base_dims=(32, 32, 32), depths=(2, 6, 4), heads=(2, 4, 8)),
@@ -63,27 +63,31 @@ def resolve_arch(arch: str | dict) -> dict:
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with timm's parameter names (``qkv``, ``proj``)."""
+    """Multi-head self-attention with timm's parameter and module names (``qkv``, ``attn_drop``, ``proj``).
+
+    As in timm, ``fused_attn`` selects ``F.scaled_dot_product_attention``; the explicit path computes the attention
+    matrix, whose probabilities pass through the ``attn_drop`` module (where FLOP counters see the matrix and
+    ``timm.utils.AttentionExtract`` finds it, for PiT and timm's ViT alike).
+    """
 
     def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
-        self.attn_drop = attn_drop
+        self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.fused_attn = True  # timm's name for the same switch
+        self.fused_attn = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
-        drop = self.attn_drop if self.training else 0.0
         if self.fused_attn:
-            x = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
-        else:  # explicit N x N matrix: what FLOP counters can see
-            attn = (q * self.scale) @ k.transpose(-2, -1)
-            x = F.dropout(attn.softmax(dim=-1), drop, self.training) @ v
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+        else:
+            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+            x = self.attn_drop(attn) @ v
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
 
 
@@ -208,6 +212,7 @@ class PiT(BaseModule):
     """
 
     converts_checkpoints = True  # detectors leave the check of this backbone's tensors to its own hook
+    recognises = staticmethod(recognises_pit_checkpoint)
 
     def __init__(self,
                  arch: str | dict = 's',

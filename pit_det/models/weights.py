@@ -355,7 +355,9 @@ def _shape_mismatches(sd: dict, own: dict) -> list[str]:
             for k, v in sd.items() if k in own and hasattr(v, 'shape') and v.shape != own[k].shape]
 
 
-def check_backbone_fit(sd: dict, own: dict, name: str, arch: str, report: ConversionReport) -> None:
+def check_backbone_fit(sd: dict, own: dict, name: str, arch: str, report: ConversionReport,
+                       advice: str = 'Check that the checkpoint is of the same arch (ti/xs/s/b, distilled or not).'
+                       ) -> None:
     """Raise unless ``sd`` (converted) fits the backbone whose state dict is ``own``; fill ``report``'s counts.
 
     Raises:
@@ -365,8 +367,7 @@ def check_backbone_fit(sd: dict, own: dict, name: str, arch: str, report: Conver
     if mismatched:
         raise CheckpointMismatchError(
             f'the checkpoint does not fit this {name} (arch {arch}): {len(mismatched)} tensors differ in shape, e.g. '
-            + '; '.join(mismatched[:4]) + '. Check that the checkpoint is of the same arch '
-            '(ti/xs/s/b, distilled or not).')
+            + '; '.join(mismatched[:4]) + f'. {advice}')
     report.missing = sorted(set(own) - set(sd))
     report.unexpected = sorted(set(sd) - set(own))
     report.total = len(own)
@@ -377,9 +378,10 @@ def check_backbone_fit(sd: dict, own: dict, name: str, arch: str, report: Conver
             f'missing e.g. {report.missing[:4]}, unexpected e.g. {report.unexpected[:4]}.')
 
 
-def _is_pit_checkpoint(sd: dict) -> bool:
+def recognises_pit_checkpoint(sd: dict) -> bool:
+    """Whether ``sd`` (unwrapped) holds PiT weights in a layout :func:`convert_pit_checkpoint` knows."""
     try:
-        detect_layout(extract_state_dict(sd))
+        detect_layout(sd)
         return True
     except CheckpointMismatchError:
         return False
@@ -388,8 +390,8 @@ def _is_pit_checkpoint(sd: dict) -> bool:
 def check_detector_fit(model: nn.Module, state_dict: dict, prefix: str = '') -> list[str]:
     """Raise unless a detector checkpoint fits ``model``; return the class-layer mismatches it tolerates.
 
-    A PiT checkpoint of the backbone alone (ImageNet weights, any layout, no ``backbone.`` prefix) is moved under
-    ``backbone.`` in ``state_dict``, so that it works as ``load_from`` too.
+    A checkpoint of the backbone alone (ImageNet weights that the backbone ``recognises``, no ``backbone.``
+    prefix) is moved under ``backbone.`` in ``state_dict``, so that it works as ``load_from`` too.
 
     The backbone's own tensors are checked by the backbone when it converts them (a PiT in another layout has other
     names and shapes); everything else must match in shape, except the classification layers (fine-tuning on
@@ -402,8 +404,9 @@ def check_detector_fit(model: nn.Module, state_dict: dict, prefix: str = '') -> 
     own = model.state_dict()
     keys = [k for k in state_dict if k.startswith(prefix)]
     sd = {k[len(prefix):]: state_dict[k] for k in keys}
-    converts_itself = hasattr(getattr(model, 'backbone', None), 'converts_checkpoints')
-    if sd and converts_itself and not any(k in own for k in sd) and _is_pit_checkpoint(sd):
+    backbone = getattr(model, 'backbone', None)
+    converts_itself = hasattr(backbone, 'converts_checkpoints')
+    if sd and converts_itself and not any(k in own for k in sd) and backbone.recognises(extract_state_dict(sd)):
         # the backbone's own (ImageNet) weights given to the detector, e.g. load_from=hf-hub:...: the backbone's
         # hook converts them once they are under its prefix
         for key in keys:
