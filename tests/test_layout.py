@@ -21,7 +21,8 @@ ALLOWED = {
     'benchmark': {'models', 'ops', 'data', '__init__'},  # __init__: registration in a fresh process
     '__init__': {'models', 'runner', 'serialization'},
     'analysis': {'models'},
-    'cli': {'analysis', 'benchmark', 'demo', 'draw', 'models', 'ops', 'preflight', '__init__'},
+    'evaluation': {'models', 'runner', 'preflight', '__init__'},
+    'cli': {'analysis', 'benchmark', 'demo', 'draw', 'evaluation', 'models', 'ops', 'preflight', '__init__'},
 }
 
 

@@ -1,0 +1,84 @@
+"""COCO results side by side: ``pit-det-coco-eval ANN RESULTS.json [RESULTS.json ...]``.
+
+RESULTS are COCO detection results files, e.g. written by ``mim test ... --cfg-options
+test_evaluator.outfile_prefix=work_dirs/pit_s`` (``work_dirs/pit_s.bbox.json``). Prints the 12 COCO numbers per file
+(with a difference column for two files) and per-class AP; ``--plots DIR`` adds PR curves, the COCO error breakdown
+(C75, C50, Loc, Sim, Oth, BG, FN; mmdet's coco_error_analysis) and TIDE's error types per file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from ..evaluation.coco import (BREAKDOWN, CLASS_METRICS, METRICS, TIDE_ERRORS, EvaluationError, error_breakdown,
+                               evaluate, fmt, load_ground_truth, load_results, plot_pr_curves, table, tide_errors)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split('\n\n', 1)[1])
+    parser.add_argument('ann', help='COCO annotation file the results refer to')
+    parser.add_argument('results', nargs='+', help='COCO results JSON files')
+    parser.add_argument('--names', nargs='+', help='a name per results file (default: the file names)')
+    parser.add_argument('--json', help='write every number (all digits) to this file')
+    parser.add_argument('--plots', help='folder for PR curves and error analyses (also prints their numbers)')
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = args.names or [Path(r).name for r in args.results]
+    try:
+        if len(names) != len(args.results) or len(set(names)) != len(names):
+            raise EvaluationError(f'--names: give one distinct name per results file ({len(args.results)})')
+        gt = load_ground_truth(args.ann)
+        files = {name: load_results(path, gt) for name, path in zip(names, args.results)}
+    except EvaluationError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    report = {}
+    for name, results in files.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            report[name] = evaluate(gt, results)
+        for w in caught:
+            print(f'warning: {name}: {w.message}', file=sys.stderr)
+    diff = len(names) == 2
+    header = ['metric', *names] + ([f'{names[1]} - {names[0]}'] if diff else [])
+    rows = [[m, *(fmt(report[n][m]) for n in names)] + ([f'{report[names[1]][m] - report[names[0]][m]:+.3f}']
+                                                         if diff else []) for m in METRICS]
+    print(table(header, rows))
+    classes = list(report[names[0]]['per_class'])
+    print('\nper class')
+    print(table(['class', *(f'{n} {m}' if len(names) > 1 else m for n in names for m in CLASS_METRICS)],
+                [[c, *(fmt(report[n]['per_class'][c][m]) for n in names for m in CLASS_METRICS)] for c in classes]))
+    if args.plots:
+        plots = Path(args.plots)
+        plots.mkdir(parents=True, exist_ok=True)
+        for name, results in files.items():
+            stem = Path(name).stem
+            if '_precision' in report[name]:
+                plot_pr_curves(report[name]['_precision'], plots / f'{stem}_pr.png', f'{name}: precision-recall')
+            report[name]['coco_errors'] = error_breakdown(gt, results, plots, stem)
+            report[name]['tide_errors'] = tide_errors(gt, results, plots / f'{stem}_tide', stem) if results else \
+                {t: 0.0 for t in TIDE_ERRORS}
+        print('\nCOCO error breakdown (AP, all areas)')
+        print(table(['name', *BREAKDOWN], [[n, *(fmt(report[n]['coco_errors'][t]) for t in BREAKDOWN)] for n in names]))
+        print('\nTIDE errors (dAP at IoU 0.5)')
+        print(table(['name', *TIDE_ERRORS], [[n, *(fmt(report[n]['tide_errors'][t], 2) for t in TIDE_ERRORS)]
+                                             for n in names]))
+        print(f'\nplots in {plots}')
+    if args.json:
+        out = {n: {k: v for k, v in r.items() if not k.startswith('_')} for n, r in report.items()}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({'results': out}, indent=2))
+        print(f'wrote {args.json}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
