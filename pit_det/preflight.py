@@ -138,6 +138,16 @@ def _check_classes(dataset: dict, ann: dict, ann_path: str, role: str, loader_cf
             f'{tuple(present[:3])}" (and model.bbox_head.num_classes to their number), or in the config '
             'dataset=dict(metainfo=dict(classes=(...))).')
         return
+    missing = [c for c in wanted if c not in set(present)]
+    if missing:
+        findings.other.append(
+            f'{role}: {len(missing)} of the config\'s {len(wanted)} classes are not categories of {ann_path}: '
+            f'{", ".join(map(str, missing[:8]))}{", ..." if len(missing) > 8 else ""}. mmdet numbers the labels by the '
+            'classes it finds in the file, so every class after a missing one would train and be scored as another '
+            f'(and evaluation would fail). Set the classes to those of the file, e.g. --cfg-options '
+            f'"{loader}.dataset.metainfo.classes={tuple(c for c in wanted if c in set(present))[:3]}" (all of them, '
+            'for every loader) and model.bbox_head.num_classes to their number.')
+        return
     left_out = [c for c in present if c not in set(wanted)]
     if left_out:
         print_log(f'{role}: {len(left_out)} categories of {ann_path} are not among the config\'s classes and are '

@@ -131,3 +131,14 @@ def test_torchvision_weights_offline_and_uncached_stop_with_the_way_out(tmp_path
     findings = Findings()
     check_weights(cfg.model, findings)
     assert findings.other == []
+
+
+def test_config_classes_missing_from_the_data_stop_before_training(tmp_path, data):
+    cfg = load_demo_config(data, tmp_path / 'work')
+    for loader in (cfg.train_dataloader, cfg.val_dataloader):
+        loader.dataset.metainfo = dict(classes=('square', 'star', 'triangle'))  # 'triangle' would get star's label
+    with pytest.raises(PreflightError) as err:
+        runner_for(cfg).train()
+    message = str(err.value)
+    assert "training: 1 of the config's 3 classes are not categories of" in message and 'star' in message
+    assert "validation: 1 of the config's 3 classes" in message and 'model.bbox_head.num_classes' in message
