@@ -188,7 +188,8 @@ def tide_errors(gt, results: list[dict], plot_dir: str | Path | None = None, nam
     for det in results:
         preds.add_detection(det['image_id'], det['category_id'], det['score'], det['bbox'])
     tide = TIDE()
-    with _quiet():
+    with _quiet(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # seaborn's deprecation notices about tidecv's plotting calls
         tide.evaluate(truth, preds, mode=TIDE.BOX, name=name)
         errors = tide.get_main_errors()[name]
         if plot_dir is not None and sum(errors.values()) > 0:  # tidecv's summary plot divides by the total
