@@ -19,13 +19,11 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=pit_channels))
 
+# no weight decay on the position embedding and class token; the longest matching key wins, so these repeat the
+# backbone's lr_mult (backbone, sampling_offsets and reference_points come from mmdet's config)
 optim_wrapper = dict(
     paramwise_cfg=dict(
         custom_keys={
-            'backbone': dict(lr_mult=0.1),
-            # the longest matching key wins, so these repeat the backbone's lr_mult
             'backbone.pos_embed': dict(lr_mult=0.1, decay_mult=0.0),
             'backbone.cls_token': dict(lr_mult=0.1, decay_mult=0.0),
-            'sampling_offsets': dict(lr_mult=0.1),
-            'reference_points': dict(lr_mult=0.1),
         }))

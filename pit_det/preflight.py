@@ -123,35 +123,34 @@ def check_dataset(loader_cfg, role: str, findings: Findings, cache: dict) -> dic
     return dataset
 
 
+def _names(items: list, limit: int) -> str:
+    return ', '.join(map(str, items[:limit])) + (', ...' if len(items) > limit else '')
+
+
 def _check_classes(dataset: dict, ann: dict, ann_path: str, role: str, loader_cfg, findings: Findings) -> None:
+    """The config's classes must all be categories of the file: mmdet numbers labels by the classes it finds."""
     wanted = _config_classes(dataset)
     present = [c.get('name') for c in ann.get('categories', []) if isinstance(c, dict)]
     if wanted is None or 'categories' not in ann:
         return
     loader = {'training': 'train_dataloader', 'validation': 'val_dataloader', 'test': 'test_dataloader'}[role]
-    if not set(wanted) & set(present):
-        findings.other.append(
-            f'{role}: none of the config\'s {len(wanted)} classes ({", ".join(map(str, wanted[:6]))}'
-            f'{", ..." if len(wanted) > 6 else ""}) is a category of {ann_path} ({", ".join(map(str, present[:6]))}'
-            f'{", ..." if len(present) > 6 else ""}): every image would have no ground truth. Set the dataset\'s '
-            f'classes to the annotation file\'s names, e.g. --cfg-options "{loader}.dataset.metainfo.classes='
-            f'{tuple(present[:3])}" (and model.bbox_head.num_classes to their number), or in the config '
-            'dataset=dict(metainfo=dict(classes=(...))).')
-        return
     missing = [c for c in wanted if c not in set(present)]
-    if missing:
+    advice = (f'Set the dataset\'s classes to the annotation file\'s names, e.g. --cfg-options '
+              f'"{loader}.dataset.metainfo.classes={tuple(present[:3])}" (all of them, for every loader) and '
+              'model.bbox_head.num_classes to their number, or in the config dataset=dict(metainfo=dict(classes=...)).')
+    if len(missing) == len(wanted):
+        findings.other.append(
+            f'{role}: none of the config\'s {len(wanted)} classes ({_names(wanted, 6)}) is a category of {ann_path} '
+            f'({_names(present, 6)}): every image would have no ground truth. {advice}')
+    elif missing:
         findings.other.append(
             f'{role}: {len(missing)} of the config\'s {len(wanted)} classes are not categories of {ann_path}: '
-            f'{", ".join(map(str, missing[:8]))}{", ..." if len(missing) > 8 else ""}. mmdet numbers the labels by the '
-            'classes it finds in the file, so every class after a missing one would train and be scored as another '
-            f'(and evaluation would fail). Set the classes to those of the file, e.g. --cfg-options '
-            f'"{loader}.dataset.metainfo.classes={tuple(c for c in wanted if c in set(present))[:3]}" (all of them, '
-            'for every loader) and model.bbox_head.num_classes to their number.')
-        return
+            f'{_names(missing, 8)}. mmdet numbers the labels by the classes it finds in the file, so every class after '
+            f'a missing one would train and be scored as another (and evaluation would fail). {advice}')
     left_out = [c for c in present if c not in set(wanted)]
-    if left_out:
+    if left_out and not missing:
         print_log(f'{role}: {len(left_out)} categories of {ann_path} are not among the config\'s classes and are '
-                  f'ignored: {", ".join(map(str, left_out[:8]))}', logger='current', level=30)
+                  f'ignored: {_names(left_out, 8)}', logger='current', level=30)
 
 
 def check_evaluator(evaluator_cfg, dataset: dict | None, role: str, findings: Findings) -> None:
