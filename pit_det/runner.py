@@ -5,14 +5,32 @@ Selected in our configs with ``runner_type='PiTRunner'``; mmdet's ``tools/train.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import os.path as osp
 
 import torch
 import torch.distributed as dist
 from mmengine.dist import is_distributed, master_only
-from mmengine.registry import RUNNERS
+from mmengine.logging import print_log
+from mmengine.optim import OptimWrapper
+from mmengine.registry import OPTIM_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
+
+
+@OPTIM_WRAPPERS.register_module()
+class BF16AutocastOptimWrapper(OptimWrapper):
+    """Mixed precision on the CPU: the forward pass and loss under ``torch.autocast('cpu', dtype=torch.bfloat16)``.
+
+    bfloat16 keeps float32's exponent range, so no loss scaling is needed; parameters, gradients and the optimiser
+    stay in float32. mmengine's ``AmpOptimWrapper`` is for GPUs only; :class:`PiTRunner` uses this one for ``--amp``
+    on a machine without CUDA.
+    """
+
+    @contextlib.contextmanager
+    def optim_context(self, model):
+        with super().optim_context(model), torch.autocast('cpu', dtype=torch.bfloat16):
+            yield
 
 from .preflight import check_test, check_train
 
@@ -33,6 +51,16 @@ class PiTRunner(Runner):
         if launcher == 'pytorch' and not torch.cuda.is_available() and not dist.is_initialized():
             dist.init_process_group(backend='gloo')  # torchrun's env://; mmengine then skips its own init_dist
         super().__init__(*args, launcher=launcher, **kwargs)
+
+    def build_optim_wrapper(self, optim_wrapper):
+        """``--amp`` (mmengine's ``AmpOptimWrapper``, fp16 with dynamic loss scaling) as bf16 autocast on the CPU."""
+        if isinstance(optim_wrapper, dict) and optim_wrapper.get('type') == 'AmpOptimWrapper' and \
+                not torch.cuda.is_available():
+            optim_wrapper = {k: v for k, v in optim_wrapper.items() if k not in ('loss_scale', 'dtype', 'use_fsdp')}
+            optim_wrapper['type'] = 'BF16AutocastOptimWrapper'
+            print_log('no CUDA device: mixed precision runs as bf16 autocast on the CPU (BF16AutocastOptimWrapper)',
+                      logger='current')
+        return super().build_optim_wrapper(optim_wrapper)
 
     def wrap_model(self, model_wrapper_cfg, model):
         if model_wrapper_cfg is None and is_distributed() and not torch.cuda.is_available():

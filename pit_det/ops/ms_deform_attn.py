@@ -150,9 +150,10 @@ class FusedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
                 + offsets / self.num_points * reference_points[:, :, None, :, None, 2:] * 0.5
         else:
             raise ValueError(f'Last dim of reference_points must be 2 or 4, got {reference_points.shape[-1]}')
-        if value.is_cuda:
-            output = MultiScaleDeformableAttnFunction.apply(value, spatial_shapes, level_start_index, locations,
-                                                            weights, self.im2col_step)
+        if value.is_cuda:  # mmcv's kernel: float and half only, one dtype for all inputs; autocast mixes them
+            output = MultiScaleDeformableAttnFunction.apply(value.float(), spatial_shapes, level_start_index,
+                                                            locations.float(), weights.float(),
+                                                            self.im2col_step).to(value.dtype)
         else:
             output = ms_deform_attn_cpu(value, spatial_shapes, locations, weights)
         output = self.output_proj(output)
