@@ -61,7 +61,7 @@ echo "== mmcv with compiled ops"
 "$PY" scripts/build_mmcv.py install
 
 echo "== pit-det and its dependencies"
-pip install -q -e ".[test,eval]"
+pip install -q -e ".[test,eval,export]"
 # openmim's own requirements pull opendatalab/openxlab, which downgrade torch and setuptools: install mim alone;
 # its usable requirements are pit-det dependencies.
 pip install -q --no-deps "openmim==0.3.9"

@@ -22,7 +22,9 @@ ALLOWED = {
     '__init__': {'models', 'runner', 'serialization'},
     'analysis': {'models'},
     'evaluation': set(),
-    'cli': {'analysis', 'benchmark', 'demo', 'draw', 'evaluation', 'models', 'ops', 'preflight', '__init__'},
+    'export': {'models', 'ops'},
+    'cli': {'analysis', 'benchmark', 'data', 'demo', 'draw', 'evaluation', 'export', 'models', 'ops', 'preflight',
+            '__init__'},
 }
 
 

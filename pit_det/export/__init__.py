@@ -1,0 +1,1 @@
+"""Export of whole detectors: ONNX with an onnxruntime check (:mod:`.onnx`)."""

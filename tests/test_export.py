@@ -1,0 +1,76 @@
+"""ONNX export of whole detectors, run in onnxruntime and compared with torch."""
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from mmdet.registry import MODELS
+from mmdet.utils import register_all_modules
+from mmengine.config import Config
+
+from pit_det.cli.export_onnx import main
+from pit_det.export.onnx import compare, export
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = ROOT / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'
+
+
+@pytest.fixture(scope='module')
+def demo_checkpoint(tmp_path_factory):
+    register_all_modules()
+    model = MODELS.build(Config.fromfile(str(DEMO_CONFIG)).model)
+    model.init_weights()
+    path = tmp_path_factory.mktemp('onnx') / 'demo.pth'
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
+    return path
+
+
+def test_demo_detector_exports_and_matches_in_onnxruntime(demo_checkpoint, tmp_path, capsys):
+    out = tmp_path / 'demo.onnx'
+    assert main([str(DEMO_CONFIG), str(demo_checkpoint), str(out), '--shape', '128x160']) == 0
+    printed = capsys.readouterr().out
+    assert 'onnx.checker: valid' in printed and 'labels identical' in printed
+    graph = onnx.load(str(out)).graph
+    assert [i.name for i in graph.input] == ['image'] and [o.name for o in graph.output] == ['boxes', 'scores',
+                                                                                            'labels']
+    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [1, 3, 128, 160]
+    assert any(node.op_type == 'GridSample' for node in graph.node)  # the deformable attention, in standard ONNX
+
+
+@pytest.mark.parametrize('config', ['pit_s_deformable_detr.py',
+                                    'deformable-detr-refine-twostage_pit-s_16xb2-50e_coco-halfres.py'])
+def test_pit_s_detectors_export(config, tmp_path):
+    register_all_modules()
+    cfg = Config.fromfile(str(ROOT / 'configs' / config))
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.eval()
+    path = export(model, 160, 192, tmp_path / 'pit_s.onnx')
+    result = compare(model, path, torch.rand(1, 3, 160, 192) * 255, topk=20)
+    assert result.ok and result.labels_equal, result
+    assert result.max_box_diff_px <= 0.05 and result.max_score_diff <= 1e-4
+
+
+def test_unsupported_input_is_a_clear_error(demo_checkpoint, tmp_path, capsys):
+    assert main([str(DEMO_CONFIG), str(demo_checkpoint), str(tmp_path / 'a.onnx'), '--shape', '16x200']) == 1
+    assert 'needs at least 32 px per side' in capsys.readouterr().err
+    retina = tmp_path / 'retina.py'
+    retina.write_text("_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'\n")
+    assert main([str(retina), str(demo_checkpoint), str(tmp_path / 'b.onnx'), '--shape', '128x128']) == 1
+    assert 'a RetinaNet detector; the exporter knows Deformable DETR' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(DEMO_CONFIG), str(demo_checkpoint), str(tmp_path / 'c.onnx'), '--shape', '128'])
+    assert "'128': use HxW" in capsys.readouterr().err
+    assert not list(tmp_path.glob('*.onnx'))
+
+
+def test_without_the_extra_the_message_names_it(demo_checkpoint, tmp_path):
+    script = ('import sys; sys.modules["onnxruntime"] = None\n'  # as if the extra were not installed
+              'from pit_det.cli.export_onnx import main\n'
+              f'sys.exit(main([{str(DEMO_CONFIG)!r}, {str(demo_checkpoint)!r}, {str(tmp_path / "x.onnx")!r}, '
+              '"--shape", "128x128"]))')
+    run = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True)
+    assert run.returncode == 1 and 'pip install "pit-det[export]"' in run.stderr and 'Traceback' not in run.stderr
