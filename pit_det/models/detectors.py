@@ -38,6 +38,15 @@ class FastDeformableDETR(DeformableDETR):
             print_log(f'classification layers differ in size (another class set; they keep their initialisation): '
                       f'{"; ".join(tolerated)}', logger='current', level=30)
 
+    def predict(self, batch_inputs, batch_data_samples, rescale: bool = True):
+        """mmdet's ``predict``, with boxes and scores returned in float32 even under bf16/fp16 autocast (mmdet's
+        metrics and visualiser convert them to numpy, which has no bfloat16)."""
+        results = super().predict(batch_inputs, batch_data_samples, rescale)
+        for result in results:
+            result.pred_instances.bboxes = result.pred_instances.bboxes.float()
+            result.pred_instances.scores = result.pred_instances.scores.float()
+        return results
+
     def get_proposal_pos_embed(self, proposals, num_pos_feats=None, temperature=10000):
         """mmdet's two-stage proposal embedding, sized to ``embed_dims`` (mmdet fixes it at 4 x 128 = 512 = 2 x 256).
 
