@@ -97,3 +97,22 @@ def test_cuda_deformable_attention_under_autocast(dtype):
         mixed = layer(**kwargs)
     assert torch.isfinite(mixed).all()
     assert ((mixed.float() - reference).abs().max() / reference.abs().max()).item() < 0.05
+
+
+def test_bf16_inference_is_close_to_fp32_and_returns_float32():
+    register_all_modules()
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'))
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.eval()
+    from test_configs import tiny_batch
+    inputs, samples = tiny_batch()
+    with torch.no_grad():
+        fp32 = model.predict(inputs, samples)[0].pred_instances
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            bf16 = model.predict(inputs, samples)[0].pred_instances
+    assert bf16.bboxes.dtype == bf16.scores.dtype == torch.float32
+    top = fp32.scores.argmax()
+    match = ((bf16.bboxes - fp32.bboxes[top]).abs().sum(-1)).argmin()
+    assert (bf16.bboxes[match] - fp32.bboxes[top]).abs().max() < 2.0  # px, on a 160x192 input
+    assert abs(bf16.scores.max() - fp32.scores.max()) < 0.02

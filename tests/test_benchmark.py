@@ -93,3 +93,23 @@ def test_vit_s_backbone_spec():
     result = run_benchmark(['vit-s'], [(64, 96)], warmup=0, iters=1, progress=lambda m: None)[0]
     assert result.params_m == pytest.approx(sum(p.numel() for p in ViTPyramid().parameters()) / 1e6, abs=1e-3)
     assert result.gmacs is not None and result.gmacs > 0
+
+
+def test_paths_of_one_model_in_one_interleaved_table():
+    config = 'configs/demo/deformable-detr_pit-ti_synthetic_cpu.py'
+    specs = [config, f'{config}@bf16', f'{config}@onnxruntime']
+    results = run_benchmark(specs, [(64, 96)], warmup=0, iters=2, mode='predict', progress=lambda m: None)
+    assert [r.model for r in results] == specs and all(len(r.samples_ms) == 2 for r in results)
+    assert len({r.params_m for r in results}) == 1  # the same model behind every path
+    with pytest.raises(BenchmarkError, match=r'unknown path @int8'):
+        run_benchmark([f'{config}@int8'], [(64, 96)], warmup=0, iters=1, mode='predict', progress=lambda m: None)
+    with pytest.raises(BenchmarkError, match='whole detector in predict mode'):
+        run_benchmark(['pit-ti@onnxruntime'], [(64, 96)], warmup=0, iters=1, progress=lambda m: None)
+
+
+def test_environment_names_the_isa():
+    from pit_det.benchmark.report import cpu_isa
+    isa, native = cpu_isa()
+    flags = open('/proc/cpuinfo').read()
+    assert isa in ('AMX', 'AVX-512 BF16', 'AVX-512', 'AVX2', 'SSE')
+    assert native == ('avx512_bf16' in flags or 'amx_bf16' in flags)

@@ -18,7 +18,7 @@ ALLOWED = {
     'runner': {'preflight'},
     'draw': {'models'},
     'demo': {'data', 'draw'},
-    'benchmark': {'models', 'ops', 'data', '__init__'},  # __init__: registration in a fresh process
+    'benchmark': {'models', 'ops', 'data', 'export', '__init__'},  # __init__: registration in a fresh process
     '__init__': {'models', 'runner', 'serialization'},
     'analysis': {'models'},
     'evaluation': set(),

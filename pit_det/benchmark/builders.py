@@ -6,6 +6,11 @@ Model specs:
     ``vit-s``               ViT-S (DeiT-S) with this package's three-level pyramid (``ViTPyramid``)
     ``resnet50``            mmdet's ResNet-50 as in Deformable DETR (``out_indices=(1, 2, 3)``)
     ``path/to/config.py``   a detector config; the mode picks backbone, forward (no post-processing) or predict
+
+Any spec may end in ``@PATH``, the way it runs: ``@fp32`` (eager, the default), ``@bf16`` (eager under CPU/CUDA
+bf16 autocast), ``@compile`` (``torch.compile`` of the backbone, inductor; the rest eager) or ``@onnxruntime``
+(detectors in predict mode: exported with :mod:`pit_det.export.onnx`, run by onnxruntime on the CPU). Every path of
+one spec is built from the same seed, so they share their weights.
 """
 from __future__ import annotations
 
@@ -19,10 +24,20 @@ from ..models.utils import explicit_attention
 from .report import BenchmarkError
 
 MODES = ('backbone', 'forward', 'predict')
+PATHS = ('fp32', 'bf16', 'compile', 'onnxruntime')
+
+
+def split_path(spec: str) -> tuple[str, str]:
+    """``('configs/x.py', 'bf16')`` for ``'configs/x.py@bf16'``; the path defaults to ``fp32``."""
+    base, _, path = spec.partition('@')
+    path = path or 'fp32'
+    if path not in PATHS:
+        raise BenchmarkError(f'{spec}: unknown path @{path}; use one of {", ".join("@" + p for p in PATHS)}')
+    return base, path
 
 
 def is_detector_spec(spec: str) -> bool:
-    return spec.endswith('.py')
+    return spec.partition('@')[0].endswith('.py')
 
 
 def build_backbone(spec: str, size: tuple[int, int]) -> tuple[nn.Module, Callable]:
@@ -94,7 +109,45 @@ def detector_call(model: nn.Module, mode: str, size: tuple[int, int], batch: int
 
 def build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device: str,
                cpu_deform_attn: str = 'fused', checkpoint: str | None = None):
-    """``(model, call, macs_model, macs_call)`` for a spec; ``macs_model`` is None where MACs are not counted."""
+    """``(model, call, macs_model, macs_call)`` for a spec (``@PATH`` included); ``macs_model`` is None where MACs
+    are not counted (and for the compiled and onnxruntime paths, whose graphs differ)."""
+    base, path = split_path(spec)
+    torch.manual_seed(0)  # every path of a spec gets the same weights
+    model, call, macs_model, macs_call = _build_eager(base, mode, size, batch, device, cpu_deform_attn, checkpoint)
+    if path == 'bf16':
+        def call_bf16(x, inner=call):
+            with torch.autocast(device, dtype=torch.bfloat16):
+                return inner(x)
+        return model, call_bf16, None, None
+    if path == 'compile':
+        if is_detector_spec(base):
+            model.backbone = torch.compile(model.backbone)
+            return model, detector_call(model, mode, size, batch), None, None
+        return model, torch.compile(call), None, None
+    if path == 'onnxruntime':
+        return model, _onnxruntime_call(model, base, mode, size, batch, device), None, None
+    return model, call, macs_model, macs_call
+
+
+def _onnxruntime_call(model: nn.Module, spec: str, mode: str, size: tuple[int, int], batch: int,
+                      device: str) -> Callable:
+    import tempfile
+
+    from ..export.onnx import export, require_runtime
+    if not is_detector_spec(spec) or mode != 'predict' or batch != 1 or device != 'cpu':
+        raise BenchmarkError(f'{spec}@onnxruntime: the exported graph is a whole detector in predict mode, batch 1, '
+                             'on the CPU')
+    _, ort = require_runtime()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export(model, *size, f'{tmp}/model.onnx')
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+    return lambda x: session.run(None, {'image': (x * 255).numpy()})
+
+
+def _build_eager(spec: str, mode: str, size: tuple[int, int], batch: int, device: str, cpu_deform_attn: str,
+                 checkpoint: str | None):
     if is_detector_spec(spec):
         model, _ = build_detector(spec, cpu_deform_attn)
         if checkpoint:

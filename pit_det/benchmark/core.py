@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from .builders import MODES, build_call, count_gmacs, is_detector_spec
+from .builders import MODES, build_call, count_gmacs, is_detector_spec, split_path
 from .report import BenchmarkError, Result
 from .timing import can_measure_rss, interleaved, rss_growth_mib
 
@@ -70,6 +70,7 @@ def validate(request: Request) -> None:
     if request.cpu_deform_attn not in ('fused', 'mmcv'):
         raise BenchmarkError(f'cpu_deform_attn {request.cpu_deform_attn!r}: use fused or mmcv')
     for spec in request.models:
+        split_path(spec)
         if not is_detector_spec(spec) and request.mode != 'backbone':
             raise BenchmarkError(f'{spec}: --mode {request.mode} needs a detector config; backbones time the backbone')
     for h, w in request.sizes:
@@ -99,7 +100,7 @@ def peak_memory_mib(request: Request, entry: Entry, x: torch.Tensor, size: tuple
             entry.call(x)
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
-    if not can_measure_rss():
+    if not can_measure_rss() or entry.spec.endswith('@compile'):  # a fresh process would measure compilation
         return float('nan')
     import multiprocessing
     with multiprocessing.get_context('spawn').Pool(1) as pool:

@@ -56,10 +56,25 @@ def environment(device: str) -> dict:
                           if line.startswith('model name'))
     except (OSError, StopIteration):
         env['cpu'] = platform.processor()
+    env['isa'], env['bf16_native'] = cpu_isa()
     if device == 'cuda':
         env['gpu'] = torch.cuda.get_device_name()
         env['cuda'] = torch.version.cuda
     return env
+
+
+def cpu_isa() -> tuple[str, bool]:
+    """The CPU's widest vector ISA (AMX / AVX-512 BF16 / AVX-512 / AVX2) and whether it computes bf16 natively."""
+    try:
+        flags = set(next(line for line in Path('/proc/cpuinfo').read_text().splitlines()
+                         if line.startswith('flags')).split(':', 1)[1].split())
+    except (OSError, StopIteration):
+        return 'unknown', False
+    native = bool(flags & {'amx_bf16', 'avx512_bf16'})
+    for flag, name in (('amx_bf16', 'AMX'), ('avx512_bf16', 'AVX-512 BF16'), ('avx512f', 'AVX-512'), ('avx2', 'AVX2')):
+        if flag in flags:
+            return name, native
+    return 'SSE', native
 
 
 def format_table(results: list[Result]) -> str:

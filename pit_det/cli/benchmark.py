@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f'error: {exc}', file=sys.stderr)
         return 2
     env = environment(args.device)
+    if (args.precision == 'bf16' or any(m.endswith('@bf16') for m in args.models)) and not env['bf16_native']:
+        print(f'warning: this CPU ({env["isa"]}) has no bf16 instructions: bf16 is emulated and slower than fp32',
+              file=sys.stderr)
     print('\n' + ', '.join(f'{k}: {v}' for k, v in env.items()))
     print(format_table(results))
     if args.reference:
