@@ -11,7 +11,7 @@ import os.path as osp
 
 import torch
 import torch.distributed as dist
-from mmengine.dist import is_distributed, master_only
+from mmengine.dist import barrier, get_rank, is_distributed, master_only
 from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS, RUNNERS
@@ -68,12 +68,19 @@ class PiTRunner(Runner):
                                      find_unused_parameters=self.cfg.get('find_unused_parameters', False))
         return super().wrap_model(model_wrapper_cfg, model)
 
+    def _preflight(self, check) -> None:
+        """``check(cfg)`` on rank 0 only (it reads whole annotation files), the other ranks wait for it; a failure
+        there ends the run (torchrun stops the other processes)."""
+        if get_rank() == 0:
+            check(self.cfg)
+        barrier()
+
     def train(self):
-        check_train(self.cfg)
+        self._preflight(check_train)
         return super().train()
 
     def test(self):
-        check_test(self.cfg)
+        self._preflight(check_test)
         return super().test()
 
     @master_only
