@@ -115,11 +115,11 @@ def check_dataset(loader_cfg, role: str, findings: Findings, cache: dict) -> dic
         findings.data.append(f'{role} annotations {ann_path} list no images: the {role} set would be empty')
         return dataset
     if img_dir is not None and osp.isdir(img_dir):
-        missing = _list_names(img_dir, [img['file_name'] for img in ann['images']])
+        missing = _list_names(img_dir, [str(img.get('file_name', '')) for img in ann['images']])
         if missing:
             findings.data.append(f'{role}: {len(missing)} of the {len(ann["images"])} images listed in {ann_path} '
                                  f'are not in {img_dir}, e.g. {", ".join(missing[:3])}')
-    _check_classes(dataset, ann, ann_path, role, loader_cfg, findings)
+    _check_classes(dataset, ann, ann_path, role, findings)
     return dataset
 
 
@@ -127,7 +127,7 @@ def _names(items: list, limit: int) -> str:
     return ', '.join(map(str, items[:limit])) + (', ...' if len(items) > limit else '')
 
 
-def _check_classes(dataset: dict, ann: dict, ann_path: str, role: str, loader_cfg, findings: Findings) -> None:
+def _check_classes(dataset: dict, ann: dict, ann_path: str, role: str, findings: Findings) -> None:
     """The config's classes must all be categories of the file: mmdet numbers labels by the classes it finds."""
     wanted = _config_classes(dataset)
     present = [c.get('name') for c in ann.get('categories', []) if isinstance(c, dict)]
