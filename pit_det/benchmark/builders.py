@@ -121,7 +121,7 @@ def build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device: 
         return model, call_bf16, None, None
     if path == 'compile':
         if is_detector_spec(base):
-            model.backbone = torch.compile(model.backbone)
+            model.backbone.compile()  # in place, as FastDeformableDETR(inference=dict(path='compile')) does
             return model, detector_call(model, mode, size, batch), None, None
         return model, torch.compile(call), None, None
     if path == 'onnxruntime':

@@ -1,14 +1,17 @@
 """Deformable DETR whose deformable attention runs the fused CPU kernel on CPU tensors."""
 from __future__ import annotations
 
+import torch
 from mmdet.models.detectors import DeformableDETR
 from mmdet.registry import MODELS
 from mmengine.logging import print_log
+from mmengine.structures import InstanceData
 
 from ..ops import use_fused_cpu_deform_attn
 from .weights import check_detector_fit
 
 CPU_DEFORM_ATTN = ('fused', 'mmcv')
+INFERENCE_PATHS = ('eager', 'bf16', 'compile', 'onnxruntime')
 
 
 @MODELS.register_module()
@@ -22,13 +25,23 @@ class FastDeformableDETR(DeformableDETR):
     Args:
         cpu_deform_attn: ``'fused'`` (pit_det's C++ kernel, default) or ``'mmcv'`` (mmcv's pure-PyTorch
             fallback). Both give the same numbers; the fused one is several times faster on CPU.
+        inference: how ``predict`` (``mim test``, inference) runs: ``dict(path='eager')`` (default), ``'bf16'``
+            (autocast), ``'compile'`` (``torch.compile`` of the backbone, in place) or ``'onnxruntime'`` with
+            ``onnx_file=`` a file from ``pit-det-export-onnx`` (its input shape must be the test images' shape).
+            E.g. ``mim test ... --cfg-options model.inference.path=bf16``. Training is always eager.
         **kwargs: everything ``DeformableDETR`` takes.
     """
 
-    def __init__(self, *args, cpu_deform_attn: str = 'fused', **kwargs) -> None:
+    def __init__(self, *args, cpu_deform_attn: str = 'fused', inference: dict | None = None, **kwargs) -> None:
         if cpu_deform_attn not in CPU_DEFORM_ATTN:
             raise ValueError(f'cpu_deform_attn must be one of {CPU_DEFORM_ATTN}, got {cpu_deform_attn!r}')
+        self.inference = dict(path='eager', **(inference or {}))
+        if self.inference['path'] not in INFERENCE_PATHS:
+            raise ValueError(f'inference path must be one of {INFERENCE_PATHS}, got {self.inference["path"]!r}')
+        if (self.inference['path'] == 'onnxruntime') != ('onnx_file' in self.inference):
+            raise ValueError("inference: onnx_file=FILE goes with path='onnxruntime' (and only with it)")
         super().__init__(*args, **kwargs)
+        self._compiled, self._session = False, None
         use_fused_cpu_deform_attn(self, enable=cpu_deform_attn == 'fused')
         self._register_load_state_dict_pre_hook(self._check_fit_on_load)
 
@@ -39,13 +52,49 @@ class FastDeformableDETR(DeformableDETR):
                       f'{"; ".join(tolerated)}', logger='current', level=30)
 
     def predict(self, batch_inputs, batch_data_samples, rescale: bool = True):
-        """mmdet's ``predict``, with boxes and scores returned in float32 even under bf16/fp16 autocast (mmdet's
-        metrics and visualiser convert them to numpy, which has no bfloat16)."""
-        results = super().predict(batch_inputs, batch_data_samples, rescale)
+        """mmdet's ``predict`` along the ``inference`` path, with boxes and scores returned in float32 even under
+        bf16/fp16 autocast (mmdet's metrics and visualiser convert them to numpy, which has no bfloat16)."""
+        path = self.inference['path']
+        if path == 'onnxruntime':
+            return self._predict_onnxruntime(batch_inputs, batch_data_samples, rescale)
+        if path == 'compile' and not self._compiled:
+            self.backbone.compile()  # in place: parameter names, and so checkpoints, stay as they are
+            self._compiled = True
+        if path == 'bf16':
+            with torch.autocast(batch_inputs.device.type, dtype=torch.bfloat16):
+                results = super().predict(batch_inputs, batch_data_samples, rescale)
+        else:
+            results = super().predict(batch_inputs, batch_data_samples, rescale)
         for result in results:
             result.pred_instances.bboxes = result.pred_instances.bboxes.float()
             result.pred_instances.scores = result.pred_instances.scores.float()
         return results
+
+    def _predict_onnxruntime(self, batch_inputs, batch_data_samples, rescale: bool):
+        """Run the exported graph (which normalises itself) on the de-normalised RGB batch, image by image."""
+        if self._session is None:
+            try:
+                import onnxruntime
+            except ImportError as exc:
+                raise ImportError(f'inference path onnxruntime needs onnxruntime ({exc}): pip install '
+                                  '"pit-det[export]"') from None
+            self._session = onnxruntime.InferenceSession(str(self.inference['onnx_file']),
+                                                         providers=['CPUExecutionProvider'])
+        expected = tuple(self._session.get_inputs()[0].shape[-2:])
+        if tuple(batch_inputs.shape[-2:]) != expected:
+            raise ValueError(f'{self.inference["onnx_file"]} takes {expected[0]}x{expected[1]} images, this batch is '
+                             f'{batch_inputs.shape[-2]}x{batch_inputs.shape[-1]}: export at the test pipeline\'s '
+                             'size (pit-det-export-onnx --shape)')
+        preprocessor = self.data_preprocessor
+        images = (batch_inputs.float() * preprocessor.std + preprocessor.mean).cpu().numpy()
+        for i, sample in enumerate(batch_data_samples):
+            boxes, scores, labels = self._session.run(None, {'image': images[i:i + 1]})
+            instances = InstanceData(bboxes=torch.from_numpy(boxes[0]), scores=torch.from_numpy(scores[0]),
+                                     labels=torch.from_numpy(labels[0]))
+            if rescale:
+                instances.bboxes /= instances.bboxes.new_tensor(sample.metainfo['scale_factor']).repeat((1, 2))
+            sample.pred_instances = instances
+        return batch_data_samples
 
     def get_proposal_pos_embed(self, proposals, num_pos_feats=None, temperature=10000):
         """mmdet's two-stage proposal embedding, sized to ``embed_dims`` (mmdet fixes it at 4 x 128 = 512 = 2 x 256).
