@@ -35,7 +35,7 @@ class FastDeformableDETR(DeformableDETR):
     def __init__(self, *args, cpu_deform_attn: str = 'fused', inference: dict | None = None, **kwargs) -> None:
         if cpu_deform_attn not in CPU_DEFORM_ATTN:
             raise ValueError(f'cpu_deform_attn must be one of {CPU_DEFORM_ATTN}, got {cpu_deform_attn!r}')
-        self.inference = dict(path='eager', **(inference or {}))
+        self.inference = {'path': 'eager', **(inference or {})}
         if self.inference['path'] not in INFERENCE_PATHS:
             raise ValueError(f'inference path must be one of {INFERENCE_PATHS}, got {self.inference["path"]!r}')
         if (self.inference['path'] == 'onnxruntime') != ('onnx_file' in self.inference):
