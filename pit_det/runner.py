@@ -84,6 +84,20 @@ class PiTRunner(Runner):
         return super().test()
 
     @master_only
+    def dump_config(self) -> None:
+        """mmengine's config dump into the work dir, except over the config file this run was started from.
+
+        mmengine writes ``WORK_DIR/<config file name>``; when a run's config lives in its own work dir (a dumped
+        config, such as the demo's ``work_dirs/demo/demo_config.py``), that would replace the user's file with the
+        merged options of this run, which the next run would then inherit.
+        """
+        source = self.cfg.filename
+        target = osp.join(self.work_dir, osp.basename(source) if source else f'{self.timestamp}.py')
+        if source and osp.exists(target) and osp.samefile(source, target):
+            target = osp.join(self.work_dir, f'{osp.splitext(osp.basename(source))[0]}_{self.timestamp}.py')
+        self.cfg.dump(target)
+
+    @master_only
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:
         """mmengine's checkpoint, written to ``FILENAME.partial``, flushed to disk, then renamed.
 

@@ -46,3 +46,25 @@ def test_a_save_that_fails_midway_leaves_no_file_under_the_final_name(tmp_path):
             assert (work / 'epoch_2.pth.partial').stat().st_size == 100_000  # what was written stays marked
         else:  # mmengine's own runner: a truncated file under the final name, as issue 7 found
             assert (work / 'epoch_2.pth').stat().st_size == 100_000
+
+
+def test_a_run_never_rewrites_the_config_it_was_started_from(tmp_path):
+    from mmdet.registry import RUNNERS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+
+    from pit_det.data import make_synthetic_coco
+    from pit_det.demo import load_demo_config
+    register_all_modules()
+    data = make_synthetic_coco(tmp_path / 'data', num_train=2, num_val=2)
+    work = tmp_path / 'work'
+    work.mkdir()
+    config = work / 'demo_config.py'  # a dumped config in its own work dir, as the demo leaves it
+    load_demo_config(data, work).dump(str(config))
+    before = config.read_text()
+    cfg = Config.fromfile(str(config))
+    cfg.merge_from_dict({'test_cfg.fp16': True})  # what --cfg-options does
+    RUNNERS.build(cfg)
+    assert config.read_text() == before  # mmengine's own dump would have written fp16=True into it
+    dumps = [p for p in work.glob('demo_config_*.py')]
+    assert len(dumps) == 1 and 'fp16=True' in dumps[0].read_text()
