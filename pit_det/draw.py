@@ -39,10 +39,12 @@ def check_request(config: str | Path, checkpoint: str | Path, image: str | Path,
 
 
 def draw_detections(config: str | Path, checkpoint: str | Path, image: str | Path, out: str | Path,
-                    score_thr: float = 0.3, device: str = 'cpu', min_side: int = 512) -> int:
+                    score_thr: float = 0.3, device: str = 'cpu', min_side: int = 512,
+                    inference: dict | None = None) -> int:
     """Run ``config`` with ``checkpoint`` on ``image`` and write the picture with boxes to ``out``.
 
     Images whose short side is below ``min_side`` are drawn enlarged (boxes scaled alike) so labels stay legible.
+    ``inference``: the detector's inference path (``FastDeformableDETR(inference=...)``), e.g. ``dict(path='bf16')``.
 
     Returns:
         The number of detections drawn (score >= ``score_thr``).
@@ -52,7 +54,8 @@ def draw_detections(config: str | Path, checkpoint: str | Path, image: str | Pat
     from mmdet.registry import VISUALIZERS
 
     bgr = check_request(config, checkpoint, image, out, device)
-    model = init_detector(str(config), str(checkpoint), device=device)
+    options = {f'model.inference.{k}': v for k, v in (inference or {}).items()}
+    model = init_detector(str(config), str(checkpoint), device=device, cfg_options=options or None)
     result = inference_detector(model, bgr)
     visualizer = VISUALIZERS.build(dict(type='DetLocalVisualizer', name=f'pit_det_{Path(out).stem}'))
     visualizer.dataset_meta = model.dataset_meta

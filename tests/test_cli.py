@@ -115,3 +115,11 @@ def test_demo_refuses_a_data_root_that_is_a_file(tmp_path, capsys):
     assert demo_cli.main(['--data-root', str(file), '--work-dir', str(tmp_path / 'work')]) == 1
     assert 'is a file: give a folder' in capsys.readouterr().err
     assert file.read_text() == '{}' and not (tmp_path / 'work').exists()
+
+
+def test_infer_takes_the_inference_path(detector, tmp_path, capsys):
+    config, checkpoint, image = detector
+    code, out, err = infer(capsys, config, checkpoint, image, '--out', tmp_path / 'bf16.png', '--path', 'bf16')
+    assert code == 0 and (tmp_path / 'bf16.png').is_file(), err
+    code, _, err = infer(capsys, config, checkpoint, image, '--out', tmp_path / 'x.png', '--path', 'onnxruntime')
+    assert code == 1 and '--onnx FILE goes with --path onnxruntime' in err

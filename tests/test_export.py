@@ -74,3 +74,32 @@ def test_without_the_extra_the_message_names_it(demo_checkpoint, tmp_path):
               '"--shape", "128x128"]))')
     run = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True)
     assert run.returncode == 1 and 'pip install "pit-det[export]"' in run.stderr and 'Traceback' not in run.stderr
+
+
+def test_inference_paths_of_the_detector(demo_checkpoint, tmp_path):
+    """mim test / pit-det-infer choose the path by config (model.inference): each gives eager's detections."""
+    from mmdet.apis import init_detector
+
+    from test_configs import tiny_batch
+    inputs, samples = tiny_batch(128, 160)
+    onnx_file = tmp_path / 'demo.onnx'
+    assert main([str(DEMO_CONFIG), str(demo_checkpoint), str(onnx_file), '--shape', '128x160']) == 0
+    inputs = inputs * 255  # the detector's input before normalisation: 0-255
+    outputs = {}
+    for path, extra in (('eager', {}), ('bf16', {}), ('compile', {}), ('onnxruntime', {'onnx_file': str(onnx_file)})):
+        options = {f'model.inference.{k}': v for k, v in dict(path=path, **extra).items()}
+        model = init_detector(str(DEMO_CONFIG), str(demo_checkpoint), device='cpu', cfg_options=options)
+        keys = set(model.state_dict())
+        data = model.data_preprocessor({'inputs': [inputs[0].flip(0)], 'data_samples': samples}, False)
+        with torch.no_grad():
+            result = model.predict(data['inputs'], data['data_samples'])[0].pred_instances
+        assert result.bboxes.dtype == torch.float32 and set(model.state_dict()) == keys  # compile keeps the names
+        outputs[path] = result
+    eager = outputs['eager']
+    for path in ('compile', 'onnxruntime'):
+        assert (outputs[path].bboxes - eager.bboxes).abs().max() < 0.05, path
+        assert torch.equal(outputs[path].labels, eager.labels), path
+    assert (outputs['bf16'].scores[:5] - eager.scores[:5]).abs().max() < 0.05
+    with pytest.raises(ValueError, match="onnx_file=FILE goes with path='onnxruntime'"):
+        init_detector(str(DEMO_CONFIG), str(demo_checkpoint), device='cpu',
+                      cfg_options={'model.inference.path': 'onnxruntime'})

@@ -16,6 +16,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--out', required=True, help='output picture (.png or .jpg)')
     parser.add_argument('--score-thr', type=float, default=0.3)
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--path', default='eager', choices=['eager', 'bf16', 'compile', 'onnxruntime'],
+                        help='how the detector runs (onnxruntime needs --onnx, exported at the image\'s test size)')
+    parser.add_argument('--onnx', help='the file from pit-det-export-onnx, for --path onnxruntime')
     return parser.parse_args(argv)
 
 
@@ -23,7 +26,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         import pit_det  # noqa: F401  (registers PiT for configs without custom_imports)
-        count = draw_detections(args.config, args.checkpoint, args.image, args.out, args.score_thr, args.device)
+        if (args.path == 'onnxruntime') != bool(args.onnx):
+            raise ValueError('--onnx FILE goes with --path onnxruntime (and only with it)')
+        inference = dict(path=args.path, **({'onnx_file': args.onnx} if args.onnx else {}))
+        count = draw_detections(args.config, args.checkpoint, args.image, args.out, args.score_thr, args.device,
+                                inference=inference)
     except (FileNotFoundError, ValueError, CheckpointMismatchError, CheckpointReadError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
