@@ -146,3 +146,11 @@ def test_copies_of_the_source_in_other_folders_share_one_build(tmp_path):
         assert run.returncode == 0, run.stderr[-2000:]
         outputs.append(run.stdout.split()[-2:])
     assert outputs[0] == outputs[1] == outputs[2]  # one build folder, and its library never rebuilt
+
+
+def test_each_torch_installation_has_its_own_build_folder(monkeypatch, tmp_path):
+    """torch's build file records the installation's include paths: environments must not share a folder."""
+    import torch
+    here = msda.extension_dir()
+    monkeypatch.setattr(torch, '__file__', str(tmp_path / 'other-env' / 'torch' / '__init__.py'))
+    assert msda.extension_dir() != here

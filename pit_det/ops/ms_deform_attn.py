@@ -39,10 +39,13 @@ def _cpu_signature() -> str:
 
 
 def extension_dir() -> Path:
-    """Build directory keyed by everything that changes the binary (source, flags, torch, Python, CPU)."""
+    """Build directory keyed by everything that changes the binary (source, flags, torch, Python, CPU) and by the
+    torch installation: torch's build file records its include and library paths, so two environments sharing one
+    folder would rebuild it each time they took turns."""
     root = Path(os.environ.get('PIT_DET_CACHE', Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache'))
                                / 'pit-det'))
-    digest = hashlib.sha256(_SOURCE.read_bytes() + ' '.join(_FLAGS).encode() + _cpu_signature().encode())
+    digest = hashlib.sha256(_SOURCE.read_bytes() + ' '.join(_FLAGS).encode() + _cpu_signature().encode()
+                            + str(Path(torch.__file__).resolve().parent).encode())
     tag = f'torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}-{digest.hexdigest()[:12]}'
     return root / 'ext' / tag.replace('+', '_')
 
