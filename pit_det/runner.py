@@ -17,6 +17,8 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
 
+from .preflight import check_test, check_train
+
 
 @OPTIM_WRAPPERS.register_module()
 class BF16AutocastOptimWrapper(OptimWrapper):
@@ -32,14 +34,13 @@ class BF16AutocastOptimWrapper(OptimWrapper):
         with super().optim_context(model), torch.autocast('cpu', dtype=torch.bfloat16):
             yield
 
-from .preflight import check_test, check_train
-
 
 # mmengine's root registry: mmdet's tools/train.py builds the runner before any default scope is set, so a runner in
 # mmdet's child registry is not found there ('PiTRunner is not in the runner registry'); children see the root's.
 @RUNNERS.register_module()
 class PiTRunner(Runner):
-    """mmengine's Runner with preflight checks in :meth:`train` and :meth:`test` and atomic checkpoint files.
+    """mmengine's Runner with preflight checks in :meth:`train` and :meth:`test`, atomic checkpoint files, a config
+    dump that never replaces the run's own config file, and ``--amp`` as bf16 autocast on the CPU.
 
     With ``--launcher pytorch`` on a machine without a GPU (``torchrun --nproc_per_node N tools/train.py CONFIG
     --launcher pytorch``) the processes join a gloo group and the model is wrapped in DDP without device ids:
