@@ -17,18 +17,18 @@ def mmdet_tool_path(name: str) -> Path:
 def run_mmdet_tool(name: str, argv: list[str]) -> int:
     """Execute mmdet's tool ``name`` with ``argv`` as its command line, in this process.
 
-    A run that cannot start (preflight), or a checkpoint that is unreadable or does not fit, ends with the message
-    and exit status 1 instead of a traceback.
+    A run that cannot start (preflight), or a checkpoint that is unreadable, unavailable or does not fit, ends with
+    the message and exit status 1 instead of a traceback.
     """
     import pit_det  # noqa: F401  (registers PiT even for configs without custom_imports)
-    from ..models.weights import CheckpointMismatchError, CheckpointReadError
+    from ..models.weights import CheckpointMismatchError, CheckpointReadError, WeightsUnavailableError
     from ..preflight import PreflightError
 
     path = mmdet_tool_path(name)
     sys.argv = [str(path)] + list(argv)
     try:
         runpy.run_path(str(path), run_name='__main__')
-    except (PreflightError, CheckpointMismatchError, CheckpointReadError) as exc:
+    except (PreflightError, CheckpointMismatchError, CheckpointReadError, WeightsUnavailableError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     return 0
