@@ -128,7 +128,8 @@ def test_infer_takes_the_inference_path(detector, tmp_path, capsys):
 def test_train_command_prints_the_preflight_message_without_a_traceback(tmp_path):
     import subprocess
     import sys
-    run = subprocess.run(  # the demo config, whose generated data does not exist in tmp_path[sys.executable, str(Path(__file__).resolve().parents[1] / 'tools' / 'train.py'),
+    # the demo config, whose generated data does not exist in tmp_path
+    run = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / 'tools' / 'train.py'),
                           str(DEMO_CONFIG), '--work-dir', str(tmp_path / 'work')], capture_output=True, text=True,
                          cwd=tmp_path)
     assert run.returncode == 1 and 'Traceback' not in run.stderr
