@@ -137,7 +137,7 @@ def analyze(model: nn.Module, images: torch.Tensor, batch_size: int = 8,
 
     blocks = _blocks(model)
     stages = token_centres(model, *images.shape[-2:])
-    totals = np.zeros((len(blocks), 3))
+    totals = np.zeros((len(blocks), 2))  # entropy, distance_px (weighted by rows)
     counts = np.zeros(len(blocks))
     extractor = AttentionExtract(model, names=[name for name, _, _ in blocks], method='hook')
     with explicit_attention(model), torch.inference_mode():
@@ -146,14 +146,14 @@ def analyze(model: nn.Module, images: torch.Tensor, batch_size: int = 8,
             for i, (name, stage, prefix) in enumerate(blocks):
                 centres, spacing, (h, w) = stages[stage]
                 entropy, dist, _, count = attention_stats(maps[name], prefix, centres, 1.0)
-                totals[i] += np.array([entropy, dist, 0.0]) * count
+                totals[i] += np.array([entropy, dist]) * count
                 counts[i] += count
             if progress is not None:
                 progress(min(start + batch_size, len(images)), len(images))
     stats = []
     for i, (_, stage, _) in enumerate(blocks):
         _, spacing, (h, w) = stages[stage]
-        entropy, dist = totals[i, :2] / counts[i]
+        entropy, dist = totals[i] / counts[i]
         stats.append(BlockStats(index=i, stage=stage, tokens=h * w, entropy=float(entropy), distance_px=float(dist),
                                 distance_frac=float(dist / (spacing * math.hypot(h, w)))))
     return stats

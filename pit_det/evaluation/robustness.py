@@ -27,6 +27,8 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmdet.registry import TRANSFORMS
 
+from .coco import fmt, table
+
 CORRUPTIONS = ('gaussian_noise', 'shot_noise', 'impulse_noise', 'defocus_blur', 'glass_blur', 'motion_blur',
                'zoom_blur', 'snow', 'frost', 'fog', 'brightness', 'contrast', 'elastic_transform', 'pixelate',
                'jpeg_compression')
@@ -215,7 +217,7 @@ def write_outputs(result: dict, out_dir: str | Path) -> list[Path]:
         severities = [0] + [int(s) for s in per]
         ax.plot(severities, [result['clean']] + list(per.values()), marker='o', label=name)
     ax.set(xlabel='severity (0 = clean)', ylabel='bbox mAP',
-           title=f'corruptions: mPC {_fmt(result["mPC"])}, rPC {_fmt(result["rPC"])}')
+           title=f'corruptions: mPC {fmt(result["mPC"])}, rPC {fmt(result["rPC"])}')
     ax.grid(alpha=0.3)
     if result['corruptions']:
         ax.legend(fontsize=7, ncol=2)
@@ -234,8 +236,8 @@ def format_report(results: dict[str, dict]) -> str:
     """A table per condition with one column per run (for ``--compare``), mean mAP over severities per corruption."""
     names = list(results)
     rows = [['clean mAP', *(f'{r["clean"]:.3f}' for r in results.values())],
-            ['mPC', *(_fmt(r['mPC']) for r in results.values())],
-            ['rPC', *(_fmt(r['rPC']) for r in results.values())]]
+            ['mPC', *(fmt(r['mPC']) for r in results.values())],
+            ['rPC', *(fmt(r['rPC']) for r in results.values())]]
     corruptions = list(dict.fromkeys(c for r in results.values() for c in r['corruptions']))
     for c in corruptions:
         rows.append([c, *(f'{np.mean([v for s, v in r["corruptions"][c].items() if int(s) > 0]):.3f}'
@@ -244,11 +246,4 @@ def format_report(results: dict[str, dict]) -> str:
     for k in ratios:
         rows.append([f'occlusion {float(k):.0%}', *(f'{r["occlusion"][k]:.3f}' if k in r['occlusion'] else '-'
                                                    for r in results.values())])
-    header = ['condition', *names]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda cells: '  '.join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return '\n'.join([line(header), line(['-' * w for w in widths])] + [line(r) for r in rows])
-
-
-def _fmt(value: float | None) -> str:
-    return '-' if value is None else f'{value:.3f}'
+    return table(['condition', *names], rows)

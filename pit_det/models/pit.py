@@ -19,7 +19,8 @@ from mmengine.model import BaseModule
 from mmdet.registry import MODELS
 from torch import nn
 
-from .weights import ConversionReport, check_backbone_fit, convert_pit_checkpoint, recognises_pit_checkpoint
+from .weights import (ConversionReport, check_backbone_fit, convert_pit_checkpoint, recognises_pit_checkpoint,
+                      take_prefixed)
 
 ARCH_ZOO: dict[str, dict] = {
     'ti': dict(patch_size=16, stride=8, base_dims=(32, 32, 32), depths=(2, 6, 4), heads=(2, 4, 8)),
@@ -350,10 +351,9 @@ class PiT(BaseModule):
         """Load-state-dict pre-hook: the tensors under ``prefix`` converted to this layout, ``pos_embed`` resized to
         this grid, and checked against this model (raises :class:`~pit_det.models.weights.CheckpointMismatchError`).
         """
-        keys = [k for k in state_dict if k.startswith(prefix)]
-        if not keys:
+        local = take_prefixed(state_dict, prefix)
+        if not local:
             return
-        local = {k[len(prefix):]: state_dict.pop(k) for k in keys}
         report = ConversionReport('')
         converted = convert_pit_checkpoint(local, num_stages=len(self.transformers), report=report)
         pos = converted.get('pos_embed')

@@ -19,7 +19,8 @@ from mmengine.model import BaseModule
 from mmdet.registry import MODELS
 from torch import nn
 
-from .weights import CheckpointMismatchError, ConversionReport, check_backbone_fit, extract_state_dict
+from .weights import (CheckpointMismatchError, ConversionReport, check_backbone_fit, extract_state_dict,
+                      take_prefixed)
 
 _DROPPED_PREFIXES = ('head.', 'fc_norm.', 'norm.', 'head_dist.')
 
@@ -114,10 +115,10 @@ class ViTPyramid(BaseModule):
     def _fit_on_load(self, state_dict: dict, prefix: str, *args) -> None:
         """Load-state-dict pre-hook: a timm ViT checkpoint (keys without ``vit.``) is placed under ``vit.``, the
         classifier dropped, and the result checked against this model."""
-        keys = [k for k in state_dict if k.startswith(prefix)]
-        if not keys:
+        local = take_prefixed(state_dict, prefix)
+        if not local:
             return
-        local = extract_state_dict({k[len(prefix):]: state_dict.pop(k) for k in keys})
+        local = extract_state_dict(local)
         report = ConversionReport('timm-vit')
         converted = {}
         for key, value in local.items():

@@ -349,6 +349,11 @@ def convert_pit_checkpoint(state_dict: dict, num_stages: int = 3,
     return out
 
 
+def take_prefixed(state_dict: dict, prefix: str) -> dict:
+    """Remove the entries under ``prefix`` from ``state_dict`` and return them with the prefix stripped."""
+    return {k[len(prefix):]: state_dict.pop(k) for k in [k for k in state_dict if k.startswith(prefix)]}
+
+
 # ------------------------------------------------------------------------------------------------------ checks
 def _shape_mismatches(sd: dict, own: dict) -> list[str]:
     return [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
