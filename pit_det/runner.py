@@ -16,6 +16,7 @@ from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
+from mmengine.visualization import Visualizer
 
 from .preflight import check_test, check_train
 
@@ -40,7 +41,8 @@ class BF16AutocastOptimWrapper(OptimWrapper):
 @RUNNERS.register_module()
 class PiTRunner(Runner):
     """mmengine's Runner with preflight checks in :meth:`train` and :meth:`test`, atomic checkpoint files, a config
-    dump that never replaces the run's own config file, and ``--amp`` as bf16 autocast on the CPU.
+    dump that never replaces the run's own config file, a visualizer of its own, and ``--amp`` as bf16 autocast on
+    the CPU.
 
     With ``--launcher pytorch`` on a machine without a GPU (``torchrun --nproc_per_node N tools/train.py CONFIG
     --launcher pytorch``) the processes join a gloo group and the model is wrapped in DDP without device ids:
@@ -52,6 +54,19 @@ class PiTRunner(Runner):
         if launcher == 'pytorch' and not torch.cuda.is_available() and not dist.is_initialized():
             dist.init_process_group(backend='gloo')  # torchrun's env://; mmengine then skips its own init_dist
         super().__init__(*args, launcher=launcher, **kwargs)
+
+    def build_visualizer(self, visualizer=None):
+        """The visualizer of this run, writing under this run's log dir.
+
+        mmengine keeps one visualizer per name for the whole process and mmdet's configs all name theirs
+        ``'visualizer'``: a second run in the same process (a notebook, a sweep, a test session) got the first run's
+        visualizer back and wrote its config, scalars and drawings into the first run's work dir (or failed once that
+        dir was gone). A name already taken gets this run's log dir appended.
+        """
+        if isinstance(visualizer, dict) and visualizer.get('name') and \
+                Visualizer.check_instance_created(visualizer['name']):
+            visualizer = {**visualizer, 'name': f"{visualizer['name']}@{self.log_dir}"}
+        return super().build_visualizer(visualizer)
 
     def build_optim_wrapper(self, optim_wrapper):
         """``--amp`` (mmengine's ``AmpOptimWrapper``, fp16 with dynamic loss scaling) as bf16 autocast on the CPU."""

@@ -68,3 +68,28 @@ def test_a_run_never_rewrites_the_config_it_was_started_from(tmp_path):
     assert config.read_text() == before  # mmengine's own dump would have written fp16=True into it
     dumps = [p for p in work.glob('demo_config_*.py')]
     assert len(dumps) == 1 and 'fp16=True' in dumps[0].read_text()
+
+
+def test_two_runs_in_one_process_write_into_their_own_work_dirs(tmp_path):
+    from mmdet.registry import RUNNERS
+    from mmdet.utils import register_all_modules
+    from mmengine.runner import Runner
+
+    from pit_det.data import make_synthetic_coco
+    from pit_det.demo import load_demo_config
+    register_all_modules()
+    data = make_synthetic_coco(tmp_path / 'data', num_train=2, num_val=2)
+    runners = [RUNNERS.build(load_demo_config(data, tmp_path / name)) for name in ('first', 'second')]
+    for runner, name in zip(runners, ('first', 'second')):
+        assert type(runner).__name__ == 'PiTRunner'
+        assert runner.visualizer._vis_backends['LocalVisBackend']._save_dir.startswith(str(tmp_path / name))
+        assert list((tmp_path / name).glob('*/vis_data/config.py'))  # each run's config beside its own logs
+    # mmengine's own Runner, in a fresh process: the second run gets the first run's visualizer back
+    script = (f'from mmdet.utils import register_all_modules; from mmengine.runner import Runner; '
+              f'from pit_det.demo import load_demo_config; register_all_modules(); runners = []\n'
+              f'for name in ("plain1", "plain2"):\n'
+              f'    cfg = load_demo_config({str(data)!r}, {str(tmp_path)!r} + "/" + name); cfg.pop("runner_type")\n'
+              f'    runners.append(Runner.from_cfg(cfg))\n'
+              f'print("SAVE_DIR", runners[1].visualizer._vis_backends["LocalVisBackend"]._save_dir)')
+    run = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True)
+    assert f'SAVE_DIR {tmp_path / "plain1"}' in run.stdout, run.stderr[-2000:]
