@@ -116,3 +116,34 @@ def test_bf16_inference_is_close_to_fp32_and_returns_float32():
     match = ((bf16.bboxes - fp32.bboxes[top]).abs().sum(-1)).argmin()
     assert (bf16.bboxes[match] - fp32.bboxes[top]).abs().max() < 2.0  # px, on a 160x192 input
     assert abs(bf16.scores.max() - fp32.scores.max()) < 0.02
+
+
+def test_bf16_path_runs_backbone_and_encoder_in_bf16_and_the_boxes_in_float32():
+    register_all_modules()
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'))
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.eval()
+    from test_configs import tiny_batch
+    inputs, samples = tiny_batch()
+    seen = {}
+
+    def record(name):
+        def hook(module, args, output):
+            seen.setdefault(name, output.dtype)
+        return hook
+    model.backbone.patch_embed.conv.register_forward_hook(record('backbone'))
+    model.encoder.layers[0].ffn.layers[1].register_forward_hook(record('encoder'))
+    model.decoder.layers[0].ffn.layers[1].register_forward_hook(record('decoder'))
+    model.bbox_head.reg_branches[-1].register_forward_hook(record('boxes'))
+    with torch.no_grad():
+        fp32 = model.predict(inputs, samples)[0].pred_instances
+        seen.clear()
+        model.inference['path'] = 'bf16'
+        bf16 = model.predict(inputs, samples)[0].pred_instances
+    assert seen == dict(backbone=torch.bfloat16, encoder=torch.bfloat16, decoder=torch.float32, boxes=torch.float32)
+    assert not torch.is_autocast_enabled('cpu') and not model._bf16  # nothing left switched on
+    assert bf16.bboxes.dtype == bf16.scores.dtype == torch.float32
+    top = fp32.scores.argmax()
+    match = ((bf16.bboxes - fp32.bboxes[top]).abs().sum(-1)).argmin()
+    assert (bf16.bboxes[match] - fp32.bboxes[top]).abs().max() < 2.0  # px, on a 160x192 input

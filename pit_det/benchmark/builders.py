@@ -8,8 +8,8 @@ Model specs:
     ``path/to/config.py``   a detector config; the mode picks backbone, forward (no post-processing) or predict
 
 Any spec may end in ``@PATH``, the way it runs: ``@fp32`` (eager, the default), ``@bf16`` (eager under CPU/CUDA
-bf16 autocast), ``@compile`` (``torch.compile`` of the backbone, inductor; the rest eager) or ``@onnxruntime``
-(detectors in predict mode: exported with :mod:`pit_det.export.onnx`, run by onnxruntime on the CPU). Every path of
+bf16 autocast; a ``FastDeformableDETR`` in predict mode runs its own ``inference=dict(path='bf16')``), ``@compile``
+(``torch.compile`` of the backbone, inductor; the rest eager) or ``@onnxruntime`` (detectors in predict mode: exported with :mod:`pit_det.export.onnx`, run by onnxruntime on the CPU). Every path of
 one spec is built from the same seed, so they share their weights.
 """
 from __future__ import annotations
@@ -115,6 +115,10 @@ def build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device: 
     torch.manual_seed(0)  # every path of a spec gets the same weights
     model, call, macs_model, macs_call = _build_eager(base, mode, size, batch, device, cpu_deform_attn, checkpoint)
     if path == 'bf16':
+        if mode == 'predict' and isinstance(getattr(model, 'inference', None), dict):
+            model.inference['path'] = 'bf16'  # FastDeformableDETR's own bf16 path, as `mim test` runs it
+            return model, call, None, None
+
         def call_bf16(x, inner=call):
             with torch.autocast(device, dtype=torch.bfloat16):
                 return inner(x)
