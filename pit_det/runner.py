@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import os.path as osp
+import sys
 
 import torch
 import torch.distributed as dist
@@ -18,7 +19,24 @@ from mmengine.registry import OPTIM_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
 from mmengine.visualization import Visualizer
 
-from .preflight import check_test, check_train
+from .models.weights import CheckpointMismatchError, CheckpointReadError, WeightsUnavailableError
+from .preflight import PreflightError, check_test, check_train
+
+# What stops a run for a reason its message explains (data, weights, a checkpoint that does not fit): the command
+# line tools print the message alone, without a traceback.
+STOP_ERRORS = (PreflightError, CheckpointMismatchError, CheckpointReadError, WeightsUnavailableError)
+
+
+def _print_stop_errors(previous):
+    """A ``sys.excepthook`` that prints a :data:`STOP_ERRORS` exception as ``error: MESSAGE`` (exit status 1, as
+    for any uncaught exception) and hands everything else to ``previous``."""
+    def hook(exc_type, exc, tb):
+        if issubclass(exc_type, STOP_ERRORS):
+            print(f'error: {exc}', file=sys.stderr)
+        else:
+            previous(exc_type, exc, tb)
+    hook.pit_det_stop_errors = True
+    return hook
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -41,8 +59,8 @@ class BF16AutocastOptimWrapper(OptimWrapper):
 @RUNNERS.register_module()
 class PiTRunner(Runner):
     """mmengine's Runner with preflight checks in :meth:`train` and :meth:`test`, atomic checkpoint files, a config
-    dump that never replaces the run's own config file, a visualizer of its own, and ``--amp`` as bf16 autocast on
-    the CPU.
+    dump that never replaces the run's own config file, a visualizer of its own, ``--amp`` as bf16 autocast on the
+    CPU, and a run stopped by one of :data:`STOP_ERRORS` ending with its message instead of a traceback.
 
     With ``--launcher pytorch`` on a machine without a GPU (``torchrun --nproc_per_node N tools/train.py CONFIG
     --launcher pytorch``) the processes join a gloo group and the model is wrapped in DDP without device ids:
@@ -51,6 +69,11 @@ class PiTRunner(Runner):
     """
 
     def __init__(self, *args, launcher: str = 'none', **kwargs) -> None:
+        # mmdet's tools/train.py and tools/test.py (what `mim train`/`mim test` run) do not catch errors: a run that
+        # cannot start printed a traceback into mmengine's internals above the message. Only uncaught exceptions
+        # reach sys.excepthook, so code that builds a runner and catches these errors is unaffected.
+        if not getattr(sys.excepthook, 'pit_det_stop_errors', False):
+            sys.excepthook = _print_stop_errors(sys.excepthook)
         if launcher == 'pytorch' and not torch.cuda.is_available() and not dist.is_initialized():
             dist.init_process_group(backend='gloo')  # torchrun's env://; mmengine then skips its own init_dist
         super().__init__(*args, launcher=launcher, **kwargs)

@@ -21,14 +21,13 @@ def run_mmdet_tool(name: str, argv: list[str]) -> int:
     the message and exit status 1 instead of a traceback.
     """
     import pit_det  # noqa: F401  (registers PiT even for configs without custom_imports)
-    from ..models.weights import CheckpointMismatchError, CheckpointReadError, WeightsUnavailableError
-    from ..preflight import PreflightError
+    from ..runner import STOP_ERRORS
 
     path = mmdet_tool_path(name)
     sys.argv = [str(path)] + list(argv)
     try:
         runpy.run_path(str(path), run_name='__main__')
-    except (PreflightError, CheckpointMismatchError, CheckpointReadError, WeightsUnavailableError) as exc:
+    except STOP_ERRORS as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     return 0
