@@ -15,7 +15,7 @@ ALLOWED = {
     'serialization': set(),
     'data': set(),
     'preflight': {'models'},
-    'runner': {'preflight'},
+    'runner': {'preflight', 'models'},
     'draw': {'models'},
     'demo': {'data', 'draw'},
     'benchmark': {'models', 'ops', 'data', 'export', '__init__'},  # __init__: registration in a fresh process
@@ -24,7 +24,7 @@ ALLOWED = {
     'evaluation': set(),
     'export': {'models', 'ops'},
     'cli': {'analysis', 'benchmark', 'data', 'demo', 'draw', 'evaluation', 'export', 'models', 'ops', 'preflight',
-            '__init__'},
+            'runner', '__init__'},
 }
 
 
