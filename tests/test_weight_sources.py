@@ -100,6 +100,9 @@ def test_url_loads_like_the_file(tmp_path, server, torch_home):
         torch.testing.assert_close(from_url.state_dict()[key], value, rtol=0, atol=0)
     assert from_url.load_report.layout == 'official' and from_url.load_report.loaded == len(from_disk.state_dict())
     assert cached(torch_home) == [name]
+    # the log line names the source, the cached file, the layout and the tensors loaded
+    assert from_url.load_report.summary().startswith(f'{server.url(name)} ({torch_home / name}): layout official, ')
+    assert from_disk.load_report.summary().startswith(f'{path}: layout official, ')
     PiT(arch='s', init_cfg=dict(type='Pretrained', checkpoint=server.url(name))).init_weights()
     assert server.gets[name] == 1  # the second load reads the cache
 
@@ -154,6 +157,8 @@ reference = load_file(sys.argv[1])
 model = PiT(arch='ti', init_cfg=dict(type='Pretrained', checkpoint='hf-hub:timm/pit_ti_224.in1k'))
 model.init_weights()
 assert model.load_report.layout == 'timm', model.load_report
+assert model.load_report.summary().startswith(f'hf-hub:timm/pit_ti_224.in1k ({sys.argv[1]}): layout timm, '), \
+    model.load_report.summary()
 for key, value in model.state_dict().items():
     assert torch.equal(value, reference[key]), key
 timm_model = timm.create_model('pit_ti_224', pretrained=False).eval()

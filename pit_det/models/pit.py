@@ -19,8 +19,8 @@ from mmengine.model import BaseModule
 from mmdet.registry import MODELS
 from torch import nn
 
-from .weights import (ConversionReport, check_backbone_fit, convert_pit_checkpoint, recognises_pit_checkpoint,
-                      take_prefixed)
+from .weights import (ConversionReport, check_backbone_fit, convert_pit_checkpoint, origin_of,
+                      recognises_pit_checkpoint, take_prefixed)
 
 ARCH_ZOO: dict[str, dict] = {
     'ti': dict(patch_size=16, stride=8, base_dims=(32, 32, 32), depths=(2, 6, 4), heads=(2, 4, 8)),
@@ -354,7 +354,7 @@ class PiT(BaseModule):
         local = take_prefixed(state_dict, prefix)
         if not local:
             return
-        report = ConversionReport('')
+        report = ConversionReport('', origin=origin_of(local))
         converted = convert_pit_checkpoint(local, num_stages=len(self.transformers), report=report)
         pos = converted.get('pos_embed')
         if pos is not None and pos.ndim == 4 and pos.shape[:2] == self.pos_embed.shape[:2]:

@@ -19,7 +19,7 @@ from mmengine.model import BaseModule
 from mmdet.registry import MODELS
 from torch import nn
 
-from .weights import (CheckpointMismatchError, ConversionReport, check_backbone_fit, extract_state_dict,
+from .weights import (CheckpointMismatchError, ConversionReport, check_backbone_fit, extract_state_dict, origin_of,
                       take_prefixed)
 
 _DROPPED_PREFIXES = ('head.', 'fc_norm.', 'norm.', 'head_dist.')
@@ -119,7 +119,7 @@ class ViTPyramid(BaseModule):
         if not local:
             return
         local = extract_state_dict(local)
-        report = ConversionReport('timm-vit')
+        report = ConversionReport('timm-vit', origin=origin_of(local))
         converted = {}
         for key, value in local.items():
             bare = key[len('vit.'):] if key.startswith('vit.') else key

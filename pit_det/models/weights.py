@@ -33,6 +33,7 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,9 +70,10 @@ class ConversionReport:
     total: int = 0
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    origin: str | None = None  # where the tensors were read from (see :func:`origin_of`)
 
     def summary(self) -> str:
-        text = (f'layout {self.layout}, {self.loaded}/{self.total} tensors loaded, {len(self.renamed)} renamed, '
+        text = (f'{self.origin}: ' if self.origin else '') + (f'layout {self.layout}, {self.loaded}/{self.total} tensors loaded, {len(self.renamed)} renamed, '
                 f'{len(self.dropped)} dropped (classifier or unused stages)')
         if self.missing:
             text += f'; missing: {self.missing}'
@@ -110,9 +112,43 @@ def read_checkpoint(path: str | Path, map_location='cpu') -> dict:
                                   'of another format; fetch or save it again') from None
 
 
+# Where each tensor read by the loaders below came from, so that the log line of the model that finally loads it
+# names the source and the file (a tag or URL and the cached file it resolved to). Keyed by id, checked by weakref.
+_ORIGINS: dict[int, tuple[weakref.ref, str]] = {}
+
+
+def _remember_origin(checkpoint, origin: str):
+    """Tag every tensor of a checkpoint just read with ``origin``; return the checkpoint."""
+    for key in [k for k, (ref, _) in _ORIGINS.items() if ref() is None]:
+        del _ORIGINS[key]
+    stack = [checkpoint]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, torch.Tensor):
+            _ORIGINS[id(obj)] = (weakref.ref(obj), origin)
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+    return checkpoint
+
+
+def origin_of(state_dict: dict) -> str | None:
+    """``'SOURCE (FILE)'`` (or the path of a local file) the tensors of ``state_dict`` (nested dicts included, as in
+    ``{'model': {...}}``) were read from, if known."""
+    stack = [state_dict]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, torch.Tensor):
+            ref, origin = _ORIGINS.get(id(obj), (None, None))
+            if ref is not None and ref() is obj:
+                return origin
+    return None
+
+
 def load_from_local(filename: str, map_location=None) -> dict:
     """mmengine ``CheckpointLoader`` scheme for local paths (prefix ``''``): :func:`read_checkpoint`."""
-    return read_checkpoint(filename, map_location)
+    return _remember_origin(read_checkpoint(filename, map_location), osp.abspath(osp.expanduser(filename)))
 
 
 CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
@@ -191,8 +227,10 @@ def load_from_hf_hub(filename: str, map_location=None) -> dict:
     path = _rank0_first(lambda: _download_hf(filename))
     if path.endswith('.safetensors'):
         from safetensors.torch import load_file
-        return load_file(path, device='cpu' if map_location is None else str(map_location))
-    return read_checkpoint(path, map_location)
+        checkpoint = load_file(path, device='cpu' if map_location is None else str(map_location))
+    else:
+        checkpoint = read_checkpoint(path, map_location)
+    return _remember_origin(checkpoint, f'{filename} ({path})')
 
 
 def _download_url(url: str) -> str:
@@ -222,7 +260,7 @@ def load_from_http(filename: str, map_location=None) -> dict:
     """mmengine ``CheckpointLoader`` scheme for URLs: torch.hub's cached download with the hash prefix checked."""
     path = _rank0_first(lambda: _download_url(filename))
     try:
-        return read_checkpoint(path, map_location)
+        return _remember_origin(read_checkpoint(path, map_location), f'{filename} ({path})')
     except CheckpointReadError:
         if osp.isfile(path):  # a refused file must not be found in the cache next time
             os.remove(path)
