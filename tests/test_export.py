@@ -35,7 +35,9 @@ def test_demo_detector_exports_and_matches_in_onnxruntime(demo_checkpoint, tmp_p
     graph = onnx.load(str(out)).graph
     assert [i.name for i in graph.input] == ['image'] and [o.name for o in graph.output] == ['boxes', 'scores',
                                                                                             'labels']
-    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [1, 3, 128, 160]
+    dims = [(d.dim_param or d.dim_value) for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ['batch', 3, 128, 160]  # any batch, the exported size
+    assert 'onnxruntime (batch of 2) vs mmdet predict' in printed
     assert any(node.op_type == 'GridSample' for node in graph.node)  # the deformable attention, in standard ONNX
 
 
@@ -49,8 +51,9 @@ def test_pit_s_detectors_export(config, tmp_path):
     model.init_weights()
     model.eval()
     path = export(model, 160, 192, tmp_path / 'pit_s.onnx')
-    result = compare(model, path, torch.rand(1, 3, 160, 192) * 255, topk=20)
-    assert result.ok and result.labels_equal, result
+    for batch in (1, 3):  # exported with a batch of 2: the batch axis is free
+        result = compare(model, path, torch.rand(batch, 3, 160, 192) * 255, topk=20)
+        assert result.batch == batch and result.ok and result.labels_equal, result
     assert result.max_box_diff_px <= 0.05 and result.max_score_diff <= 1e-4
 
 
@@ -95,6 +98,14 @@ def test_inference_paths_of_the_detector(demo_checkpoint, tmp_path):
             result = model.predict(data['inputs'], data['data_samples'])[0].pred_instances
         assert result.bboxes.dtype == torch.float32 and set(model.state_dict()) == keys  # compile keeps the names
         outputs[path] = result
+        if path == 'onnxruntime':  # a batch of two in one onnxruntime call: each image as alone
+            _, more = tiny_batch(128, 160)
+            data = model.data_preprocessor({'inputs': [inputs[0], inputs[0].flip(0)], 'data_samples': more + samples},
+                                           False)
+            with torch.no_grad():
+                pair = model.predict(data['inputs'], data['data_samples'])
+            assert torch.allclose(pair[1].pred_instances.bboxes, result.bboxes, atol=1e-3)
+            assert torch.equal(pair[1].pred_instances.labels, result.labels)
     eager = outputs['eager']
     for path in ('compile', 'onnxruntime'):
         assert (outputs[path].bboxes - eager.bboxes).abs().max() < 0.05, path

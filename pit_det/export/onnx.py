@@ -1,13 +1,15 @@
-"""A whole Deformable DETR as one ONNX graph, checked in onnxruntime against torch.
+"""A whole Deformable DETR as one ONNX graph, checked in onnxruntime against mmdet's ``predict``.
 
-The graph takes ``image``: float32 ``(1, 3, H, W)``, RGB, 0-255, at the shape it was exported for; it normalises
-inside, runs the detector's own ``predict`` and returns ``boxes`` ``(1, K, 4)`` (x1, y1, x2, y2 in input pixels),
-``scores`` ``(1, K)`` and ``labels`` ``(1, K)`` int64, best first: what mmdet's ``predict`` returns for that input.
+The graph takes ``image``: float32 ``(N, 3, H, W)``, RGB, 0-255, any batch N, at the size it was exported for; it
+normalises inside and returns ``boxes`` ``(N, K, 4)`` (x1, y1, x2, y2 in input pixels), ``scores`` ``(N, K)`` and
+``labels`` ``(N, K)`` int64, best first: for each image, what mmdet's ``predict`` returns for it.
 
-Nothing in mmdet is patched: a wrapper module holds the detector, and the fused CPU deformable attention is swapped
-for mmcv's pure-PyTorch op, whose ``grid_sample`` is standard ONNX (opset >= 16). Export uses torch's TorchScript
-exporter (``dynamo=False``): the dynamo exporter stops on a data-dependent access inside mmdet's post-processing.
-The batch is fixed at 1: mmdet's ``predict`` handles images one by one in Python lists, which tracing unrolls.
+Nothing in mmdet is patched: a wrapper module holds the detector and runs its backbone, neck, transformer and head as
+the detector does; only the last step, mmdet's per-image post-processing (a Python loop over images, which tracing
+would unroll into a fixed batch), is written here batched, the same operations on a batch axis. The fused CPU
+deformable attention is swapped for mmcv's pure-PyTorch op, whose ``grid_sample`` is standard ONNX (opset >= 16).
+Export uses torch's TorchScript exporter (``dynamo=False``): the dynamo exporter stops on a data-dependent access
+inside mmdet's transformer.
 """
 from __future__ import annotations
 
@@ -38,23 +40,60 @@ def require_runtime():
 
 
 class DetectorGraph(nn.Module):
-    """``image (1, 3, H, W) RGB 0-255 -> boxes, scores, labels`` around a Deformable DETR's ``predict``."""
+    """``image (N, 3, H, W) RGB 0-255 -> boxes, scores, labels`` through a Deformable DETR, batched.
+
+    The head's post-processing is mmdet's ``DETRHead._predict_by_feat_single`` for sigmoid classifiers (Deformable
+    DETR's focal loss) without rescaling: the top ``max_per_img`` of all query-class scores, boxes from cx, cy, w, h
+    to corners in pixels, clamped to the image.
+    """
 
     def __init__(self, detector: nn.Module, height: int, width: int) -> None:
         super().__init__()
         from mmdet.structures import DetDataSample
+        if not detector.bbox_head.loss_cls.use_sigmoid:
+            raise ExportError('the exporter knows Deformable DETR heads with sigmoid scores (focal loss), as in '
+                              'mmdet\'s and this package\'s configs; this head uses softmax')
         self.detector = detector
         preprocessor = detector.data_preprocessor
         self.register_buffer('mean', preprocessor.mean.detach().clone().view(1, 3, 1, 1))
         self.register_buffer('std', preprocessor.std.detach().clone().view(1, 3, 1, 1))
+        self.register_buffer('size', torch.tensor([width, height, width, height], dtype=torch.float32))
         shape = (height, width)
+        # one sample stands for every image of the batch: all have this shape, so the transformer builds no masks
         self.samples = [DetDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, batch_input_shape=shape,
                                                     pad_shape=shape, scale_factor=(1.0, 1.0)))]
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        result = self.detector.predict((image - self.mean) / self.std, self.samples, rescale=False)[0]
-        instances = result.pred_instances
-        return instances.bboxes[None], instances.scores[None], instances.labels[None].long()
+        from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
+        detector = self.detector
+        features = detector.extract_feat((image - self.mean) / self.std)
+        head_inputs = detector.forward_transformer(features, self.samples)
+        all_scores, all_boxes = detector.bbox_head(head_inputs['hidden_states'], head_inputs['references'])
+        scores, boxes = all_scores[-1].sigmoid(), all_boxes[-1]  # (N, Q, C), (N, Q, 4): the last decoder layer
+        num_classes = scores.shape[-1]
+        top = detector.bbox_head.test_cfg.get('max_per_img', scores.shape[1])
+        scores, index = scores.flatten(1).topk(top, dim=1)
+        boxes = torch.gather(boxes, 1, (index // num_classes).unsqueeze(-1).expand(-1, -1, 4))
+        boxes = torch.minimum((bbox_cxcywh_to_xyxy(boxes) * self.size).clamp(min=0), self.size)
+        return boxes, scores, index % num_classes
+
+
+def reference_predict(model: nn.Module, image: torch.Tensor) -> list[np.ndarray]:
+    """mmdet's own ``predict`` on ``image`` ``(N, 3, H, W)`` RGB 0-255, image by image, stacked as the graph's
+    ``boxes``, ``scores``, ``labels``."""
+    from mmdet.structures import DetDataSample
+    height, width = image.shape[-2:]
+    preprocessor = model.data_preprocessor
+    mean, std = preprocessor.mean.view(1, 3, 1, 1), preprocessor.std.view(1, 3, 1, 1)
+    shape = (height, width)
+    outputs = []
+    with torch.no_grad():
+        for one in image:
+            sample = DetDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, batch_input_shape=shape,
+                                                 pad_shape=shape, scale_factor=(1.0, 1.0)))
+            instances = model.predict((one[None] - mean) / std, [sample], rescale=False)[0].pred_instances
+            outputs.append((instances.bboxes.numpy(), instances.scores.numpy(), instances.labels.numpy()))
+    return [np.stack(parts) for parts in zip(*outputs)]
 
 
 def build(config: str | Path, checkpoint: str | Path):
@@ -97,8 +136,10 @@ def export(model: nn.Module, height: int, width: int, out: str | Path, opset: in
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter('ignore')  # the tracer's notes on mmdet's Python-level shape checks
-            torch.onnx.export(graph, (torch.rand(1, 3, height, width) * 255,), str(out), opset_version=opset,
-                              input_names=['image'], output_names=['boxes', 'scores', 'labels'], dynamo=False)
+            torch.onnx.export(graph, (torch.rand(2, 3, height, width) * 255,), str(out), opset_version=opset,
+                              input_names=['image'], output_names=['boxes', 'scores', 'labels'],
+                              dynamic_axes={name: {0: 'batch'} for name in ('image', 'boxes', 'scores', 'labels')},
+                              dynamo=False)
     finally:
         use_fused_cpu_deform_attn(model, enable=True)
     onnx.checker.check_model(onnx.load(str(out)))
@@ -107,6 +148,7 @@ def export(model: nn.Module, height: int, width: int, out: str | Path, opset: in
 
 @dataclass
 class Comparison:
+    batch: int
     topk: int
     max_box_diff_px: float
     max_score_diff: float
@@ -130,20 +172,20 @@ def load_image(path: str | Path, height: int, width: int) -> torch.Tensor:
 
 
 def compare(model: nn.Module, onnx_path: str | Path, image: torch.Tensor, topk: int = 20) -> Comparison:
-    """Run the file in onnxruntime and the model in torch (fused op, as deployed) on ``image``; compare the top-k."""
+    """Run the file in onnxruntime on the batch ``image`` ``(N, 3, H, W)`` at once, and mmdet's ``predict`` (fused
+    op, as deployed) image by image; compare the top-k of every image."""
     _, ort = require_runtime()
-    height, width = image.shape[-2:]
-    graph = DetectorGraph(model, height, width).eval()
-    with torch.no_grad():
-        start = time.perf_counter()
-        expected = [t.numpy() for t in graph(image)]
-        torch_ms = (time.perf_counter() - start) * 1000
+    start = time.perf_counter()
+    expected = reference_predict(model, image)
+    torch_ms = (time.perf_counter() - start) * 1000
     session = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
     start = time.perf_counter()
     got = session.run(['boxes', 'scores', 'labels'], {'image': image.numpy()})
     ort_ms = (time.perf_counter() - start) * 1000
+    if got[0].shape != expected[0].shape:
+        raise ExportError(f'{onnx_path} returned boxes of shape {got[0].shape}, mmdet {expected[0].shape}')
     k = min(topk, expected[1].shape[1])
-    return Comparison(topk=k, max_box_diff_px=float(np.abs(got[0][:, :k] - expected[0][:, :k]).max()),
+    return Comparison(batch=image.shape[0], topk=k, max_box_diff_px=float(np.abs(got[0][:, :k] - expected[0][:, :k]).max()),
                       max_score_diff=float(np.abs(got[1][:, :k] - expected[1][:, :k]).max()),
                       labels_equal=bool(np.array_equal(got[2][:, :k], expected[2][:, :k])),
                       torch_ms=torch_ms, onnxruntime_ms=ort_ms)

@@ -92,7 +92,7 @@ class FastDeformableDETR(DeformableDETR):
         return {**outputs, 'memory': outputs['memory'].float()}
 
     def _predict_onnxruntime(self, batch_inputs, batch_data_samples, rescale: bool):
-        """Run the exported graph (which normalises itself) on the de-normalised RGB batch, image by image."""
+        """Run the exported graph (which normalises itself) on the de-normalised RGB batch."""
         if self._session is None:
             try:
                 import onnxruntime
@@ -108,10 +108,10 @@ class FastDeformableDETR(DeformableDETR):
                              'size (pit-det-export-onnx --shape)')
         preprocessor = self.data_preprocessor
         images = (batch_inputs.float() * preprocessor.std + preprocessor.mean).cpu().numpy()
+        boxes, scores, labels = self._session.run(None, {'image': images})
         for i, sample in enumerate(batch_data_samples):
-            boxes, scores, labels = self._session.run(None, {'image': images[i:i + 1]})
-            instances = InstanceData(bboxes=torch.from_numpy(boxes[0]), scores=torch.from_numpy(scores[0]),
-                                     labels=torch.from_numpy(labels[0]))
+            instances = InstanceData(bboxes=torch.from_numpy(boxes[i]), scores=torch.from_numpy(scores[i]),
+                                     labels=torch.from_numpy(labels[i]))
             if rescale:
                 instances.bboxes /= instances.bboxes.new_tensor(sample.metainfo['scale_factor']).repeat((1, 2))
             sample.pred_instances = instances
