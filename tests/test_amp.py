@@ -99,14 +99,19 @@ def test_cuda_deformable_attention_under_autocast(dtype):
     assert ((mixed.float() - reference).abs().max() / reference.abs().max()).item() < 0.05
 
 
-def test_bf16_inference_is_close_to_fp32_and_returns_float32():
+def demo_model_and_batch():
+    """The demo detector (random weights, eval mode) and a 160x192 batch of one."""
     register_all_modules()
     cfg = Config.fromfile(str(ROOT / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'))
     model = MODELS.build(cfg.model)
     model.init_weights()
     model.eval()
     from test_configs import tiny_batch
-    inputs, samples = tiny_batch()
+    return (model, *tiny_batch())
+
+
+def test_bf16_inference_is_close_to_fp32_and_returns_float32():
+    model, inputs, samples = demo_model_and_batch()
     with torch.no_grad():
         fp32 = model.predict(inputs, samples)[0].pred_instances
         with torch.autocast('cpu', dtype=torch.bfloat16):
@@ -119,13 +124,7 @@ def test_bf16_inference_is_close_to_fp32_and_returns_float32():
 
 
 def test_bf16_path_runs_backbone_and_encoder_in_bf16_and_the_boxes_in_float32():
-    register_all_modules()
-    cfg = Config.fromfile(str(ROOT / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'))
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    model.eval()
-    from test_configs import tiny_batch
-    inputs, samples = tiny_batch()
+    model, inputs, samples = demo_model_and_batch()
     seen = {}
 
     def record(name):
