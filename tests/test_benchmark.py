@@ -101,6 +101,7 @@ def test_paths_of_one_model_in_one_interleaved_table():
     results = run_benchmark(specs, [(64, 96)], warmup=0, iters=2, mode='predict', progress=lambda m: None)
     assert [r.model for r in results] == specs and all(len(r.samples_ms) == 2 for r in results)
     assert len({r.params_m for r in results}) == 1  # the same model behind every path
+    assert [r.precision for r in results] == ['fp32', 'bf16', 'fp32']
     with pytest.raises(BenchmarkError, match=r'unknown path @int8'):
         run_benchmark([f'{config}@int8'], [(64, 96)], warmup=0, iters=1, mode='predict', progress=lambda m: None)
     with pytest.raises(BenchmarkError, match='whole detector in predict mode'):

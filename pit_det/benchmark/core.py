@@ -144,7 +144,8 @@ def collect(request: Request, size: tuple[int, int], entries: list[Entry]) -> li
         median = statistics.median(times)
         results.append(Result(
             model=e.spec, mode=request.mode, size=f'{size[0]}x{size[1]}', batch=request.batch,
-            precision=request.precision, device=request.device, median_ms=round(median, 3),
+            precision='bf16' if split_path(e.spec)[1] == 'bf16' else request.precision, device=request.device,
+            median_ms=round(median, 3),
             mean_ms=round(statistics.fmean(times), 3),
             p90_ms=round(times[min(len(times) - 1, math.ceil(0.9 * len(times)) - 1)], 3),
             images_per_s=round(request.batch * 1000 / median, 3), peak_mem_mib=round(e.peak_mib, 1),

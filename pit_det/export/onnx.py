@@ -185,7 +185,8 @@ def compare(model: nn.Module, onnx_path: str | Path, image: torch.Tensor, topk: 
     if got[0].shape != expected[0].shape:
         raise ExportError(f'{onnx_path} returned boxes of shape {got[0].shape}, mmdet {expected[0].shape}')
     k = min(topk, expected[1].shape[1])
-    return Comparison(batch=image.shape[0], topk=k, max_box_diff_px=float(np.abs(got[0][:, :k] - expected[0][:, :k]).max()),
+    return Comparison(batch=image.shape[0], topk=k,
+                      max_box_diff_px=float(np.abs(got[0][:, :k] - expected[0][:, :k]).max()),
                       max_score_diff=float(np.abs(got[1][:, :k] - expected[1][:, :k]).max()),
                       labels_equal=bool(np.array_equal(got[2][:, :k], expected[2][:, :k])),
                       torch_ms=torch_ms, onnxruntime_ms=ort_ms)

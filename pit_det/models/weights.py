@@ -73,8 +73,9 @@ class ConversionReport:
     origin: str | None = None  # where the tensors were read from (see :func:`origin_of`)
 
     def summary(self) -> str:
-        text = (f'{self.origin}: ' if self.origin else '') + (f'layout {self.layout}, {self.loaded}/{self.total} tensors loaded, {len(self.renamed)} renamed, '
-                f'{len(self.dropped)} dropped (classifier or unused stages)')
+        text = (f'{self.origin}: ' if self.origin else '') + (
+            f'layout {self.layout}, {self.loaded}/{self.total} tensors loaded, {len(self.renamed)} renamed, '
+            f'{len(self.dropped)} dropped (classifier or unused stages)')
         if self.missing:
             text += f'; missing: {self.missing}'
         if self.unexpected:
