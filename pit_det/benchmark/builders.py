@@ -21,7 +21,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..models.utils import explicit_attention
+from ..models import FastDeformableDETR
+from ..models.utils import explicit_attention, image_sample
 from .report import BenchmarkError
 
 MODES = ('backbone', 'forward', 'predict')
@@ -91,16 +92,13 @@ def build_detector(config: str | Path, cpu_deform_attn: str = 'fused') -> tuple[
 
 def detector_call(model: nn.Module, mode: str, size: tuple[int, int], batch: int) -> Callable:
     """``call(x)`` running ``model`` in ``mode`` (see :data:`MODES`) on a batch of ``size`` images."""
-    from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
 
     if mode == 'backbone':
         return model.backbone
-    h, w = size
     samples = []
     for _ in range(batch):
-        sample = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), batch_input_shape=(h, w),
-                                             scale_factor=(1.0, 1.0), pad_shape=(h, w)))
+        sample = image_sample(*size)
         sample.gt_instances = InstanceData()
         samples.append(sample)
     if mode == 'forward':
@@ -116,7 +114,7 @@ def build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device: 
     torch.manual_seed(0)  # every path of a spec gets the same weights
     model, call, macs_model, macs_call = _build_eager(base, mode, size, batch, device, cpu_deform_attn, checkpoint)
     if path == 'bf16':
-        if mode == 'predict' and isinstance(getattr(model, 'inference', None), dict):
+        if mode == 'predict' and isinstance(model, FastDeformableDETR):
             model.inference['path'] = 'bf16'  # FastDeformableDETR's own bf16 path, as `mim test` runs it
             return model, call, None, None
 

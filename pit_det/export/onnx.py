@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.utils import image_sample
+
 SUPPORTED = ('DeformableDETR', 'FastDeformableDETR')
 
 
@@ -49,7 +51,6 @@ class DetectorGraph(nn.Module):
 
     def __init__(self, detector: nn.Module, height: int, width: int) -> None:
         super().__init__()
-        from mmdet.structures import DetDataSample
         if not detector.bbox_head.loss_cls.use_sigmoid:
             raise ExportError('the exporter knows Deformable DETR heads with sigmoid scores (focal loss), as in '
                               'mmdet\'s and this package\'s configs; this head uses softmax')
@@ -58,10 +59,8 @@ class DetectorGraph(nn.Module):
         self.register_buffer('mean', preprocessor.mean.detach().clone().view(1, 3, 1, 1))
         self.register_buffer('std', preprocessor.std.detach().clone().view(1, 3, 1, 1))
         self.register_buffer('size', torch.tensor([width, height, width, height], dtype=torch.float32))
-        shape = (height, width)
         # one sample stands for every image of the batch: all have this shape, so the transformer builds no masks
-        self.samples = [DetDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, batch_input_shape=shape,
-                                                    pad_shape=shape, scale_factor=(1.0, 1.0)))]
+        self.samples = [image_sample(height, width)]
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
@@ -81,16 +80,12 @@ class DetectorGraph(nn.Module):
 def reference_predict(model: nn.Module, image: torch.Tensor) -> list[np.ndarray]:
     """mmdet's own ``predict`` on ``image`` ``(N, 3, H, W)`` RGB 0-255, image by image, stacked as the graph's
     ``boxes``, ``scores``, ``labels``."""
-    from mmdet.structures import DetDataSample
-    height, width = image.shape[-2:]
     preprocessor = model.data_preprocessor
     mean, std = preprocessor.mean.view(1, 3, 1, 1), preprocessor.std.view(1, 3, 1, 1)
-    shape = (height, width)
     outputs = []
     with torch.no_grad():
         for one in image:
-            sample = DetDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, batch_input_shape=shape,
-                                                 pad_shape=shape, scale_factor=(1.0, 1.0)))
+            sample = image_sample(*image.shape[-2:])
             instances = model.predict((one[None] - mean) / std, [sample], rescale=False)[0].pred_instances
             outputs.append((instances.bboxes.numpy(), instances.scores.numpy(), instances.labels.numpy()))
     return [np.stack(parts) for parts in zip(*outputs)]

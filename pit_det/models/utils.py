@@ -1,4 +1,5 @@
-"""Switches shared by PiT and timm's transformers."""
+"""Helpers shared across models and tools: the attention switch of PiT's and timm's transformers, one image's
+data sample."""
 from __future__ import annotations
 
 import contextlib
@@ -21,3 +22,11 @@ def explicit_attention(model: nn.Module):
     finally:
         for module in switched:
             module.fused_attn = True
+
+
+def image_sample(height: int, width: int):
+    """The data sample of one unpadded, unscaled ``height x width`` input, as a detector's ``predict`` takes it."""
+    from mmdet.structures import DetDataSample
+    shape = (height, width)
+    return DetDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, batch_input_shape=shape, pad_shape=shape,
+                                       scale_factor=(1.0, 1.0)))
