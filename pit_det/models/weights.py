@@ -118,32 +118,31 @@ def read_checkpoint(path: str | Path, map_location='cpu') -> dict:
 _ORIGINS: dict[int, tuple[weakref.ref, str]] = {}
 
 
+def _tensors(obj):
+    """Every tensor of ``obj``, a tensor or a dict nesting them (``{'state_dict': {...}}``, ``{'model': {...}}``)."""
+    stack = [obj]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, torch.Tensor):
+            yield obj
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+
+
 def _remember_origin(checkpoint, origin: str):
     """Tag every tensor of a checkpoint just read with ``origin``; return the checkpoint."""
     for key in [k for k, (ref, _) in _ORIGINS.items() if ref() is None]:
         del _ORIGINS[key]
-    stack = [checkpoint]
-    while stack:
-        obj = stack.pop()
-        if isinstance(obj, torch.Tensor):
-            _ORIGINS[id(obj)] = (weakref.ref(obj), origin)
-        elif isinstance(obj, dict):
-            stack.extend(obj.values())
+    _ORIGINS.update((id(tensor), (weakref.ref(tensor), origin)) for tensor in _tensors(checkpoint))
     return checkpoint
 
 
 def origin_of(state_dict: dict) -> str | None:
-    """``'SOURCE (FILE)'`` (or the path of a local file) the tensors of ``state_dict`` (nested dicts included, as in
-    ``{'model': {...}}``) were read from, if known."""
-    stack = [state_dict]
-    while stack:
-        obj = stack.pop()
-        if isinstance(obj, dict):
-            stack.extend(obj.values())
-        elif isinstance(obj, torch.Tensor):
-            ref, origin = _ORIGINS.get(id(obj), (None, None))
-            if ref is not None and ref() is obj:
-                return origin
+    """``'SOURCE (FILE)'`` (or the path of a local file) the tensors of ``state_dict`` were read from, if known."""
+    for tensor in _tensors(state_dict):
+        ref, origin = _ORIGINS.get(id(tensor), (None, None))
+        if ref is not None and ref() is tensor:
+            return origin
     return None
 
 
