@@ -70,10 +70,24 @@ def test_a_run_never_rewrites_the_config_it_was_started_from(tmp_path):
     assert len(dumps) == 1 and 'fp16=True' in dumps[0].read_text()
 
 
+PLAIN_RUNNERS = r'''
+import sys
+from mmdet.utils import register_all_modules
+from mmengine.runner import Runner
+from pit_det.demo import load_demo_config
+register_all_modules()
+runners = []
+for work in sys.argv[2:]:
+    cfg = load_demo_config(sys.argv[1], work)
+    cfg.pop('runner_type')
+    runners.append(Runner.from_cfg(cfg))
+print('SAVE_DIR', runners[1].visualizer._vis_backends['LocalVisBackend']._save_dir)
+'''
+
+
 def test_two_runs_in_one_process_write_into_their_own_work_dirs(tmp_path):
     from mmdet.registry import RUNNERS
     from mmdet.utils import register_all_modules
-    from mmengine.runner import Runner
 
     from pit_det.data import make_synthetic_coco
     from pit_det.demo import load_demo_config
@@ -85,11 +99,6 @@ def test_two_runs_in_one_process_write_into_their_own_work_dirs(tmp_path):
         assert runner.visualizer._vis_backends['LocalVisBackend']._save_dir.startswith(str(tmp_path / name))
         assert list((tmp_path / name).glob('*/vis_data/config.py'))  # each run's config beside its own logs
     # mmengine's own Runner, in a fresh process: the second run gets the first run's visualizer back
-    script = (f'from mmdet.utils import register_all_modules; from mmengine.runner import Runner; '
-              f'from pit_det.demo import load_demo_config; register_all_modules(); runners = []\n'
-              f'for name in ("plain1", "plain2"):\n'
-              f'    cfg = load_demo_config({str(data)!r}, {str(tmp_path)!r} + "/" + name); cfg.pop("runner_type")\n'
-              f'    runners.append(Runner.from_cfg(cfg))\n'
-              f'print("SAVE_DIR", runners[1].visualizer._vis_backends["LocalVisBackend"]._save_dir)')
-    run = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True)
-    assert f'SAVE_DIR {tmp_path / "plain1"}' in run.stdout, run.stderr[-2000:]
+    plain = [str(tmp_path / 'plain1'), str(tmp_path / 'plain2')]
+    run = subprocess.run([sys.executable, '-c', PLAIN_RUNNERS, str(data), *plain], capture_output=True, text=True)
+    assert f'SAVE_DIR {plain[0]}' in run.stdout, run.stderr[-2000:]
