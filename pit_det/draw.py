@@ -5,17 +5,20 @@ from pathlib import Path
 
 import numpy as np
 
+from .outputs import check_file_output
+
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def check_request(config: str | Path, checkpoint: str | Path, image: str | Path, out: str | Path,
-                  device: str = 'cpu') -> np.ndarray:
+                  device: str = 'cpu', force: bool = False, inputs: tuple = ()) -> np.ndarray:
     """Everything :func:`draw_detections` needs, checked before a model is built; returns the image (BGR).
 
     Raises:
         FileNotFoundError: the config, checkpoint or image does not exist.
-        ValueError: ``out`` is the input image, a folder or not a picture format; the image is empty or not an
-            image; the device is not available.
+        ValueError: ``out`` is a folder or not a picture format, one of the inputs (``inputs``: more
+            ``(what, path)``), or an existing file and not ``force``; the image is empty or not an image; the device
+            is not available.
     """
     import mmcv
     import torch
@@ -24,10 +27,10 @@ def check_request(config: str | Path, checkpoint: str | Path, image: str | Path,
         if not Path(path).is_file():
             raise FileNotFoundError(f'{what} not found: {path}')
     out = Path(out)
-    if out.exists() and out.resolve() == Path(image).resolve():
-        raise ValueError(f'--out {out} is the input image: choose another path; the input is never overwritten')
     if out.is_dir() or out.suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f'--out {out}: give a picture file name ending in one of {", ".join(IMAGE_SUFFIXES)}')
+    check_file_output(out, [('input image', image), ('config', config), ('checkpoint', checkpoint), *inputs],
+                      option='--out', force=force)
     if device.startswith('cuda') and not torch.cuda.is_available():
         raise ValueError(f'--device {device}: no CUDA GPU is visible to torch; use --device cpu')
     if Path(image).stat().st_size == 0:
@@ -40,11 +43,12 @@ def check_request(config: str | Path, checkpoint: str | Path, image: str | Path,
 
 def draw_detections(config: str | Path, checkpoint: str | Path, image: str | Path, out: str | Path,
                     score_thr: float = 0.3, device: str = 'cpu', min_side: int = 512,
-                    inference: dict | None = None) -> int:
+                    inference: dict | None = None, force: bool = False) -> int:
     """Run ``config`` with ``checkpoint`` on ``image`` and write the picture with boxes to ``out``.
 
     Images whose short side is below ``min_side`` are drawn enlarged (boxes scaled alike) so labels stay legible.
     ``inference``: the detector's inference path (``FastDeformableDETR(inference=...)``), e.g. ``dict(path='bf16')``.
+    ``force``: replace an existing ``out`` (never an input).
 
     Returns:
         The number of detections drawn (score >= ``score_thr``).
@@ -53,7 +57,8 @@ def draw_detections(config: str | Path, checkpoint: str | Path, image: str | Pat
     from mmdet.apis import inference_detector, init_detector
     from mmdet.registry import VISUALIZERS
 
-    bgr = check_request(config, checkpoint, image, out, device)
+    onnx_file = (inference or {}).get('onnx_file')
+    bgr = check_request(config, checkpoint, image, out, device, force, (('ONNX file', onnx_file),))
     options = {f'model.inference.{k}': v for k, v in (inference or {}).items()}
     model = init_detector(str(config), str(checkpoint), device=device, cfg_options=options or None)
     result = inference_detector(model, bgr)

@@ -208,3 +208,44 @@ def check_test(cfg) -> None:
     dataset = check_dataset(cfg.get('test_dataloader'), 'test', findings, {})
     check_evaluator(cfg.get('test_evaluator'), dataset, 'test', findings)
     findings.raise_if_any(cfg.get('missing_data_hint') or COCO_LAYOUT)
+
+
+def check_model(model_cfg) -> None:
+    """The options of a :class:`~pit_det.models.FastDeformableDETR` that its constructor or first ``predict`` would
+    reject inside a traceback: ``cpu_deform_attn``, the inference path, and for ``onnxruntime`` an ``onnx_file``
+    that is pit-det's export of a detector with this config's number of classes (its weights are checked against
+    the checkpoint's when the detector opens it).
+
+    Raises:
+        PreflightError: naming the option and its valid values.
+    """
+    if not model_cfg or model_cfg.get('type') != 'FastDeformableDETR':
+        return
+    from .models.detectors import CPU_DEFORM_ATTN, INFERENCE_PATHS, exported_metadata
+    from .models.weights import CheckpointReadError
+    problems = []
+    if model_cfg.get('cpu_deform_attn', 'fused') not in CPU_DEFORM_ATTN:
+        problems.append(f'model.cpu_deform_attn={model_cfg["cpu_deform_attn"]!r}: use one of '
+                        f'{", ".join(CPU_DEFORM_ATTN)}')
+    inference = dict(model_cfg.get('inference') or {})
+    path, onnx_file = inference.get('path', 'eager'), inference.get('onnx_file')
+    if path not in INFERENCE_PATHS:
+        problems.append(f'model.inference.path={path!r}: use one of {", ".join(INFERENCE_PATHS)}')
+    elif (path == 'onnxruntime') != bool(onnx_file):
+        problems.append('model.inference.onnx_file=FILE goes with model.inference.path=onnxruntime (and only with '
+                        'it): export one with pit-det-export-onnx CONFIG CHECKPOINT FILE --shape HxW')
+    elif onnx_file:
+        try:
+            meta = exported_metadata(onnx_file)
+            num_classes = (model_cfg.get('bbox_head') or {}).get('num_classes')
+            if meta['pit_det.num_classes'] != str(num_classes):
+                problems.append(f'model.inference.onnx_file={onnx_file} was exported from a detector of '
+                                f'{meta["pit_det.num_classes"]} classes ({meta["pit_det.config"]}), this config '
+                                f'has {num_classes}: export this config and checkpoint with pit-det-export-onnx')
+        except ImportError as exc:
+            problems.append(f'model.inference.path=onnxruntime needs onnx and onnxruntime ({exc}): pip install '
+                            '"pit-det[export]"')
+        except (FileNotFoundError, CheckpointReadError) as exc:
+            problems.append(f'model.inference.onnx_file: {exc}')
+    if problems:
+        raise PreflightError('\n'.join(['cannot start:'] + [f'  - {p}' for p in problems]))

@@ -20,11 +20,83 @@ from mmengine.runner import Runner
 from mmengine.visualization import Visualizer
 
 from .models.weights import CheckpointMismatchError, CheckpointReadError, WeightsUnavailableError
-from .preflight import PreflightError, check_test, check_train
+from .preflight import PreflightError, check_model, check_test, check_train
 
-# What stops a run for a reason its message explains (data, weights, a checkpoint that does not fit): the command
-# line tools print the message alone, without a traceback.
-STOP_ERRORS = (PreflightError, CheckpointMismatchError, CheckpointReadError, WeightsUnavailableError)
+
+class WorkDirBusyError(RuntimeError):
+    """Another live process trains in this work dir; the message names it and the ways out."""
+
+
+# What stops a run for a reason its message explains (data, weights, a checkpoint that does not fit, a work dir in
+# use): the command line tools print the message alone, without a traceback.
+STOP_ERRORS = (PreflightError, CheckpointMismatchError, CheckpointReadError, WeightsUnavailableError,
+               WorkDirBusyError)
+
+
+class WorkDirLock:
+    """An exclusive lock on a work dir for one training process: ``WORK_DIR/.pit_det_train.lock``.
+
+    The lock is the kernel's (``flock``) on that file, so it ends with the process however it ends (``kill -9``
+    included) and a file left behind locks nothing; the file records the holder (pid, host, start, command) for the
+    message a second run prints.
+    """
+
+    NAME = '.pit_det_train.lock'
+
+    def __init__(self, work_dir: str) -> None:
+        self.path = osp.join(work_dir, self.NAME)
+        self._file = None
+
+    def acquire(self) -> 'WorkDirLock':
+        """Take the lock, or raise :class:`WorkDirBusyError` naming the process that holds it."""
+        import fcntl
+        import json
+        import socket
+        import time
+
+        os.makedirs(osp.dirname(self.path), exist_ok=True)
+        file = open(self.path, 'a+')
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            file.seek(0)
+            holder = file.read().strip()
+            file.close()
+            try:
+                info = json.loads(holder)
+                who = (f'pid {info["pid"]} on {info["host"]}, started {info["started"]}: '
+                       f'{" ".join(info["command"])}')
+            except (ValueError, KeyError, TypeError):
+                who = 'a process that left no details'
+            raise WorkDirBusyError(
+                f'work dir {osp.dirname(self.path)} is in use by another training run ({who}). Two runs in one work '
+                'dir overwrite each other\'s checkpoints and logs. Wait for it to finish, stop it (kill PID), or '
+                'give this run its own --work-dir.') from None
+        file.seek(0)
+        file.truncate()
+        file.write(json.dumps(dict(pid=os.getpid(), host=socket.gethostname(),
+                                   started=time.strftime('%Y-%m-%d %H:%M:%S'), command=sys.argv)))
+        file.flush()
+        self._file = file
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the file drops the flock
+            self._file = None
+
+    def held_by_other(self) -> bool:
+        """Whether another process holds the lock now (this one does not take it)."""
+        import fcntl
+        if self._file is not None or not osp.isfile(self.path):
+            return False
+        with open(self.path) as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(file, fcntl.LOCK_UN)
+        return False
 
 
 def _print_stop_errors(previous):
@@ -58,9 +130,10 @@ class BF16AutocastOptimWrapper(OptimWrapper):
 # mmdet's child registry is not found there ('PiTRunner is not in the runner registry'); children see the root's.
 @RUNNERS.register_module()
 class PiTRunner(Runner):
-    """mmengine's Runner with preflight checks in :meth:`train` and :meth:`test`, atomic checkpoint files, a config
-    dump that never replaces the run's own config file, a visualizer of its own, ``--amp`` as bf16 autocast on the
-    CPU, and a run stopped by one of :data:`STOP_ERRORS` ending with its message instead of a traceback.
+    """mmengine's Runner with preflight checks in :meth:`train` and :meth:`test`, one training run per work dir
+    (:class:`WorkDirLock`), atomic checkpoint files, a config dump that never replaces the run's own config file, a
+    log dir and a visualizer of its own, ``--amp`` as bf16 autocast on the CPU, and a run stopped by one of
+    :data:`STOP_ERRORS` ending with its message instead of a traceback.
 
     With ``--launcher pytorch`` on a machine without a GPU (``torchrun --nproc_per_node N tools/train.py CONFIG
     --launcher pytorch``) the processes join a gloo group and the model is wrapped in DDP without device ids:
@@ -74,9 +147,31 @@ class PiTRunner(Runner):
         # reach sys.excepthook, so code that builds a runner and catches these errors is unaffected.
         if not getattr(sys.excepthook, 'pit_det_stop_errors', False):
             sys.excepthook = _print_stop_errors(sys.excepthook)
+        if isinstance(kwargs.get('model'), dict):
+            check_model(kwargs['model'])  # options the model's constructor would reject inside a traceback
+        self._work_dir_lock = None
         if launcher == 'pytorch' and not torch.cuda.is_available() and not dist.is_initialized():
             dist.init_process_group(backend='gloo')  # torchrun's env://; mmengine then skips its own init_dist
         super().__init__(*args, launcher=launcher, **kwargs)
+
+    def setup_env(self, env_cfg) -> None:
+        """mmengine's environment setup, with a log dir of this run's own: mmengine names it by the second the run
+        started, so two runs started in one second in one work dir wrote one log file. Rank 0 creates the folder
+        (``TIMESTAMP``, else ``TIMESTAMP_1``, ...) and the other ranks take its name."""
+        from mmengine.dist import broadcast_object_list
+        super().setup_env(env_cfg)
+        stamp = [self._timestamp]
+        if self.rank == 0:
+            os.makedirs(self._work_dir, exist_ok=True)
+            for n in range(1, 1000):
+                try:
+                    os.mkdir(osp.join(self._work_dir, stamp[0]))
+                    break
+                except FileExistsError:
+                    stamp[0] = f'{self._timestamp}_{n}'
+        if self.world_size > 1:
+            broadcast_object_list(stamp)
+        self._timestamp = stamp[0]
 
     def build_visualizer(self, visualizer=None):
         """The visualizer of this run, writing under this run's log dir.
@@ -115,8 +210,16 @@ class PiTRunner(Runner):
         barrier()
 
     def train(self):
-        self._preflight(check_train)
-        return super().train()
+        """mmengine's training, after the preflight, holding the work dir's :class:`WorkDirLock` (rank 0)."""
+        if get_rank() == 0 and self._work_dir_lock is None:
+            self._work_dir_lock = WorkDirLock(self.work_dir).acquire()
+        try:
+            self._preflight(check_train)
+            return super().train()
+        finally:
+            if self._work_dir_lock is not None:
+                self._work_dir_lock.release()
+                self._work_dir_lock = None
 
     def test(self):
         self._preflight(check_test)
@@ -128,12 +231,15 @@ class PiTRunner(Runner):
 
         mmengine writes ``WORK_DIR/<config file name>``; when a run's config lives in its own work dir (a dumped
         config, such as the demo's ``work_dirs/demo/demo_config.py``), that would replace the user's file with the
-        merged options of this run, which the next run would then inherit.
+        merged options of this run, which the next run would then inherit. While another process trains in the work
+        dir, its config stays and this run's goes into this run's log dir.
         """
         source = self.cfg.filename
         target = osp.join(self.work_dir, osp.basename(source) if source else f'{self.timestamp}.py')
         if source and osp.exists(target) and osp.samefile(source, target):
             target = osp.join(self.work_dir, f'{osp.splitext(osp.basename(source))[0]}_{self.timestamp}.py')
+        elif WorkDirLock(self.work_dir).held_by_other():  # the live run's config stays; this one goes in its log dir
+            target = osp.join(self.log_dir, osp.basename(target))
         self.cfg.dump(target)
 
     @master_only
@@ -141,11 +247,11 @@ class PiTRunner(Runner):
         """mmengine's checkpoint, written to ``FILENAME.partial``, flushed to disk, then renamed.
 
         A file under a checkpoint's final name is therefore always whole; a run killed while saving leaves only the
-        ``.partial`` file. Non-local backends (``backend_args``) are written as mmengine writes them.
+        ``.PID.partial`` file. Non-local backends (``backend_args``) are written as mmengine writes them.
         """
         if kwargs.get('backend_args') or kwargs.get('file_client_args') or '://' in str(out_dir):
             return super().save_checkpoint(out_dir, filename, *args, **kwargs)
-        partial = f'{filename}.partial'
+        partial = f'{filename}.{os.getpid()}.partial'  # two processes never share one
         super().save_checkpoint(out_dir, partial, *args, **kwargs)
         src, dst = osp.join(out_dir, partial), osp.join(out_dir, filename)
         with open(src, 'rb') as f:

@@ -66,8 +66,36 @@ def test_command_writes_json_csv_and_png(tmp_path, capsys):
 
 
 def test_command_errors(tmp_path, capsys):
-    assert main(['pit-m', '--images', str(tmp_path)]) == 1
-    assert 'no .jpg' in capsys.readouterr().err  # images are read first: an empty folder
+    assert main(['pit-s', '--images', str(tmp_path)]) == 1
+    assert 'no .jpg' in capsys.readouterr().err  # an empty folder
     make_synthetic_coco(tmp_path / 'd', num_train=1, num_val=1)
     assert main(['resnet50', '--images', str(tmp_path / 'd' / 'train')]) == 1
     assert "unknown backbone 'resnet50'" in capsys.readouterr().err
+
+
+def test_every_argument_is_checked_before_the_first_model(tmp_path, capsys):
+    data = make_synthetic_coco(tmp_path / 'data', num_train=2, num_val=1)
+    images = str(data / 'train')
+    # the third model is unknown: nothing is analysed (the first two would take minutes at a real size)
+    assert main(['pit-ti', 'pit-b', 'pit-q', '--images', images, '--size', '64']) == 1
+    out, err = capsys.readouterr()
+    assert "unknown backbone 'pit-q'" in err and 'blocks in' not in out and 'images at' not in out
+    assert main(['pit-ti', f'pit-s={tmp_path / "missing.pth"}', '--images', images]) == 1
+    assert str(tmp_path / 'missing.pth') in capsys.readouterr().err
+    taken = tmp_path / 'taken.txt'
+    taken.write_text('a file of the user')
+    assert main(['pit-ti', '--images', images, '--out', str(taken)]) == 1
+    out, err = capsys.readouterr()
+    assert f'--out {taken} is a file' in err and 'images at' not in out and taken.read_text() == 'a file of the user'
+    checkpoint = tmp_path / 'out' / 'attention.json'  # a checkpoint where the tool would write its report
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b'weights')
+    assert main([f'pit-ti={checkpoint}', '--images', images, '--out', str(tmp_path / 'out')]) == 1
+    assert 'which is the checkpoint' in capsys.readouterr().err and checkpoint.read_bytes() == b'weights'
+
+
+def test_a_folder_of_files_that_are_not_images(tmp_path, capsys):
+    (tmp_path / 'a.png').write_text('not a picture')
+    assert main(['pit-ti', '--images', str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert 'a.png is not an image' in err and 'Traceback' not in err

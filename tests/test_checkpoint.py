@@ -114,7 +114,7 @@ def test_cli_prints_renames_and_never_overwrites(tmp_path):
     again = subprocess.run(cmd + [str(src), str(tmp_path / 'dst.pth')], capture_output=True, text=True)
     assert again.returncode == 1 and '--force' in again.stderr
     same = subprocess.run(cmd + [str(src), str(src), '--force'], capture_output=True, text=True)
-    assert same.returncode == 1 and 'never overwritten' in same.stderr
+    assert same.returncode == 1 and f'DST {src} is the source checkpoint' in same.stderr
     wrong = subprocess.run(cmd + [str(src), str(tmp_path / 'b.pth'), '--arch', 'b'], capture_output=True, text=True)
     assert wrong.returncode == 1 and 'differ in shape' in wrong.stderr and not (tmp_path / 'b.pth').exists()
     assert src.read_bytes() == before

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..models import PiT, ViTPyramid
 from ..models.utils import explicit_attention
+from ..outputs import write_text
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp')
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet normalisation (PiT's and DeiT's training)
@@ -40,6 +41,30 @@ class BlockStats:
     entropy: float
     distance_px: float
     distance_frac: float
+
+
+OUTPUTS = ('attention.json', 'attention.csv', 'attention.png')  # what write_outputs writes into its folder
+
+
+def check_spec(spec: str) -> None:
+    """A model spec of :func:`build_backbone`, checked without building anything: a known backbone name, and a
+    SOURCE that exists (a local file) or is cached or reachable (a tag or URL; one fast probe, no download).
+
+    Raises:
+        ValueError: an unknown backbone name, or an empty ``NAME=``.
+        FileNotFoundError: SOURCE cannot be had now (the message says the ways out).
+    """
+    from ..models.pit import ARCH_ZOO
+    from ..models.weights import weights_problem
+    name, equals, source = spec.partition('=')
+    if not ((name.startswith('pit-') and name[4:] in ARCH_ZOO) or name == 'vit-s'):
+        raise ValueError(f'unknown backbone {name!r} in {spec!r}: use pit-<ti|xs|s|b>[-distilled] or vit-s, '
+                         'optionally followed by =SOURCE (a checkpoint file, hf-hub: tag or URL)')
+    if equals and not source:
+        raise ValueError(f'{spec!r}: give a checkpoint after "=", or leave "=" out for random weights')
+    problem = weights_problem(source) if source else None
+    if problem:
+        raise FileNotFoundError(problem)
 
 
 def build_backbone(spec: str) -> tuple[str, nn.Module]:
@@ -114,6 +139,7 @@ def load_images(folder: str | Path, size: int, limit: int | None = None) -> torc
 
     Raises:
         FileNotFoundError: no such folder, or no image in it.
+        ValueError: a file with an image suffix that is not an image.
     """
     from PIL import Image
     folder = Path(folder)
@@ -124,8 +150,12 @@ def load_images(folder: str | Path, size: int, limit: int | None = None) -> torc
         raise FileNotFoundError(f'--images {folder}: no {", ".join(IMAGE_SUFFIXES)} files in it')
     arrays = []
     for path in paths:
-        with Image.open(path) as img:
-            arrays.append(np.asarray(img.convert('RGB').resize((size, size), Image.BILINEAR), dtype=np.float32))
+        try:
+            with Image.open(path) as img:
+                arrays.append(np.asarray(img.convert('RGB').resize((size, size), Image.BILINEAR), dtype=np.float32))
+        except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
+            raise ValueError(f'--images {folder}: {path.name} is not an image PIL can read ({exc}); remove it or '
+                             'give a folder of images') from None
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 255
     return (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
 
@@ -170,8 +200,8 @@ def write_outputs(results: dict[str, list[BlockStats]], out_dir: str | Path) -> 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / 'attention.json', out / 'attention.csv', out / 'attention.png']
-    paths[0].write_text(json.dumps({'models': [{'name': name, 'blocks': [asdict(b) for b in blocks]}
+    paths = [out / name for name in OUTPUTS]
+    write_text(paths[0], json.dumps({'models': [{'name': name, 'blocks': [asdict(b) for b in blocks]}
                                                for name, blocks in results.items()]}, indent=2))
     with paths[1].open('w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=['model', *asdict(next(iter(results.values()))[0])])

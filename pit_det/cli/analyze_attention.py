@@ -10,8 +10,9 @@ import argparse
 import sys
 import time
 
-from ..analysis.attention import analyze, build_backbone, load_images, write_outputs
+from ..analysis.attention import OUTPUTS, analyze, build_backbone, check_spec, load_images, write_outputs
 from ..models.weights import CheckpointMismatchError, CheckpointReadError
+from ..outputs import check_dir_output
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.size < 32 or args.max_images < 1 or args.batch < 1:
             raise ValueError('--size must be at least 32, --max-images and --batch at least 1')
+        for spec in args.models:
+            check_spec(spec)
+        if len(set(args.models)) != len(args.models):
+            raise ValueError(f'a model is named twice ({" ".join(args.models)}): its results would replace each other')
+        check_dir_output(args.out, OUTPUTS, [('checkpoint', spec.partition('=')[2]) for spec in args.models])
         import pit_det  # noqa: F401
         from mmengine.logging import MMLogger
         MMLogger.get_instance('pit_det_analysis', log_level='WARNING')  # not mmengine's per-parameter init log

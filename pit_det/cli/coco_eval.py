@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
 
 from ..evaluation.coco import (BREAKDOWN, CLASS_METRICS, METRICS, TIDE_ERRORS, EvaluationError, error_breakdown,
                                evaluate, fmt, load_ground_truth, load_results, plot_pr_curves, table, tide_errors)
+from ..outputs import OutputError, check_dir_output, check_file_output, write_text
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -24,20 +26,63 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('ann', help='COCO annotation file the results refer to')
     parser.add_argument('results', nargs='+', help='COCO results JSON files')
     parser.add_argument('--names', nargs='+', help='a name per results file (default: the file names)')
-    parser.add_argument('--json', help='write every number (all digits) to this file')
+    parser.add_argument('--json', help='write every number (all digits) to this file (replaces an earlier report of '
+                                       'this tool; any other existing file only with --force)')
+    parser.add_argument('--force', action='store_true', help='let --json replace an existing file that is not a '
+                                                             'report of this tool (never an input)')
     parser.add_argument('--plots', help='folder for PR curves and error analyses (also prints their numbers)')
     return parser.parse_args(argv)
 
 
+def _plot_prefix(name: str) -> str:
+    """A file-name prefix for a results file's plots: its name without ``.json``, other than letters, digits, ``.``,
+    ``_`` and ``-`` replaced."""
+    base = name[:-len('.json')] if name.endswith('.json') else name
+    return re.sub(r'[^\w.-]', '_', base) or 'results'
+
+
+def _is_report(path: Path) -> bool:
+    """Whether ``path`` is a report this tool wrote (``{"results": {name: {...}}}``)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and set(data) == {'results'} and isinstance(data['results'], dict)
+
+
+def check_args(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """Names and plot prefixes of the results files; ``--json`` and ``--plots`` checked against the inputs.
+
+    Raises:
+        EvaluationError, OutputError: before anything is read or computed.
+    """
+    names = args.names or [Path(r).name for r in args.results]
+    if len(names) != len(args.results) or len(set(names)) != len(names):
+        raise EvaluationError(f'--names: give one distinct name per results file ({len(args.results)})')
+    prefixes = {name: _plot_prefix(name) for name in names}
+    if len(set(prefixes.values())) != len(names):
+        raise EvaluationError(f'--names {" ".join(names)}: their plots would share file names '
+                              f'({", ".join(prefixes.values())}); give names that differ in letters or digits')
+    inputs = [('annotation file', args.ann)] + [('results file', r) for r in args.results]
+    if args.json:
+        check_file_output(args.json, inputs, option='--json', own=_is_report, force=args.force)
+    if args.plots:
+        written = [f'{p}{suffix}' for p in prefixes.values() for suffix in ('_pr.png', '_coco-errors-allclass.png')]
+        check_dir_output(args.plots, written, inputs, option='--plots')
+    return names, prefixes
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    names = args.names or [Path(r).name for r in args.results]
     try:
-        if len(names) != len(args.results) or len(set(names)) != len(names):
-            raise EvaluationError(f'--names: give one distinct name per results file ({len(args.results)})')
-        gt = load_ground_truth(args.ann)
+        names, prefixes = check_args(args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            gt = load_ground_truth(args.ann)
+        for w in caught:
+            print(f'warning: {w.message}', file=sys.stderr)
         files = {name: load_results(path, gt) for name, path in zip(names, args.results)}
-    except EvaluationError as exc:
+    except (EvaluationError, OutputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     report = {}
@@ -60,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         plots = Path(args.plots)
         plots.mkdir(parents=True, exist_ok=True)
         for name, results in files.items():
-            stem = Path(name).stem
+            stem = prefixes[name]
             if '_precision' in report[name]:
                 plot_pr_curves(report[name]['_precision'], plots / f'{stem}_pr.png', f'{name}: precision-recall')
             report[name]['coco_errors'] = error_breakdown(gt, results, plots, stem)
@@ -74,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'\nplots in {plots}')
     if args.json:
         out = {n: {k: v for k, v in r.items() if not k.startswith('_')} for n, r in report.items()}
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({'results': out}, indent=2))
+        write_text(args.json, json.dumps({'results': out}, indent=2))
         print(f'wrote {args.json}')
     return 0
 

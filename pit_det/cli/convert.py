@@ -6,15 +6,14 @@ The output holds ``{'state_dict': {'backbone.<key>': tensor}, 'meta': {...}}``: 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
-from ..models.weights import (CheckpointMismatchError, CheckpointReadError, ConversionReport, convert_pit_checkpoint,
-                              load_pit_weights)
+from ..models.weights import (CheckpointMismatchError, CheckpointReadError, ConversionReport, cached_file,
+                              convert_pit_checkpoint, load_pit_weights)
+from ..outputs import atomic_write, check_file_output
 
 
 def convert_file(src: str | Path, dst: str | Path, arch: str | None = None, force: bool = False) -> ConversionReport:
@@ -24,29 +23,20 @@ def convert_file(src: str | Path, dst: str | Path, arch: str | None = None, forc
     remote = src.startswith(('hf-hub:', 'http://', 'https://'))
     if not remote and not Path(src).exists():
         raise FileNotFoundError(f'{src} does not exist')
-    if not remote and dst.exists() and dst.resolve() == Path(src).resolve():
-        raise ValueError('DST is SRC: choose another output path; the source file is never overwritten')
-    if dst.exists() and not force:
-        raise FileExistsError(f'{dst} exists; pass --force to overwrite it')
+    source = ('cached download of SRC', cached_file(src)) if remote else ('source checkpoint (SRC)', src)
+    check_file_output(dst, [source], option='DST', force=force)
     from mmengine.runner import CheckpointLoader
     report = ConversionReport('')
     sd = convert_pit_checkpoint(CheckpointLoader.load_checkpoint(src, map_location='cpu'), report=report)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=dst.name, suffix='.partial')
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a converted file is as readable as any other
-    try:
+
+    def write(tmp: Path) -> None:
         torch.save({'state_dict': {f'backbone.{k}': v for k, v in sd.items()},
                     'meta': dict(source=str(src), source_layout=report.layout, converter='pit-det')}, tmp)
         if arch is not None:
             from ..models import PiT
             load_pit_weights(PiT(arch=arch), tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(dst, write)
     return report
 
 

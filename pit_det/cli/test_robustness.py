@@ -8,12 +8,12 @@ earlier runs side by side (e.g. PiT-S against ViT-S) without evaluating anything
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from ..evaluation.robustness import (CORRUPTIONS, SEVERITIES, RobustnessError, format_report, run,
-                                     write_outputs)
+from ..evaluation.robustness import (CORRUPTIONS, OUTPUTS, SEVERITIES, RobustnessError, check_request,
+                                     format_report, read_report, run, write_outputs)
+from ..outputs import OutputError, check_dir_output
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,21 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         if args.compare:
-            results = {}
-            for path in args.compare:
-                try:
-                    results[path] = json.loads(Path(path).read_text())
-                except (OSError, ValueError) as exc:
-                    raise RobustnessError(f'--compare {path}: not a robustness.json ({exc})') from None
-            print(format_report(results))
+            print(format_report({path: read_report(path) for path in args.compare}))
             return 0
         if not args.config or not args.checkpoint:
             raise RobustnessError('give CONFIG and CHECKPOINT (or --compare JSON ...)')
         occlusion = [] if args.occlusion is None else (args.occlusion or [0.1, 0.3, 0.5])
+        check_request(args.config, args.checkpoint, args.corruptions, args.severities, occlusion)
+        check_dir_output(args.out, OUTPUTS, [('config', args.config), ('checkpoint', args.checkpoint)])
         import pit_det  # noqa: F401
         result = run(args.config, args.checkpoint, args.corruptions, args.severities, occlusion, args.out,
                      _options(args.cfg_options), progress=lambda msg: print(msg, flush=True))
-    except RobustnessError as exc:
+    except (RobustnessError, OutputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     print('\n' + format_report({Path(args.checkpoint).name: result}))

@@ -35,8 +35,11 @@ def _quiet():
 def load_ground_truth(ann_file: str | Path):
     """pycocotools' COCO for ``ann_file``.
 
+    Annotations without ``area`` get the box's (with a warning), as COCO's small/medium/large split needs one.
+
     Raises:
-        EvaluationError: the file is missing or not a COCO annotation file.
+        EvaluationError: the file is missing, not a COCO annotation file, holds no annotation, or an annotation
+            without a box of four finite numbers.
     """
     from pycocotools.coco import COCO
     path = Path(ann_file)
@@ -48,6 +51,23 @@ def load_ground_truth(ann_file: str | Path):
         raise EvaluationError(f'annotations {path} are not valid JSON ({exc})') from None
     if not isinstance(data, dict) or not {'images', 'annotations', 'categories'} <= set(data):
         raise EvaluationError(f'annotations {path} are not a COCO file (need "images", "annotations", "categories")')
+    if not data['annotations']:
+        raise EvaluationError(f'annotations {path} hold no annotations (no ground-truth box): there is nothing to '
+                              'score against; give the annotation file of the set the results were predicted on')
+    missing_area = 0
+    for i, ann in enumerate(data['annotations']):
+        where = f'annotations {path}, annotation {i} ({json.dumps(ann)[:120]})'
+        if not isinstance(ann, dict) or not {'image_id', 'category_id', 'bbox'} <= set(ann):
+            raise EvaluationError(f'{where}: needs image_id, category_id and bbox')
+        if not _is_box(ann['bbox']):
+            raise EvaluationError(f'{where}: bbox must be four finite numbers [x, y, width, height]')
+        if 'area' not in ann:
+            ann['area'] = float(ann['bbox'][2] * ann['bbox'][3])
+            missing_area += 1
+    if missing_area:
+        warnings.warn(f'annotations {path}: {missing_area} annotations have no "area"; using box width x height '
+                      '(COCO\'s own files give the mask area, which the small/medium/large split uses)',
+                      RuntimeWarning, stacklevel=2)
     gt = COCO()
     gt.dataset = data
     with _quiet():
@@ -55,12 +75,22 @@ def load_ground_truth(ann_file: str | Path):
     return gt
 
 
+def _is_number(value) -> bool:
+    """A finite int or float (JSON ``true``/``false`` are not numbers)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_box(box) -> bool:
+    return isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)
+
+
 def load_results(path: str | Path, gt) -> list[dict]:
     """The detections of a COCO results file (``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]``).
 
     Raises:
         EvaluationError: naming ``path`` and the first bad entry: an empty or malformed file, an entry without the
-            four keys, an image or category id the annotations do not have, a box of negative size.
+            four keys, a box that is not four finite numbers or has a negative size, a score that is not a finite
+            number, an image or category id that is not an integer or that the annotations do not have.
     """
     path = Path(path)
     if not path.is_file():
@@ -80,11 +110,17 @@ def load_results(path: str | Path, gt) -> list[dict]:
         if not isinstance(det, dict) or not {'image_id', 'category_id', 'bbox', 'score'} <= set(det):
             raise EvaluationError(f'{where}: needs image_id, category_id, bbox and score')
         box = det['bbox']
-        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-            raise EvaluationError(f'{where}: bbox must be [x, y, width, height]')
+        if not _is_box(box):
+            raise EvaluationError(f'{where}: bbox must be four finite numbers [x, y, width, height]')
         if box[2] < 0 or box[3] < 0:
             raise EvaluationError(f'{where}: the box has a negative size (width {box[2]}, height {box[3]}); COCO '
                                   'boxes are [x, y, width, height], not corners')
+        if not _is_number(det['score']):
+            raise EvaluationError(f'{where}: score must be a finite number, found {json.dumps(det["score"])}')
+        for key in ('image_id', 'category_id'):
+            if not isinstance(det[key], int) or isinstance(det[key], bool):
+                raise EvaluationError(f'{where}: {key} must be an integer as in the annotations, found '
+                                      f'{json.dumps(det[key])}')
         if det['image_id'] not in images:
             raise EvaluationError(f'{where}: image_id {det["image_id"]} is not in the annotations')
         if det['category_id'] not in categories:

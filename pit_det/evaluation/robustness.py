@@ -27,6 +27,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmdet.registry import TRANSFORMS
 
+from ..outputs import write_text
 from .coco import fmt, table
 
 CORRUPTIONS = ('gaussian_noise', 'shot_noise', 'impulse_noise', 'defocus_blur', 'glass_blur', 'motion_blur',
@@ -35,6 +36,7 @@ CORRUPTIONS = ('gaussian_noise', 'shot_noise', 'impulse_noise', 'defocus_blur', 
 EXTRA_CORRUPTIONS = ('speckle_noise', 'gaussian_blur', 'spatter', 'saturate')  # the package's held-out four
 ALL_CORRUPTIONS = CORRUPTIONS + EXTRA_CORRUPTIONS
 SEVERITIES = (1, 2, 3, 4, 5)
+OUTPUTS = ('robustness.json', 'robustness.png')  # what write_outputs writes into its folder
 IMAGENET_MEAN_RGB = (124, 116, 104)
 
 
@@ -141,6 +143,58 @@ def _with_transform(pipeline: list, transform: dict | None) -> list:
     return steps
 
 
+def check_request(config: str, checkpoint: str, corruptions=CORRUPTIONS, severities=SEVERITIES,
+                  occlusion=()) -> None:
+    """Every argument of :func:`run`, checked before anything is built or evaluated.
+
+    Raises:
+        RobustnessError: naming the argument and the values it takes.
+    """
+    for name in corruptions:
+        if name not in ALL_CORRUPTIONS:
+            raise RobustnessError(f'unknown corruption {name!r}; the benchmark\'s: {", ".join(CORRUPTIONS)} '
+                                  f'(also: {", ".join(EXTRA_CORRUPTIONS)})')
+    for severity in severities:
+        if severity not in (0, *SEVERITIES):
+            raise RobustnessError(f'severity {severity}: use 1 to 5 (0 is the clean image)')
+    for ratio in occlusion:
+        if not 0 < ratio < 1:
+            raise RobustnessError(f'--occlusion {ratio}: give fractions of the image area between 0 and 1, e.g. '
+                                  '0.1 0.3 0.5')
+    if corruptions:
+        _imagecorruptions()
+    for path, what in ((config, 'config'), (checkpoint, 'checkpoint')):
+        if not Path(path).is_file():
+            raise RobustnessError(f'{what} {path} not found')
+
+
+def read_report(path: str | Path) -> dict:
+    """A ``robustness.json`` written by :func:`write_outputs`, for ``--compare``.
+
+    Raises:
+        RobustnessError: the file is missing, not JSON, or not such a report (naming what is missing).
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise RobustnessError(f'--compare {path}: not a robustness.json ({exc})') from None
+    if not isinstance(data, dict):
+        raise RobustnessError(f'--compare {path}: not a robustness.json (a JSON {type(data).__name__}, not an object)')
+    missing = [k for k in ('clean', 'corruptions', 'occlusion', 'mPC', 'rPC') if k not in data]
+    if missing:
+        raise RobustnessError(f'--compare {path}: not a robustness.json (no {", ".join(missing)}); give files '
+                              'written by pit-det-test-robustness')
+    shapes_ok = (isinstance(data['clean'], (int, float)) and isinstance(data['corruptions'], dict)
+                 and isinstance(data['occlusion'], dict)
+                 and all(isinstance(per, dict) and all(isinstance(v, (int, float)) for v in per.values())
+                         for per in data['corruptions'].values())
+                 and all(isinstance(v, (int, float)) for v in data['occlusion'].values()))
+    if not shapes_ok:
+        raise RobustnessError(f'--compare {path}: its numbers are not where pit-det-test-robustness writes them '
+                              '(clean: a number, corruptions: {name: {severity: mAP}}, occlusion: {ratio: mAP})')
+    return data
+
+
 def run(config: str, checkpoint: str, corruptions=CORRUPTIONS, severities=SEVERITIES, occlusion=(),
         work_dir: str | Path = 'work_dirs/robustness', cfg_options: dict | None = None,
         progress: Callable[[str], None] = print) -> dict:
@@ -153,17 +207,7 @@ def run(config: str, checkpoint: str, corruptions=CORRUPTIONS, severities=SEVERI
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
 
-    for name in corruptions:
-        if name not in ALL_CORRUPTIONS:
-            raise RobustnessError(f'unknown corruption {name!r}; the benchmark\'s: {", ".join(CORRUPTIONS)} '
-                                  f'(also: {", ".join(EXTRA_CORRUPTIONS)})')
-    for severity in severities:
-        if severity not in (0, *SEVERITIES):
-            raise RobustnessError(f'severity {severity}: use 1 to 5 (0 is the clean image)')
-    if corruptions:
-        _imagecorruptions()
-    if not Path(config).is_file() or not Path(checkpoint).is_file():
-        raise RobustnessError(f'config {config} or checkpoint {checkpoint} not found')
+    check_request(config, checkpoint, corruptions, severities, occlusion)
     register_all_modules()
     cfg = Config.fromfile(config)
     if cfg_options:
@@ -208,8 +252,8 @@ def write_outputs(result: dict, out_dir: str | Path) -> list[Path]:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / 'robustness.json', out / 'robustness.png']
-    paths[0].write_text(json.dumps(result, indent=2))
+    paths = [out / name for name in OUTPUTS]
+    write_text(paths[0], json.dumps(result, indent=2))
     panels = 1 + bool(result['occlusion'])
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5), squeeze=False)
     ax = axes[0, 0]

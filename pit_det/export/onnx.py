@@ -13,6 +13,7 @@ inside mmdet's transformer.
 """
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.utils import image_sample
+from ..outputs import atomic_write
+from ..models.utils import EXPORT_METADATA, image_sample, weights_digest
 
 SUPPORTED = ('DeformableDETR', 'FastDeformableDETR')
 
@@ -107,7 +109,11 @@ def build(config: str | Path, checkpoint: str | Path):
                           f'({", ".join(SUPPORTED)}: plain, refine and two-stage)')
     cfg.model.backbone.init_cfg = None
     model = MODELS.build(cfg.model)
-    load_checkpoint(model, str(checkpoint), map_location='cpu')
+    loaded = load_checkpoint(model, str(checkpoint), map_location='cpu')
+    classes = ((loaded.get('meta') or {}).get('dataset_meta') or {}).get('classes') or \
+        (cfg.get('test_dataloader', {}).get('dataset', {}).get('metainfo') or {}).get('classes')
+    model.export_origin = dict(config=str(config), checkpoint=str(checkpoint),
+                               classes=list(classes) if classes else None)
     return model.eval()
 
 
@@ -117,28 +123,45 @@ def check_shape(model: nn.Module, height: int, width: int) -> None:
         raise ExportError(f'shape {height}x{width}: this detector needs at least {max(32, patch)} px per side')
 
 
+def metadata(model: nn.Module, height: int, width: int) -> dict[str, str]:
+    """What the file records of its origin (:data:`~pit_det.models.utils.EXPORT_METADATA`): the config and checkpoint
+    it was exported from (``model.export_origin``, set by :func:`build`), the sha256 of the weights, the classes and
+    the input size. A detector that runs the file checks the weights and the number of classes against its own."""
+    origin = getattr(model, 'export_origin', {})
+    values = (origin.get('config', ''), origin.get('checkpoint', ''), weights_digest(model),
+              str(model.bbox_head.num_classes), json.dumps(origin.get('classes')), f'{height}x{width}')
+    return dict(zip(EXPORT_METADATA, values))
+
+
 def export(model: nn.Module, height: int, width: int, out: str | Path, opset: int = 17) -> Path:
-    """Write ``model`` as ONNX at ``height x width`` and check the file with ``onnx.checker``."""
-    from ..ops import use_fused_cpu_deform_attn
+    """Write ``model`` as ONNX at ``height x width``, with its origin in the metadata (:func:`metadata`), and check
+    the file with ``onnx.checker``. Nothing is left at ``out`` if any step fails."""
+    from ..ops import FusedMultiScaleDeformableAttention, use_fused_cpu_deform_attn
     onnx, _ = require_runtime()
     if opset < 16:
         raise ExportError(f'opset {opset}: GridSample needs opset >= 16')
     check_shape(model, height, width)
+    fused = any(isinstance(m, FusedMultiScaleDeformableAttention) for m in model.modules())
     use_fused_cpu_deform_attn(model, enable=False)
     graph = DetectorGraph(model, height, width).eval()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    props = metadata(model, height, width)
+
+    def write(tmp: Path) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter('ignore')  # the tracer's notes on mmdet's Python-level shape checks
-            torch.onnx.export(graph, (torch.rand(2, 3, height, width) * 255,), str(out), opset_version=opset,
+            torch.onnx.export(graph, (torch.rand(2, 3, height, width) * 255,), str(tmp), opset_version=opset,
                               input_names=['image'], output_names=['boxes', 'scores', 'labels'],
                               dynamic_axes={name: {0: 'batch'} for name in ('image', 'boxes', 'scores', 'labels')},
                               dynamo=False)
+        proto = onnx.load(str(tmp))
+        onnx.helper.set_model_props(proto, props)
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+
+    try:
+        return atomic_write(out, write)
     finally:
-        use_fused_cpu_deform_attn(model, enable=True)
-    onnx.checker.check_model(onnx.load(str(out)))
-    return out
+        use_fused_cpu_deform_attn(model, enable=fused)  # as it was
 
 
 @dataclass

@@ -1,17 +1,74 @@
 """Deformable DETR whose deformable attention runs the fused CPU kernel on CPU tensors."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from mmdet.models.detectors import DeformableDETR
 from mmdet.registry import MODELS
 from mmengine.logging import print_log
 from mmengine.structures import InstanceData
+from torch import nn
 
 from ..ops import use_fused_cpu_deform_attn
-from .weights import check_detector_fit
+from .utils import EXPORT_METADATA, weights_digest
+from .weights import CheckpointMismatchError, CheckpointReadError, check_detector_fit
 
 CPU_DEFORM_ATTN = ('fused', 'mmcv')
 INFERENCE_PATHS = ('eager', 'bf16', 'compile', 'onnxruntime')
+
+
+def exported_metadata(path: str | Path) -> dict[str, str]:
+    """The pit-det metadata of an exported ONNX file (:data:`~pit_det.models.utils.EXPORT_METADATA`).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointReadError: not an ONNX file, or one without pit-det's metadata (exported by another tool).
+    """
+    import onnx
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'ONNX file not found: {path}')
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and others for a file of another format
+        raise CheckpointReadError(f'{path} is not an ONNX file ({type(exc).__name__}): give the .onnx file written '
+                                  'by pit-det-export-onnx') from None
+    meta = {p.key: p.value for p in proto.metadata_props if p.key in EXPORT_METADATA}
+    if set(meta) != set(EXPORT_METADATA):
+        raise CheckpointReadError(f'{path} does not say what it was exported from (no pit-det metadata: another '
+                                  'exporter or an older pit-det): export it again with pit-det-export-onnx CONFIG '
+                                  'CHECKPOINT OUT.onnx --shape HxW')
+    return meta
+
+
+def check_exported(meta: dict[str, str], path: str | Path, model: nn.Module) -> None:
+    """Refuse an exported file whose number of classes or weights differ from ``model``'s.
+
+    Raises:
+        CheckpointMismatchError: naming both sides and the export command.
+    """
+    again = f'export this checkpoint with pit-det-export-onnx CONFIG CHECKPOINT {path} --shape HxW'
+    num_classes = model.bbox_head.num_classes
+    if meta['pit_det.num_classes'] != str(num_classes):
+        raise CheckpointMismatchError(
+            f'{path} was exported from a detector of {meta["pit_det.num_classes"]} classes ({meta["pit_det.config"]}), '
+            f'this one has {num_classes}: {again}')
+    if meta['pit_det.weights_sha256'] != weights_digest(model):
+        raise CheckpointMismatchError(
+            f'{path} was exported from other weights ({meta["pit_det.checkpoint"]}, config {meta["pit_det.config"]}) '
+            f'than this detector holds: {again}')
+
+
+def open_exported(path: str | Path, model: nn.Module):
+    """An onnxruntime session of the exported file ``path``, after checking it was exported from ``model``."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ImportError(f'inference path onnxruntime needs onnxruntime ({exc}): pip install '
+                          '"pit-det[export]"') from None
+    check_exported(exported_metadata(path), path, model)
+    return onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
 
 
 @MODELS.register_module()
@@ -28,7 +85,8 @@ class FastDeformableDETR(DeformableDETR):
         inference: how ``predict`` (``mim test``, inference) runs: ``dict(path='eager')`` (default), ``'bf16'``
             (backbone, neck and encoder under bf16 autocast; decoder, head and boxes in float32: see
             :meth:`predict`), ``'compile'`` (``torch.compile`` of the backbone, in place) or ``'onnxruntime'`` with
-            ``onnx_file=`` a file from ``pit-det-export-onnx`` (its input shape must be the test images' shape).
+            ``onnx_file=`` a file from ``pit-det-export-onnx`` (its input shape must be the test images' shape; a file
+            exported from other weights or classes is refused).
             E.g. ``mim test ... --cfg-options model.inference.path=bf16``. Training is always eager.
         **kwargs: everything ``DeformableDETR`` takes.
     """
@@ -94,13 +152,7 @@ class FastDeformableDETR(DeformableDETR):
     def _predict_onnxruntime(self, batch_inputs, batch_data_samples, rescale: bool):
         """Run the exported graph (which normalises itself) on the de-normalised RGB batch."""
         if self._session is None:
-            try:
-                import onnxruntime
-            except ImportError as exc:
-                raise ImportError(f'inference path onnxruntime needs onnxruntime ({exc}): pip install '
-                                  '"pit-det[export]"') from None
-            self._session = onnxruntime.InferenceSession(str(self.inference['onnx_file']),
-                                                         providers=['CPUExecutionProvider'])
+            self._session = open_exported(self.inference['onnx_file'], self)
         expected = tuple(self._session.get_inputs()[0].shape[-2:])
         if tuple(batch_inputs.shape[-2:]) != expected:
             raise ValueError(f'{self.inference["onnx_file"]} takes {expected[0]}x{expected[1]} images, this batch is '

@@ -8,7 +8,8 @@ Every checkpoint, whoever asks for it, is read through mmengine's ``CheckpointLo
 * ``hf-hub:ORG/NAME`` (timm's spelling), downloaded and cached by huggingface_hub (``model.safetensors``, else
   ``pytorch_model.bin``) under ``HF_HUB_CACHE`` (default ``$HF_HOME/hub``); ``HF_HUB_OFFLINE=1`` uses the cache only;
 * ``http://`` and ``https://`` URLs, downloaded by torch.hub into ``$TORCH_HOME/hub/checkpoints`` with the hash
-  prefix of the file name checked (``name-<sha256 prefix>.pth``); nothing partial or refused stays in the cache.
+  prefix of the file name checked (``name-<sha256 prefix>.pth``), a name without one in a folder keyed by the whole
+  URL (:func:`url_cache_path`); nothing partial or refused stays in the cache.
 
 In a distributed run rank 0 downloads, the other ranks wait at a barrier and read the cache.
 Every state dict that reaches a model then passes the load-state-dict pre-hooks of :class:`~pit_det.models.PiT`
@@ -168,9 +169,20 @@ def _rank0_first(fetch):
 
 
 def url_cache_path(url: str) -> str:
-    """Where torch.hub keeps a downloaded URL: ``$TORCH_HOME/hub/checkpoints/<file name>``."""
+    """Where a downloaded URL is kept, under torch.hub's ``$TORCH_HOME/hub/checkpoints``.
+
+    A file name with a sha256 prefix (``name-<hex>.pth``, checked on download) is kept there under its name, as
+    torch.hub keeps it: its content is fixed by the name. Any other file is kept in a folder named for the whole URL
+    (``url-<sha256 of the URL>/<file name>``): two URLs ending in the same file name never share a cached file.
+    """
+    import hashlib
+
     import torch.hub
-    return osp.join(torch.hub.get_dir(), 'checkpoints', osp.basename(urllib.parse.urlparse(url).path))
+    name = osp.basename(urllib.parse.urlparse(url).path)
+    folder = osp.join(torch.hub.get_dir(), 'checkpoints')
+    if torch.hub.HASH_REGEX.search(name):
+        return osp.join(folder, name)
+    return osp.join(folder, f'url-{hashlib.sha256(url.encode()).hexdigest()[:16]}', name)
 
 
 def hf_cache_dir() -> str:
@@ -209,6 +221,9 @@ def _download_hf(source: str) -> str:
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     repo = source[len(HF_PREFIX):]
+    problem = weights_problem(source)  # one fast probe: huggingface_hub would retry each file five times offline
+    if problem:
+        raise WeightsUnavailableError(problem)
     reason = ''
     for name in HF_FILES:
         try:
@@ -234,16 +249,45 @@ def load_from_hf_hub(filename: str, map_location=None) -> dict:
 
 
 def _download_url(url: str) -> str:
-    import http.client
+    """The cached file of ``url``, downloaded by torch.hub (hash prefix checked) unless cached."""
     import torch.hub
 
     path = url_cache_path(url)
     if osp.isfile(path):
         return path
+    problem = weights_problem(url)
+    if problem:
+        raise WeightsUnavailableError(problem)
     os.makedirs(osp.dirname(path), exist_ok=True)
     match = torch.hub.HASH_REGEX.search(osp.basename(path))
     try:  # torch.hub writes to a temporary file, checks the hash and renames; it removes the file on any failure
         torch.hub.download_url_to_file(url, path, match.group(1) if match else None, progress=False)
+    except BaseException:
+        _forget(path)
+        raise
+    return path
+
+
+def _forget(path: str) -> None:
+    """Remove a cached download and its URL folder when that is left empty."""
+    if osp.isfile(path):
+        os.remove(path)
+    folder = osp.dirname(path)
+    if osp.basename(folder).startswith('url-') and osp.isdir(folder) and not os.listdir(folder):
+        os.rmdir(folder)
+
+
+def _fetch_url(url: str) -> str:
+    """:func:`_download_url` with its failures as this module's errors."""
+    import http.client
+
+    import torch.hub
+    path = url_cache_path(url)
+    match = torch.hub.HASH_REGEX.search(osp.basename(path))
+    try:
+        return _download_url(url)
+    except WeightsUnavailableError:
+        raise
     except RuntimeError as exc:
         raise CheckpointReadError(f'{url} was refused: {exc}; the file name says the sha256 of its content starts '
                                   f'with {match.group(1) if match else "?"}: the download was truncated or the file '
@@ -253,17 +297,15 @@ def _download_url(url: str) -> str:
                                   'again.') from None
     except (urllib.error.URLError, OSError) as exc:
         raise WeightsUnavailableError(unavailable_message(url, str(getattr(exc, 'reason', exc)))) from None
-    return path
 
 
 def load_from_http(filename: str, map_location=None) -> dict:
     """mmengine ``CheckpointLoader`` scheme for URLs: torch.hub's cached download with the hash prefix checked."""
-    path = _rank0_first(lambda: _download_url(filename))
+    path = _rank0_first(lambda: _fetch_url(filename))
     try:
         return _remember_origin(read_checkpoint(path, map_location), f'{filename} ({path})')
     except CheckpointReadError:
-        if osp.isfile(path):  # a refused file must not be found in the cache next time
-            os.remove(path)
+        _forget(path)  # a refused file must not be found in the cache next time
         raise
 
 
@@ -295,7 +337,7 @@ def weights_problem(source: str) -> str | None:
     else:
         url = source
     try:
-        urllib.request.urlopen(urllib.request.Request(url, method='HEAD'), timeout=10).close()
+        urllib.request.urlopen(urllib.request.Request(url, method='HEAD'), timeout=5).close()
     except urllib.error.HTTPError as exc:
         if exc.code in (404, 401):
             return unavailable_message(source, f'{url}: HTTP {exc.code}, no such model or file')

@@ -1,0 +1,114 @@
+"""What every tool that writes files checks first, and how it writes them.
+
+A destination is refused when it is one of the tool's inputs (by any spelling of the path: relative, ``..``, a
+symbolic or hard link), when it is a folder where a file is due (or a file where a folder is due), and when it is an
+existing file that is not an earlier output of the same tool, unless the user passes ``--force``. All of this runs
+before the first model is built. Files are written next to their destination and renamed into place, so a reader
+never sees half a file and a failed run leaves the previous file as it was.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterable
+
+
+class OutputError(ValueError):
+    """A destination the tool must not write; the message names it and what to do."""
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same resolved path, or (both existing) the same inode."""
+    a, b = Path(a), Path(b)
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _inputs(inputs: Iterable[tuple[str, str | Path | None]]) -> list[tuple[str, Path]]:
+    return [(what, Path(path)) for what, path in inputs if path]
+
+
+def check_file_output(path: str | Path, inputs: Iterable[tuple[str, str | Path | None]] = (), *,
+                      option: str = 'OUT', own: Callable[[Path], bool] | None = None, force: bool = False) -> Path:
+    """Refuse to write the file ``path`` over an input, a folder, or an existing file that is not the tool's own.
+
+    Args:
+        path: the file the tool will write.
+        inputs: ``(what, path)`` of every file the tool reads (``None`` paths are skipped).
+        option: how the user gave ``path`` (``--json``, ``OUT``), for the message.
+        own: tells an earlier output of this tool (replaced without asking) from any other file; ``None``: the
+            tool cannot tell, so an existing file needs ``force``.
+        force: replace an existing file that is not an input.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        OutputError: naming the path and the way out.
+    """
+    path = Path(path)
+    for what, source in _inputs(inputs):
+        if same_file(path, source):
+            raise OutputError(f'{option} {path} is the {what} ({source}): choose another path; a tool never writes '
+                              'over its input')
+    if path.is_dir():
+        raise OutputError(f'{option} {path} is a folder: give a file name')
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise OutputError(f'{option} {path}: {parent} is a file, not a folder')
+    if path.exists() and not force and not (own is not None and own(path)):
+        raise OutputError(f'{option} {path} exists and is not an output of this tool: choose another path, or pass '
+                          '--force to replace it')
+    return path
+
+
+def check_dir_output(folder: str | Path, names: Iterable[str], inputs: Iterable[tuple[str, str | Path | None]] = (),
+                     *, option: str = '--out', force: bool = False) -> Path:
+    """Refuse a folder that is a file, or whose files ``names`` (what the tool writes there) include an input.
+
+    Existing files of those names are taken as earlier outputs of the tool (the names are its own) and replaced.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f'{option} {folder} is a file: give a folder (it will hold {", ".join(names)})')
+    parent = next((p for p in folder.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise OutputError(f'{option} {folder}: {parent} is a file, not a folder')
+    for name in names:
+        target = folder / name
+        for what, source in _inputs(inputs):
+            if same_file(target, source):
+                raise OutputError(f'{option} {folder}: the tool writes {target} there, which is the {what}; choose '
+                                  'another folder')
+        if target.is_dir():
+            raise OutputError(f'{option} {folder}: {target} is a folder where the tool writes a file')
+    return folder
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` to a temporary file beside ``path``, flushed to disk, then renamed to ``path``.
+
+    The temporary name carries the process id, so two processes writing one destination never share it. On any
+    failure the temporary file is removed and ``path`` keeps what it held.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'{path.name}.{os.getpid()}.partial')
+    try:
+        write(tmp)
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """``text`` written to ``path`` by :func:`atomic_write`."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
