@@ -11,20 +11,21 @@ PACKAGE = ROOT / 'pit_det'
 # what each layer may import from pit_det (beyond itself); anything else is an arrow pointing up
 ALLOWED = {
     'ops': set(),
+    'outputs': set(),
     'models': {'ops'},
     'serialization': set(),
     'data': set(),
     'preflight': {'models'},
     'runner': {'preflight', 'models'},
-    'draw': {'models'},
+    'draw': {'models', 'outputs'},
     'demo': {'data', 'draw'},
-    'benchmark': {'models', 'ops', 'data', 'export', '__init__'},  # __init__: registration in a fresh process
+    'benchmark': {'models', 'ops', 'data', 'export', 'outputs', '__init__'},  # __init__: registration in a fresh process
     '__init__': {'models', 'runner', 'serialization'},
-    'analysis': {'models'},
-    'evaluation': set(),
-    'export': {'models', 'ops'},
-    'cli': {'analysis', 'benchmark', 'data', 'demo', 'draw', 'evaluation', 'export', 'models', 'ops', 'preflight',
-            'runner', '__init__'},
+    'analysis': {'models', 'outputs'},
+    'evaluation': {'outputs'},
+    'export': {'models', 'ops', 'outputs'},
+    'cli': {'analysis', 'benchmark', 'data', 'demo', 'draw', 'evaluation', 'export', 'models', 'ops', 'outputs',
+            'preflight', 'runner', '__init__'},
 }
 
 

@@ -1,5 +1,7 @@
 import warnings
 
+from pathlib import Path
+
 import pytest
 import torch
 from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttention, multi_scale_deformable_attn_pytorch
@@ -148,9 +150,20 @@ def test_copies_of_the_source_in_other_folders_share_one_build(tmp_path):
     assert outputs[0] == outputs[1] == outputs[2]  # one build folder, and its library never rebuilt
 
 
-def test_each_torch_installation_has_its_own_build_folder(monkeypatch, tmp_path):
-    """torch's build file records the installation's include paths: environments must not share a folder."""
-    import torch
-    here = msda.extension_dir()
-    monkeypatch.setattr(torch, '__file__', str(tmp_path / 'other-env' / 'torch' / '__init__.py'))
-    assert msda.extension_dir() != here
+def test_each_spelling_of_the_torch_installation_has_its_own_build_folder(tmp_path):
+    """torch's build file records the installation's include paths as the process reaches them: one environment
+    through a symbolic link (a second checkout's .venv linked to the first's) must not share the folder, where each
+    would rebuild the kernel after the other (50 s each time on 2 cores)."""
+    import subprocess
+    import sys
+    venv = Path(sys.prefix)
+    linked = tmp_path / 'venv'
+    linked.symlink_to(venv)
+    script = 'import pit_det.ops.ms_deform_attn as m, torch; print(torch.__file__); print(m.extension_dir())'
+    dirs = {}
+    for prefix in (venv, linked):
+        run = subprocess.run([str(prefix / 'bin' / 'python'), '-c', script], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-2000:]
+        torch_file, dirs[prefix] = run.stdout.split()[-2:]
+        assert torch_file.startswith(str(prefix))
+    assert dirs[venv] == str(msda.extension_dir()) and dirs[linked] != dirs[venv]

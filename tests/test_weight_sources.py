@@ -233,3 +233,43 @@ def test_two_cpu_processes_train_with_one_download(tmp_path, server, torch_home)
     checkpoint = tmp_path / 'work' / 'epoch_1.pth'
     assert json.loads(json.dumps(torch.load(checkpoint, weights_only=True)['meta']['epoch'])) == 1
     load_checkpoint(demo_detector(), str(checkpoint))
+
+
+def test_two_urls_with_one_file_name_never_share_a_cached_file(tmp_path, server, torch_home):
+    from pit_det.cli.convert import main as convert
+    ti, s = official_pit('ti', tmp_path / 'ti.pth'), official_pit('s', tmp_path / 's.pth')
+    server.files['d1/model.pth'], server.files['d2/model.pth'] = ti.read_bytes(), s.read_bytes()
+    assert convert([server.url('d1/model.pth'), str(tmp_path / 'a.pth'), '--arch', 'ti']) == 0
+    # another model behind the same file name: downloaded for itself, not read from the first one's cache
+    assert convert([server.url('d2/model.pth'), str(tmp_path / 'b.pth'), '--arch', 's']) == 0
+    assert server.gets == {'d1/model.pth': 1, 'd2/model.pth': 1}
+    a = torch.load(tmp_path / 'a.pth', weights_only=True)['state_dict']
+    b = torch.load(tmp_path / 'b.pth', weights_only=True)['state_dict']
+    assert a['backbone.pos_embed'].shape[1] == 64 and b['backbone.pos_embed'].shape[1] == 144  # ti and s
+    cached_files = sorted(p.relative_to(torch_home).parts[-1] for p in torch_home.rglob('*.pth'))
+    assert cached_files == ['model.pth', 'model.pth'] and len(list(torch_home.iterdir())) == 2
+    assert convert([server.url('d1/model.pth'), str(tmp_path / 'c.pth'), '--arch', 'ti']) == 0
+    assert server.gets['d1/model.pth'] == 1  # the cache still serves each URL its own file
+
+
+def test_an_unreachable_hub_fails_at_once_with_one_message(tmp_path):
+    """No network and HF_HUB_OFFLINE unset: one probe, not huggingface_hub's five retries per file."""
+    import time
+    with socket.socket() as s:  # a port nothing listens on: the connection is refused at once, as without network
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != 'HF_HUB_OFFLINE'}
+    env.update(HF_HOME=str(tmp_path / 'hf'), HF_ENDPOINT=f'http://127.0.0.1:{port}')
+    outputs = []
+    for argv in ([str(ROOT / 'tools' / 'convert_checkpoint.py'), 'hf-hub:timm/pit_s_224.in1k', str(tmp_path / 'a')],
+                 [str(ROOT / 'tools' / 'analyze_attention.py'), 'pit-s=hf-hub:timm/pit_s_224.in1k', '--images',
+                  str(tmp_path)]):
+        start = time.perf_counter()
+        run = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=120)
+        elapsed = time.perf_counter() - start
+        assert run.returncode == 1 and 'Traceback' not in run.stderr, run.stderr[-2000:]
+        assert run.stderr.count('error: ') == 1 and 'Retrying' not in run.stderr and 'retry' not in run.stderr
+        assert 'weights hf-hub:timm/pit_s_224.in1k are not in the Hugging Face cache' in run.stderr
+        outputs.append(run.stderr.split('error: ', 1)[1])
+        assert elapsed < 30, f'{argv[0]} took {elapsed:.0f} s to fail'  # five retries per file took 52 s
+    assert outputs[0] == outputs[1]  # one message in every entry point

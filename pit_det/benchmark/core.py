@@ -14,11 +14,13 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Callable
 
+from pathlib import Path
+
 import torch
 
 from .builders import MODES, build_call, count_gmacs, is_detector_spec, split_path
 from .report import BenchmarkError, Result
-from .timing import can_measure_rss, interleaved, rss_growth_mib
+from .timing import can_measure_rss, interleaved, release_freed_memory, rss_growth_mib
 
 PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
@@ -69,6 +71,11 @@ def validate(request: Request) -> None:
         raise BenchmarkError('batch and iters must be >= 1, warmup >= 0')
     if request.cpu_deform_attn not in ('fused', 'mmcv'):
         raise BenchmarkError(f'cpu_deform_attn {request.cpu_deform_attn!r}: use fused or mmcv')
+    if len(set(request.models)) != len(request.models):
+        raise BenchmarkError(f'a model is named twice ({" ".join(request.models)}): its rows would be one model\'s '
+                             'measured twice; name each once')
+    if request.checkpoint and not Path(request.checkpoint).is_file():
+        raise BenchmarkError(f'--checkpoint {request.checkpoint} not found')
     for spec in request.models:
         split_path(spec)
         if not is_detector_spec(spec) and request.mode != 'backbone':
@@ -79,13 +86,17 @@ def validate(request: Request) -> None:
 
 
 def _fresh_process_peak(request: Request, spec: str, size: tuple[int, int]) -> float:
-    """Peak extra resident memory (MiB) of one forward, in a process that has run nothing else."""
+    """Peak extra resident memory (MiB) of one forward, in a process that has run nothing else (for a compiled
+    model: nothing else but the call that compiles it)."""
     import pit_det  # noqa: F401
     torch.manual_seed(0)
     _, call, _, _ = build_call(spec, request.mode, size, request.batch, 'cpu', request.cpu_deform_attn,
                                request.checkpoint)
     x = torch.rand(request.batch, 3, *size)
     with torch.inference_mode(), request.autocast():
+        if spec.endswith('@compile'):
+            call(x)  # compiles: the memory of compilation is not the model's
+            release_freed_memory()  # what that call freed, so that the measured call's peak shows
         return rss_growth_mib(lambda: call(x))
 
 
@@ -100,7 +111,7 @@ def peak_memory_mib(request: Request, entry: Entry, x: torch.Tensor, size: tuple
             entry.call(x)
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
-    if not can_measure_rss() or entry.spec.endswith('@compile'):  # a fresh process would measure compilation
+    if not can_measure_rss():
         return float('nan')
     import multiprocessing
     with multiprocessing.get_context('spawn').Pool(1) as pool:

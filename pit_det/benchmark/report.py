@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import platform
@@ -11,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+
+from ..outputs import write_text
 
 
 class BenchmarkError(ValueError):
@@ -108,20 +111,24 @@ def ratios(results: list[Result], reference: str) -> list[str]:
     return lines
 
 
+OUTPUTS = ('benchmark.json', 'benchmark.csv', 'benchmark.png')  # what write_outputs writes into its folder
+
+
 def write_outputs(results: list[Result], env: dict, out_dir: str | Path, plot: bool = False) -> list[Path]:
     """Write ``benchmark.json`` (with every sample), ``benchmark.csv`` and optionally ``benchmark.png``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / 'benchmark.json', out / 'benchmark.csv']
-    paths[0].write_text(json.dumps(dict(environment=env, results=[asdict(r) for r in results]), indent=2))
-    with paths[1].open('w', newline='') as f:
-        names = [k for k in asdict(results[0]) if k != 'samples_ms']
-        writer = csv.DictWriter(f, fieldnames=names)
-        writer.writeheader()
-        for r in results:
-            writer.writerow({k: v for k, v in asdict(r).items() if k != 'samples_ms'})
+    paths = [out / name for name in OUTPUTS[:2]]
+    write_text(paths[0], json.dumps(dict(environment=env, results=[asdict(r) for r in results]), indent=2))
+    table = io.StringIO()
+    names = [k for k in asdict(results[0]) if k != 'samples_ms']
+    writer = csv.DictWriter(table, fieldnames=names)
+    writer.writeheader()
+    for r in results:
+        writer.writerow({k: v for k, v in asdict(r).items() if k != 'samples_ms'})
+    write_text(paths[1], table.getvalue())
     if plot:
-        paths.append(_plot(results, out / 'benchmark.png'))
+        paths.append(_plot(results, out / OUTPUTS[2]))
     return paths
 
 

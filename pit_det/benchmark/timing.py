@@ -62,3 +62,18 @@ def rss_growth_mib(call: Callable[[], object]) -> float:
     base = _status_kib('VmRSS')
     call()
     return max(_status_kib('VmHWM') - base, 0) / 1024
+
+
+def release_freed_memory() -> None:
+    """Hand memory that the process freed back to the system (glibc's ``malloc_trim``), so that a later
+    :func:`rss_growth_mib` sees the peak of its own call rather than pages an earlier call left resident."""
+    import ctypes
+    import ctypes.util
+    import gc
+    gc.collect()
+    name = ctypes.util.find_library('c')
+    if name:
+        try:
+            ctypes.CDLL(name).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass

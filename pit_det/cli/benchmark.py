@@ -6,9 +6,10 @@ import sys
 
 import torch
 
-from ..benchmark import (MODES, PRECISIONS, BenchmarkError, environment, format_table, parse_size, ratios,
+from ..benchmark import (MODES, OUTPUTS, PRECISIONS, BenchmarkError, environment, format_table, parse_size, ratios,
                          run_benchmark, write_outputs)
 from ..benchmark import builders
+from ..outputs import OutputError, check_dir_output
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.reference is not None and args.reference not in args.models:
             raise BenchmarkError(f'--reference {args.reference!r} is not one of the models to measure '
                                  f'({", ".join(args.models)}); name one of them')
+        check_dir_output(args.out_dir, OUTPUTS, [('checkpoint', args.checkpoint)]
+                         + [('config', m.split('@')[0]) for m in args.models if m.split('@')[0].endswith('.py')],
+                         option='--out-dir')
         if args.threads:
             torch.set_num_threads(args.threads)
         import pit_det  # noqa: F401
@@ -53,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                                 device=args.device, batch=args.batch, precision=args.precision,
                                 warmup=args.warmup, iters=args.iters, mode=args.mode, checkpoint=args.checkpoint,
                                 cpu_deform_attn=args.cpu_deform_attn, count_macs=not args.no_macs)
-    except BenchmarkError as exc:
+    except (BenchmarkError, OutputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 2
     env = environment(args.device)

@@ -38,14 +38,26 @@ def _cpu_signature() -> str:
         return platform.processor()
 
 
+def _build_inputs() -> str:
+    """Everything of the environment that torch writes into the kernel's build command: its include and library
+    paths (as torch spells them: a venv reached through a symbolic link gives other paths than its target), Python's
+    include path and the compiler."""
+    import sysconfig
+
+    from torch.utils.cpp_extension import include_paths, library_paths
+    return '\n'.join([*include_paths(), *library_paths(), sysconfig.get_paths()['include'],
+                      os.environ.get('CXX', 'c++')])
+
+
 def extension_dir() -> Path:
-    """Build directory keyed by everything that changes the binary (source, flags, torch, Python, CPU) and by the
-    torch installation: torch's build file records its include and library paths, so two environments sharing one
-    folder would rebuild it each time they took turns."""
+    """Build directory keyed by everything that changes the binary (source, flags, torch, Python, CPU) and by
+    everything else in torch's build command (:func:`_build_inputs`): ninja rebuilds whenever the command of the
+    folder's last build differs, so two environments sharing one folder would rebuild it each time they took
+    turns."""
     root = Path(os.environ.get('PIT_DET_CACHE', Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache'))
                                / 'pit-det'))
     digest = hashlib.sha256(_SOURCE.read_bytes() + ' '.join(_FLAGS).encode() + _cpu_signature().encode()
-                            + str(Path(torch.__file__).resolve().parent).encode())
+                            + _build_inputs().encode())
     tag = f'torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}-{digest.hexdigest()[:12]}'
     return root / 'ext' / tag.replace('+', '_')
 
