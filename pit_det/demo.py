@@ -90,7 +90,7 @@ def run_demo(work_dir: str | Path = 'work_dirs/demo', data_root: str | Path = 'd
     print(f'[4/4] drawing predictions on {image}', flush=True)
     config_dump = work_dir / 'demo_config.py'
     cfg.dump(str(config_dump))
-    count = draw_detections(config_dump, checkpoint, image, picture)
+    count = draw_detections(config_dump, checkpoint, image, picture, force=True)  # the demo's own picture
     result = dict(metrics=metrics, train_seconds=round(train_s, 1), checkpoint=str(checkpoint), epoch=epoch,
                   picture=str(picture), detections_drawn=count, config=str(config_dump))
     (work_dir / 'metrics.json').write_text(json.dumps(result, indent=2))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..benchmark import BenchmarkError, environment, parse_size
 from ..benchmark.deform_attn import bench_op, bench_predict, bench_train_iter
+from ..outputs import OutputError, check_file_output, write_text
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,20 +26,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _is_report(path: Path) -> bool:
+    """Whether ``path`` is a report of this benchmark (a JSON object with its ``environment``)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and 'environment' in data
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        sizes = [parse_size(s) for s in args.sizes]
+        if args.iters < 1 or args.warmup < 0:
+            raise BenchmarkError('--iters must be >= 1 and --warmup >= 0')
+        for option, path in (('--config', args.config), ('--train-config', args.train_config)):
+            if not Path(path).is_file():
+                raise BenchmarkError(f'{option} {path} not found')
+        check_file_output(args.out, [('config', args.config), ('train config', args.train_config)], option='--out',
+                          own=_is_report)
+    except (BenchmarkError, OutputError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
     from ..ops import load_extension
     if load_extension() is None:
         print('error: the fused kernel is not available (see the warning above); nothing to compare',
               file=sys.stderr)
         return 1
-    try:
-        sizes = [parse_size(s) for s in args.sizes]
-        if args.iters < 1 or args.warmup < 0:
-            raise BenchmarkError('--iters must be >= 1 and --warmup >= 0')
-    except BenchmarkError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return 2
 
     def log(msg):
         print(msg, flush=True)
@@ -49,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         result['predict'] = bench_predict(args.config, sizes[0], args.warmup, args.iters, log)
     if 'train' not in args.skip:
         result['train'] = bench_train_iter(args.train_config, args.warmup, args.iters, log)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_text(args.out, json.dumps(result, indent=2))
     print(f'wrote {args.out}')
     return 0
 

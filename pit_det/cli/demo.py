@@ -26,9 +26,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from ..runner import STOP_ERRORS
     try:
         result = run_demo(args.work_dir, args.data_root, args.epochs, args.seed)
-    except (FileExistsError, ValueError) as exc:
+    except (FileExistsError, ValueError, *STOP_ERRORS) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     m = result['metrics']

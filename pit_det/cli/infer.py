@@ -45,6 +45,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         import pit_det  # noqa: F401  (registers PiT for configs without custom_imports)
+        if not 0 <= args.score_thr <= 1:
+            raise ValueError(f'--score-thr {args.score_thr}: give a score between 0 and 1')
         if (args.path == 'onnxruntime') != bool(args.onnx):
             raise ValueError('--onnx FILE goes with --path onnxruntime (and only with it)')
         if args.onnx:
