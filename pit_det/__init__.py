@@ -1,7 +1,7 @@
 """pit-det: Pooling-based Vision Transformer (PiT) backbones for MMDetection's Deformable DETR.
 
 Importing this package registers :class:`PiT` and :class:`FastDeformableDETR` in mmdet's ``MODELS`` registry,
-:class:`PiTRunner` in mmengine's ``RUNNERS``, the checkpoint sources of :mod:`pit_det.models.weights` (local files,
+:class:`PiTRunner` in mmengine's ``RUNNERS``, the checkpoint sources of :mod:`pit_det.models.sources` (local files,
 ``hf-hub:`` tags, checked URLs) in mmengine's ``CheckpointLoader``, and allow-lists the classes of mmengine
 checkpoints for ``torch.load(weights_only=True)`` (see :mod:`pit_det.serialization`).
 """

@@ -177,8 +177,8 @@ def check_weights(model_cfg, findings: Findings) -> None:
     init_cfg = (model_cfg or {}).get('backbone', {}).get('init_cfg')
     if not init_cfg or init_cfg.get('type') != 'Pretrained' or not init_cfg.get('checkpoint'):
         return
-    from .models.weights import weights_problem
-    problem = weights_problem(str(init_cfg['checkpoint']))
+    from .models.sources import unavailable_reason
+    problem = unavailable_reason(str(init_cfg['checkpoint']))
     if problem:
         findings.other.append(problem)
 
@@ -222,7 +222,7 @@ def check_model(model_cfg) -> None:
     if not model_cfg or model_cfg.get('type') != 'FastDeformableDETR':
         return
     from .models.detectors import CPU_DEFORM_ATTN, INFERENCE_PATHS, exported_metadata
-    from .models.weights import CheckpointReadError
+    from .models.sources import CheckpointReadError
     problems = []
     if model_cfg.get('cpu_deform_attn', 'fused') not in CPU_DEFORM_ATTN:
         problems.append(f'model.cpu_deform_attn={model_cfg["cpu_deform_attn"]!r}: use one of '

@@ -19,7 +19,8 @@ from mmengine.registry import OPTIM_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
 from mmengine.visualization import Visualizer
 
-from .models.weights import CheckpointMismatchError, CheckpointReadError, WeightsUnavailableError
+from .models.fit import CheckpointMismatchError
+from .models.sources import CheckpointReadError, WeightsUnavailableError
 from .preflight import PreflightError, check_model, check_test, check_train
 
 

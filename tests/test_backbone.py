@@ -4,7 +4,7 @@ import torch
 from conftest import relayout
 
 from pit_det import ARCH_ZOO, PiT
-from pit_det.models.weights import convert_pit_checkpoint, load_pit_weights
+from pit_det.models import convert_pit_checkpoint, load_pit_weights
 from mmdet.registry import MODELS
 
 ARCHS = list(ARCH_ZOO)

@@ -7,7 +7,8 @@ import torch
 from conftest import relayout
 
 from pit_det import CheckpointMismatchError, PiT, convert_pit_checkpoint, load_pit_weights
-from pit_det.models.weights import ConversionReport, detect_layout
+from pit_det.models import ConversionReport
+from pit_det.models.pit_checkpoint import detect_layout
 from pit_det.cli.convert import convert_file
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,6 +2,7 @@
 import hashlib
 import http.server
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -14,7 +15,7 @@ import torch
 from conftest import relayout
 
 from pit_det.models import PiT
-from pit_det.models.weights import CheckpointReadError
+from pit_det.models import CheckpointReadError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'
@@ -89,20 +90,38 @@ def cached(folder):
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
+class LogLines(logging.Handler):
+    """The messages of mmengine's current logger while attached."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
 def test_url_loads_like_the_file(tmp_path, server, torch_home):
+    from mmengine.logging import MMLogger
     path = official_pit('s', tmp_path / 'pit_s.pth')
     name = server.add('pit_s', path.read_bytes())
     from_url = PiT(arch='s', init_cfg=dict(type='Pretrained', checkpoint=server.url(name)))
-    from_url.init_weights()
+    log = LogLines()
+    MMLogger.get_current_instance().addHandler(log)
+    try:
+        from_url.init_weights()
+    finally:
+        MMLogger.get_current_instance().removeHandler(log)
     from_disk = PiT(arch='s', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     from_disk.init_weights()
     for key, value in from_disk.state_dict().items():
         torch.testing.assert_close(from_url.state_dict()[key], value, rtol=0, atol=0)
     assert from_url.load_report.layout == 'official' and from_url.load_report.loaded == len(from_disk.state_dict())
     assert cached(torch_home) == [name]
-    # the log line names the source, the cached file, the layout and the tensors loaded
-    assert from_url.load_report.summary().startswith(f'{server.url(name)} ({torch_home / name}): layout official, ')
-    assert from_disk.load_report.summary().startswith(f'{path}: layout official, ')
+    # the log names the source and the cached file it resolved to, then the layout and the tensors loaded
+    resolved = log.lines.index(f'weights {server.url(name)}: {torch_home / name}')
+    assert log.lines[resolved + 1].startswith('PiT: layout official, 156/156 tensors loaded')
+    assert from_disk.load_report.summary().startswith('layout official, ')
     PiT(arch='s', init_cfg=dict(type='Pretrained', checkpoint=server.url(name))).init_weights()
     assert server.gets[name] == 1  # the second load reads the cache
 
@@ -157,8 +176,7 @@ reference = load_file(sys.argv[1])
 model = PiT(arch='ti', init_cfg=dict(type='Pretrained', checkpoint='hf-hub:timm/pit_ti_224.in1k'))
 model.init_weights()
 assert model.load_report.layout == 'timm', model.load_report
-assert model.load_report.summary().startswith(f'hf-hub:timm/pit_ti_224.in1k ({sys.argv[1]}): layout timm, '), \
-    model.load_report.summary()
+assert model.load_report.summary().startswith('layout timm, '), model.load_report.summary()
 for key, value in model.state_dict().items():
     assert torch.equal(value, reference[key]), key
 timm_model = timm.create_model('pit_ti_224', pretrained=False).eval()
@@ -189,6 +207,8 @@ def test_hf_hub_tag_loads_from_the_hub_cache_offline(tmp_path):
     run = subprocess.run([sys.executable, '-c', HF_SCRIPT, str(snapshot / 'model.safetensors'), str(ROOT / 'tests')],
                          capture_output=True, text=True, env=env)
     assert run.returncode == 0 and 'hf-hub ok' in run.stdout, run.stderr[-3000:]
+    # the log names the tag and the cached file it resolved to
+    assert f'weights hf-hub:timm/pit_ti_224.in1k: {snapshot / "model.safetensors"}' in run.stdout + run.stderr
     convert = subprocess.run([sys.executable, str(ROOT / 'tools' / 'convert_checkpoint.py'),
                               'hf-hub:timm/pit_ti_224.in1k', str(tmp_path / 'pit_ti.pth'), '--arch', 'ti'],
                              capture_output=True, text=True, env=env)

@@ -55,14 +55,14 @@ def check_spec(spec: str) -> None:
         FileNotFoundError: SOURCE cannot be had now (the message says the ways out).
     """
     from ..models.pit import ARCH_ZOO
-    from ..models.weights import weights_problem
+    from ..models.sources import unavailable_reason
     name, equals, source = spec.partition('=')
     if not ((name.startswith('pit-') and name[4:] in ARCH_ZOO) or name == 'vit-s'):
         raise ValueError(f'unknown backbone {name!r} in {spec!r}: use pit-<ti|xs|s|b>[-distilled] or vit-s, '
                          'optionally followed by =SOURCE (a checkpoint file, hf-hub: tag or URL)')
     if equals and not source:
         raise ValueError(f'{spec!r}: give a checkpoint after "=", or leave "=" out for random weights')
-    problem = weights_problem(source) if source else None
+    problem = unavailable_reason(source) if source else None
     if problem:
         raise FileNotFoundError(problem)
 

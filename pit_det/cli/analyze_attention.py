@@ -11,7 +11,7 @@ import sys
 import time
 
 from ..analysis.attention import OUTPUTS, analyze, build_backbone, check_spec, load_images, write_outputs
-from ..models.weights import CheckpointMismatchError, CheckpointReadError
+from ..models import CheckpointMismatchError, CheckpointReadError
 from ..outputs import check_dir_output
 
 

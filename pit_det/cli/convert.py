@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
-from ..models.weights import (CheckpointMismatchError, CheckpointReadError, ConversionReport, cached_file,
-                              convert_pit_checkpoint, load_pit_weights)
+from ..models import (CheckpointMismatchError, CheckpointReadError, ConversionReport, convert_pit_checkpoint,
+                      load_pit_weights)
+from ..models.sources import cached_file, is_remote
 from ..outputs import atomic_write, check_file_output
 
 
@@ -20,7 +21,7 @@ def convert_file(src: str | Path, dst: str | Path, arch: str | None = None, forc
     """Read ``src`` (a file, an ``hf-hub:`` tag or a URL; weights only), convert it, optionally check it against
     ``arch``, write ``dst`` atomically."""
     src, dst = str(src), Path(dst)
-    remote = src.startswith(('hf-hub:', 'http://', 'https://'))
+    remote = is_remote(src)
     if not remote and not Path(src).exists():
         raise FileNotFoundError(f'{src} does not exist')
     source = ('cached download of SRC', cached_file(src)) if remote else ('source checkpoint (SRC)', src)

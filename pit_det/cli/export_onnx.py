@@ -19,7 +19,7 @@ import torch
 
 from ..export.onnx import ExportError, build, check_shape, compare, export, load_image, require_runtime
 from ..models.utils import EXPORT_METADATA
-from ..models.weights import CheckpointMismatchError, CheckpointReadError
+from ..models import CheckpointMismatchError, CheckpointReadError
 from ..outputs import OutputError, atomic_write, check_file_output
 
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..draw import draw_detections
-from ..models.weights import CheckpointMismatchError, CheckpointReadError
+from ..models import CheckpointMismatchError, CheckpointReadError
 
 
 def parse_args(argv=None) -> argparse.Namespace:

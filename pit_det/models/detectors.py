@@ -12,7 +12,8 @@ from torch import nn
 
 from ..ops import use_fused_cpu_deform_attn
 from .utils import EXPORT_METADATA, weights_digest
-from .weights import CheckpointMismatchError, CheckpointReadError, check_detector_fit
+from .fit import CheckpointMismatchError, fit_detector_checkpoint
+from .sources import CheckpointReadError
 
 CPU_DEFORM_ATTN = ('fused', 'mmcv')
 INFERENCE_PATHS = ('eager', 'bf16', 'compile', 'onnxruntime')
@@ -77,7 +78,7 @@ class FastDeformableDETR(DeformableDETR):
 
     Also lets two-stage models use ``embed_dims`` other than 256 (see :meth:`get_proposal_pos_embed`), and refuses
     checkpoints that do not fit it (``load_from``, ``--resume``, ``mim test``, inference): see
-    :func:`pit_det.models.weights.check_detector_fit`.
+    :func:`pit_det.models.fit.fit_detector_checkpoint`.
 
     Args:
         cpu_deform_attn: ``'fused'`` (pit_det's C++ kernel, default) or ``'mmcv'`` (mmcv's pure-PyTorch
@@ -105,7 +106,7 @@ class FastDeformableDETR(DeformableDETR):
         self._register_load_state_dict_pre_hook(self._check_fit_on_load)
 
     def _check_fit_on_load(self, state_dict: dict, prefix: str, *args) -> None:
-        tolerated = check_detector_fit(self, state_dict, prefix)
+        tolerated = fit_detector_checkpoint(self, state_dict, prefix)
         if tolerated:
             print_log(f'classification layers differ in size (another class set; they keep their initialisation): '
                       f'{"; ".join(tolerated)}', logger='current', level=30)

@@ -3,7 +3,7 @@
 Paper: Heo et al., "Rethinking Spatial Dimensions of Vision Transformers", https://arxiv.org/abs/2103.16302.
 Reference implementations: https://github.com/naver-ai/pit (``pit.py``) and timm (``timm/models/pit.py``); the
 parameter names follow timm >= 0.9 so its checkpoints load unchanged, other layouts are converted on loading by
-:mod:`pit_det.models.weights`.
+:mod:`pit_det.models.pit_checkpoint`.
 """
 # PiT: Copyright 2021-present NAVER Corp. Apache License v2.0.
 from __future__ import annotations
@@ -14,13 +14,12 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
-from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmdet.registry import MODELS
 from torch import nn
 
-from .weights import (ConversionReport, check_backbone_fit, convert_pit_checkpoint, origin_of,
-                      recognises_pit_checkpoint, take_prefixed)
+from .fit import ConversionReport, FitsCheckpoints, check_backbone_fit
+from .pit_checkpoint import convert_pit_checkpoint, recognises_pit_checkpoint
 
 ARCH_ZOO: dict[str, dict] = {
     'ti': dict(patch_size=16, stride=8, base_dims=(32, 32, 32), depths=(2, 6, 4), heads=(2, 4, 8)),
@@ -173,7 +172,7 @@ class Stage(nn.Module):
 
 
 @MODELS.register_module()
-class PiT(BaseModule):
+class PiT(FitsCheckpoints, BaseModule):
     """PiT backbone returning its three spatial stages as NCHW feature maps.
 
     Output contract for an input of ``H x W`` (``P``/``S`` the patch size and stride, 16/8; 14/7 for ``b``)::
@@ -209,10 +208,11 @@ class PiT(BaseModule):
 
     Every state dict loaded into this module, by ``init_cfg``, mmdet's ``load_from`` or ``load_state_dict``, is
     converted from the layout it is in, its position embedding resized to this model's grid and its shapes checked
-    (a load-state-dict pre-hook; see :mod:`pit_det.models.weights`). :attr:`load_report` describes the last load.
+    (:class:`~pit_det.models.fit.FitsCheckpoints`; layouts in :mod:`pit_det.models.pit_checkpoint`).
+    :attr:`load_report` describes the last load.
     """
 
-    converts_checkpoints = True  # detectors leave the check of this backbone's tensors to its own hook
+    checkpoint_name = 'PiT'
     recognises = staticmethod(recognises_pit_checkpoint)
 
     def __init__(self,
@@ -264,7 +264,7 @@ class PiT(BaseModule):
         self.set_with_cp(with_cp)
         self.set_fused_attn(fused_attn)
         self.load_report: ConversionReport | None = None
-        self._register_load_state_dict_pre_hook(self._fit_on_load)
+        self.register_fit_hook()
         self._freeze_stages()
 
     # ----------------------------------------------------------------------------------------------- switches
@@ -347,19 +347,12 @@ class PiT(BaseModule):
                     nn.init.zeros_(module.bias)
         super().init_weights()
 
-    def _fit_on_load(self, state_dict: dict, prefix: str, *args) -> None:
-        """Load-state-dict pre-hook: the tensors under ``prefix`` converted to this layout, ``pos_embed`` resized to
-        this grid, and checked against this model (raises :class:`~pit_det.models.weights.CheckpointMismatchError`).
-        """
-        local = take_prefixed(state_dict, prefix)
-        if not local:
-            return
-        report = ConversionReport('', origin=origin_of(local))
-        converted = convert_pit_checkpoint(local, num_stages=len(self.transformers), report=report)
+    def convert_checkpoint(self, state_dict: dict, report: ConversionReport) -> dict:
+        """A PiT state dict of any layout converted to this one, ``pos_embed`` resized to this grid, checked
+        against this model (raises :class:`~pit_det.models.fit.CheckpointMismatchError`)."""
+        converted = convert_pit_checkpoint(state_dict, num_stages=len(self.transformers), report=report)
         pos = converted.get('pos_embed')
         if pos is not None and pos.ndim == 4 and pos.shape[:2] == self.pos_embed.shape[:2]:
             converted['pos_embed'] = resize_pos_embed(pos, self.pos_embed.shape[-2:])
         check_backbone_fit(converted, self.state_dict(), 'PiT', str(self.arch_settings), report)
-        self.load_report = report
-        print_log(f'PiT{" " + prefix.rstrip(".") if prefix else ""}: {report.summary()}', logger='current')
-        state_dict.update({prefix + k: v for k, v in converted.items()})
+        return converted

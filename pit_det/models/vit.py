@@ -14,15 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmdet.registry import MODELS
 from torch import nn
 
-from .weights import (CheckpointMismatchError, ConversionReport, check_backbone_fit, extract_state_dict, origin_of,
-                      take_prefixed)
-
-_DROPPED_PREFIXES = ('head.', 'fc_norm.', 'norm.', 'head_dist.')
+from .fit import (CLASSIFIER_PREFIXES, CheckpointMismatchError, ConversionReport, FitsCheckpoints, check_backbone_fit,
+                  extract_state_dict)
 
 
 def recognises_vit_checkpoint(sd: dict) -> bool:
@@ -31,7 +28,7 @@ def recognises_vit_checkpoint(sd: dict) -> bool:
 
 
 @MODELS.register_module()
-class ViTPyramid(BaseModule):
+class ViTPyramid(FitsCheckpoints, BaseModule):
     """timm's ViT with three taps turned into strides 8/16/32 (see the module docstring), NCHW outputs.
 
     Example:
@@ -50,7 +47,8 @@ class ViTPyramid(BaseModule):
             tag, URL), classifier dropped, shapes checked; e.g. ``hf-hub:timm/deit_small_patch16_224.fb_in1k``.
     """
 
-    converts_checkpoints = True  # detectors leave the check of this backbone's tensors to its own hook
+    checkpoint_name = 'ViT'
+    recognises = staticmethod(recognises_vit_checkpoint)
 
     def __init__(self,
                  model_name: str = 'deit_small_patch16_224',
@@ -81,7 +79,7 @@ class ViTPyramid(BaseModule):
         self.strides = (self.patch_size // 2, self.patch_size, self.patch_size * 2)
         self.frozen_stages = frozen_stages
         self.load_report: ConversionReport | None = None
-        self._register_load_state_dict_pre_hook(self._fit_on_load)
+        self.register_fit_hook()
         self._freeze_stages()
 
     recognises = staticmethod(recognises_vit_checkpoint)
@@ -112,18 +110,15 @@ class ViTPyramid(BaseModule):
         self._freeze_stages()
         return self
 
-    def _fit_on_load(self, state_dict: dict, prefix: str, *args) -> None:
-        """Load-state-dict pre-hook: a timm ViT checkpoint (keys without ``vit.``) is placed under ``vit.``, the
-        classifier dropped, and the result checked against this model."""
-        local = take_prefixed(state_dict, prefix)
-        if not local:
-            return
-        local = extract_state_dict(local)
-        report = ConversionReport('timm-vit', origin=origin_of(local))
+    def convert_checkpoint(self, state_dict: dict, report: ConversionReport) -> dict:
+        """A timm ViT checkpoint (keys without ``vit.``) placed under ``vit.``, the classifier dropped, checked
+        against this model."""
+        local = extract_state_dict(state_dict)
+        report.layout = 'timm-vit'
         converted = {}
         for key, value in local.items():
             bare = key[len('vit.'):] if key.startswith('vit.') else key
-            if bare.startswith(_DROPPED_PREFIXES) or (bare.startswith('blocks.') and
+            if bare.startswith(CLASSIFIER_PREFIXES) or (bare.startswith('blocks.') and
                                                        int(bare.split('.')[1]) > self.out_indices[-1]):
                 report.dropped.append(key)
                 continue
@@ -138,6 +133,4 @@ class ViTPyramid(BaseModule):
         checked = {k: v for k, v in own.items() if k.startswith('vit.') or k in converted}  # + our layers if saved
         check_backbone_fit(converted, checked, 'ViT', self.model_name, report,
                            advice='Check that the checkpoint is of the same ViT (model_name).')
-        self.load_report = report
-        print_log(f'ViT{" " + prefix.rstrip(".") if prefix else ""}: {report.summary()}', logger='current')
-        state_dict.update({prefix + k: v for k, v in converted.items()})
+        return converted
