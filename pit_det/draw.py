@@ -5,9 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import IMAGE_SUFFIXES
 from .outputs import check_file_output
-
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def check_request(config: str | Path, checkpoint: str | Path, image: str | Path, out: str | Path,
@@ -54,13 +53,15 @@ def draw_detections(config: str | Path, checkpoint: str | Path, image: str | Pat
         The number of detections drawn (score >= ``score_thr``).
     """
     import mmcv
-    from mmdet.apis import inference_detector, init_detector
+    from mmdet.apis import inference_detector
     from mmdet.registry import VISUALIZERS
+
+    from .models.detectors import build_detector
 
     onnx_file = (inference or {}).get('onnx_file')
     bgr = check_request(config, checkpoint, image, out, device, force, (('ONNX file', onnx_file),))
     options = {f'model.inference.{k}': v for k, v in (inference or {}).items()}
-    model = init_detector(str(config), str(checkpoint), device=device, cfg_options=options or None)
+    model = build_detector(config, checkpoint, device=device, cfg_options=options)
     result = inference_detector(model, bgr)
     visualizer = VISUALIZERS.build(dict(type='DetLocalVisualizer', name=f'pit_det_{Path(out).stem}'))
     visualizer.dataset_meta = model.dataset_meta

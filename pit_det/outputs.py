@@ -89,6 +89,17 @@ def check_dir_output(folder: str | Path, names: Iterable[str], inputs: Iterable[
     return folder
 
 
+def table(header: list[str], rows: list[list[str]], markdown: bool = False) -> str:
+    """Columns padded to their widest cell; ``markdown``: with ``|`` borders, to paste into docs."""
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+
+    def line(cells):
+        padded = [str(c).ljust(w) for c, w in zip(cells, widths)]
+        return '| ' + ' | '.join(padded) + ' |' if markdown else '  '.join(padded)
+    rule = '|' + '|'.join('-' * (w + 2) for w in widths) + '|' if markdown else '  '.join('-' * w for w in widths)
+    return '\n'.join([line(header), rule] + [line(row) for row in rows])
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """``write(tmp)`` to a temporary file beside ``path``, flushed to disk, then renamed to ``path``.
 

@@ -24,20 +24,21 @@ test_dataloader.dataset.data_root=DIR val_evaluator.ann_file=DIR/annotations/ins
 test_evaluator.ann_file=DIR/annotations/instances_val2017.json"""
 
 
-class PreflightError(FileNotFoundError):
-    """A run cannot start; the message lists every problem and what to do."""
+class PreflightError(RuntimeError):
+    """A run cannot start (missing data, classes, evaluator files, weights, options); the message lists every
+    problem and what to do."""
 
 
 @dataclass
 class Findings:
-    data: list[str] = field(default_factory=list)    # missing or broken data: the layout hint applies
-    other: list[str] = field(default_factory=list)   # classes, evaluator files, weights
+    data_problems: list[str] = field(default_factory=list)     # missing or broken data: the layout hint applies
+    config_problems: list[str] = field(default_factory=list)   # classes, evaluator files, weights
 
     def raise_if_any(self, hint: str = COCO_LAYOUT) -> None:
-        problems = self.data + self.other
+        problems = self.data_problems + self.config_problems
         if problems:
             raise PreflightError('\n'.join(['cannot start:'] + [f'  - {p}' for p in problems]
-                                           + ([hint] if self.data else [])))
+                                           + ([hint] if self.data_problems else [])))
 
 
 def _dataset(loader_cfg) -> dict | None:
@@ -81,7 +82,7 @@ def _load_annotations(path: str, cache: dict) -> dict | str:
     return cache[path]
 
 
-def _list_names(folder: str, names: list[str]) -> list[str]:
+def _missing_names(folder: str, names: list[str]) -> list[str]:
     """The names (paths relative to ``folder``) that do not exist there."""
     try:
         present = set(os.listdir(folder))
@@ -102,22 +103,22 @@ def check_dataset(loader_cfg, role: str, findings: Findings, cache: dict) -> dic
     ann_path = _under_root(dataset, dataset.get('ann_file'))
     img_dir = _under_root(dataset, (dataset.get('data_prefix') or {}).get('img'))
     if ann_path and not osp.isfile(ann_path):
-        findings.data.append(f'{role} annotations not found: {ann_path}')
+        findings.data_problems.append(f'{role} annotations not found: {ann_path}')
     if img_dir is not None and not osp.isdir(img_dir):
-        findings.data.append(f'{role} images not found: {img_dir}')
+        findings.data_problems.append(f'{role} images not found: {img_dir}')
     if not ann_path or not osp.isfile(ann_path) or not ann_path.endswith('.json'):
         return dataset
     ann = _load_annotations(ann_path, cache)
     if isinstance(ann, str):
-        findings.data.append(ann)
+        findings.data_problems.append(ann)
         return dataset
     if not ann['images']:
-        findings.data.append(f'{role} annotations {ann_path} list no images: the {role} set would be empty')
+        findings.data_problems.append(f'{role} annotations {ann_path} list no images: the {role} set would be empty')
         return dataset
     if img_dir is not None and osp.isdir(img_dir):
-        missing = _list_names(img_dir, [str(img.get('file_name', '')) for img in ann['images']])
+        missing = _missing_names(img_dir, [str(img.get('file_name', '')) for img in ann['images']])
         if missing:
-            findings.data.append(f'{role}: {len(missing)} of the {len(ann["images"])} images listed in {ann_path} '
+            findings.data_problems.append(f'{role}: {len(missing)} of the {len(ann["images"])} images listed in {ann_path} '
                                  f'are not in {img_dir}, e.g. {", ".join(missing[:3])}')
     _check_classes(dataset, ann, ann_path, role, findings)
     return dataset
@@ -139,11 +140,11 @@ def _check_classes(dataset: dict, ann: dict, ann_path: str, role: str, findings:
               f'"{loader}.dataset.metainfo.classes={tuple(present[:3])}" (all of them, for every loader) and '
               'model.bbox_head.num_classes to their number, or in the config dataset=dict(metainfo=dict(classes=...)).')
     if len(missing) == len(wanted):
-        findings.other.append(
+        findings.config_problems.append(
             f'{role}: none of the config\'s {len(wanted)} classes ({_names(wanted, 6)}) is a category of {ann_path} '
             f'({_names(present, 6)}): every image would have no ground truth. {advice}')
     elif missing:
-        findings.other.append(
+        findings.config_problems.append(
             f'{role}: {len(missing)} of the config\'s {len(wanted)} classes are not categories of {ann_path}: '
             f'{_names(missing, 8)}. mmdet numbers the labels by the classes it finds in the file, so every class after '
             f'a missing one would train and be scored as another (and evaluation would fail). {advice}')
@@ -162,10 +163,10 @@ def check_evaluator(evaluator_cfg, dataset: dict | None, role: str, findings: Fi
         if not ann:
             continue
         if not osp.isfile(ann):
-            findings.data.append(f'{role} evaluator annotations not found: {ann}')
+            findings.data_problems.append(f'{role} evaluator annotations not found: {ann}')
         elif dataset_ann and osp.isfile(dataset_ann) and osp.realpath(ann) != osp.realpath(dataset_ann):
             key = 'val_evaluator' if role == 'validation' else 'test_evaluator'
-            findings.other.append(
+            findings.config_problems.append(
                 f'{role}: the evaluator scores against {ann} but the dataset reads {dataset_ann}: the metrics would '
                 f'compare predictions with another set\'s ground truth. Point both at the same file, e.g. '
                 f'--cfg-options {key}.ann_file={dataset_ann}')
@@ -180,7 +181,7 @@ def check_weights(model_cfg, findings: Findings) -> None:
     from .models.sources import unavailable_reason
     problem = unavailable_reason(str(init_cfg['checkpoint']))
     if problem:
-        findings.other.append(problem)
+        findings.config_problems.append(problem)
 
 
 def check_train(cfg) -> None:

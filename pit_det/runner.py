@@ -21,6 +21,7 @@ from mmengine.visualization import Visualizer
 
 from .models.fit import CheckpointMismatchError
 from .models.sources import CheckpointReadError, WeightsUnavailableError
+from .outputs import atomic_write
 from .preflight import PreflightError, check_model, check_test, check_train
 
 
@@ -247,14 +248,10 @@ class PiTRunner(Runner):
     def save_checkpoint(self, out_dir: str, filename: str, *args, **kwargs) -> None:
         """mmengine's checkpoint, written to ``FILENAME.partial``, flushed to disk, then renamed.
 
-        A file under a checkpoint's final name is therefore always whole; a run killed while saving leaves only the
-        ``.PID.partial`` file. Non-local backends (``backend_args``) are written as mmengine writes them.
+        A file under a checkpoint's final name is therefore always whole; a save that fails leaves nothing behind,
+        a run killed while saving only its ``.PID.partial`` file (:func:`pit_det.outputs.atomic_write`). Non-local backends (``backend_args``) are written as mmengine writes them.
         """
         if kwargs.get('backend_args') or kwargs.get('file_client_args') or '://' in str(out_dir):
             return super().save_checkpoint(out_dir, filename, *args, **kwargs)
-        partial = f'{filename}.{os.getpid()}.partial'  # two processes never share one
-        super().save_checkpoint(out_dir, partial, *args, **kwargs)
-        src, dst = osp.join(out_dir, partial), osp.join(out_dir, filename)
-        with open(src, 'rb') as f:
-            os.fsync(f.fileno())
-        os.replace(src, dst)
+        save = super().save_checkpoint
+        atomic_write(osp.join(out_dir, filename), lambda tmp: save(out_dir, tmp.name, *args, **kwargs))

@@ -74,7 +74,7 @@ fi
 echo "torch, torchvision, setuptools unchanged by the install: $after"
 
 "$PY" scripts/build_mmcv.py verify
-echo "== fused CPU deformable attention kernel (cached under ~/.cache/pit-det/ext)"
+echo "== fused CPU deformable attention kernel"
 "$PY" -c 'from pit_det.ops.ms_deform_attn import extension_dir, load_extension
 assert load_extension() is not None
 print("kernel ready in", extension_dir())' || echo "WARNING: the fused CPU kernel did not compile; detectors fall back to mmcv's CPU op (slower)." >&2

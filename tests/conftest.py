@@ -1,7 +1,50 @@
+"""What the tests share: the repository's paths, a fixed seed, PiT weights in each checkpoint layout, the configs."""
 import pytest
 import torch
 
 import pit_det  # noqa: F401  (registers PiT, allow-lists mmengine checkpoint classes)
+from pit_det.demo import DEMO_CONFIG, REPO
+
+CONFIGS = sorted(p for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
+
+
+@pytest.fixture(scope='session')
+def root():
+    """The repository's root folder."""
+    return REPO
+
+
+@pytest.fixture(scope='session')
+def demo_config():
+    """The demo config, ``configs/demo/deformable-detr_pit-ti_synthetic_cpu.py``."""
+    return DEMO_CONFIG
+
+
+@pytest.fixture()
+def mmengine_log():
+    """The messages mmengine's current logger emits during the test (``print_log(..., logger='current')``)."""
+    import logging
+
+    from mmengine.logging import MMLogger
+
+    class Lines(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+    handler = Lines()
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    yield handler.lines
+    logger.removeHandler(handler)
+
+
+def pytest_generate_tests(metafunc):
+    """A test taking ``config_path`` runs once per config of ``configs/`` (``_base_`` left out)."""
+    if 'config_path' in metafunc.fixturenames:
+        metafunc.parametrize('config_path', CONFIGS, ids=[str(p.relative_to(REPO / 'configs')) for p in CONFIGS])
 
 
 @pytest.fixture(autouse=True)
@@ -10,7 +53,13 @@ def _deterministic():
     yield
 
 
-def relayout(sd: dict, layout: str) -> dict:
+@pytest.fixture(scope='session')
+def relayout():
+    """``relayout(sd, layout)``: see :func:`_relayout`."""
+    return _relayout
+
+
+def _relayout(sd: dict, layout: str) -> dict:
     """The same PiT weights (timm >= 0.9 keys) in another layout: ``official`` (``pools.{i-1}``), ``timm-legacy``
     (``transformers.{i-1}.pool``) or ``timm`` (unchanged)."""
     out = {}

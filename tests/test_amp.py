@@ -2,7 +2,6 @@
 import copy
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +14,6 @@ from pit_det.data import make_synthetic_coco
 from pit_det.demo import load_demo_config
 from pit_det.runner import BF16AutocastOptimWrapper
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope='module')
@@ -52,8 +50,8 @@ def test_bf16_iteration_of_the_demo_model(data):
     one_iteration(load_demo_config(data, '/tmp/unused'), data)
 
 
-def test_bf16_iteration_of_the_pit_s_config_at_a_small_size(data):
-    cfg = Config.fromfile(str(ROOT / 'configs' / 'pit_s_deformable_detr.py'))
+def test_bf16_iteration_of_the_pit_s_config_at_a_small_size(root, data):
+    cfg = Config.fromfile(str(root / 'configs' / 'pit_s_deformable_detr.py'))
     cfg.model.backbone.init_cfg = None
     cfg.model.bbox_head.num_classes = 3
     cfg.train_dataloader.dataset.pipeline = [
@@ -72,12 +70,12 @@ def test_amp_option_becomes_bf16_autocast_on_the_cpu(data, tmp_path):
 
 
 @pytest.mark.slow
-def test_tools_train_amp_on_the_cpu(data, tmp_path):
+def test_tools_train_amp_on_the_cpu(root, data, tmp_path):
     cfg = load_demo_config(data, tmp_path / 'work', max_epochs=1)
     cfg.train_dataloader.batch_size = cfg.val_dataloader.batch_size = 2
     config = tmp_path / 'config.py'
     cfg.dump(str(config))
-    run = subprocess.run([sys.executable, str(ROOT / 'tools' / 'train.py'), str(config), '--amp', '--work-dir',
+    run = subprocess.run([sys.executable, str(root / 'tools' / 'train.py'), str(config), '--amp', '--work-dir',
                           str(tmp_path / 'work')], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     assert 'bf16 autocast on the CPU' in run.stdout + run.stderr and (tmp_path / 'work' / 'epoch_1.pth').is_file()
@@ -102,7 +100,8 @@ def test_cuda_deformable_attention_under_autocast(dtype):
 def demo_model_and_batch():
     """The demo detector (random weights, eval mode) and a 160x192 batch of one."""
     register_all_modules()
-    cfg = Config.fromfile(str(ROOT / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'))
+    from pit_det.demo import DEMO_CONFIG
+    cfg = Config.fromfile(str(DEMO_CONFIG))
     model = MODELS.build(cfg.model)
     model.init_weights()
     model.eval()

@@ -1,7 +1,6 @@
 import pytest
 import timm
 import torch
-from conftest import relayout
 
 from pit_det import ARCH_ZOO, PiT
 from pit_det.models import convert_pit_checkpoint, load_pit_weights
@@ -41,7 +40,7 @@ def test_detection_resolution_sizes():
 
 
 @pytest.mark.parametrize('arch', ARCHS)
-def test_equals_timm_and_official_layout(arch, tmp_path):
+def test_equals_timm_and_official_layout(relayout, arch, tmp_path):
     ref = timm.create_model(timm_name(arch), pretrained=False).eval()
     x = torch.rand(2, 3, 224, 224)
     with torch.no_grad():
@@ -139,7 +138,7 @@ def test_out_norm_normalises_channels():
     torch.testing.assert_close(out.mean(dim=1), torch.zeros_like(out[:, 0]), atol=1e-4, rtol=0)
 
 
-def test_init_cfg_pretrained_loads_and_resizes(tmp_path):
+def test_init_cfg_pretrained_loads_and_resizes(relayout, tmp_path):
     src = PiT(arch='ti', pretrain_img_size=288)  # a foreign 35x35 grid
     src.init_weights()
     path = tmp_path / 'w.pth'
@@ -150,7 +149,7 @@ def test_init_cfg_pretrained_loads_and_resizes(tmp_path):
     assert model.pos_embed.shape[-2:] == (27, 27)
 
 
-def test_load_from_detector_checkpoint_with_foreign_layout():
+def test_load_from_detector_checkpoint_with_foreign_layout(relayout):
     src = PiT(arch='ti')
     src.init_weights()
     detector_sd = {'backbone.' + k: v for k, v in relayout(src.state_dict(), 'official').items()}

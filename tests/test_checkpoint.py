@@ -1,17 +1,14 @@
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import relayout
 
 from pit_det import CheckpointMismatchError, PiT, convert_pit_checkpoint, load_pit_weights
 from pit_det.models import ConversionReport
 from pit_det.models.pit_checkpoint import detect_layout
 from pit_det.cli.convert import convert_file
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def reference(arch='ti'):
@@ -25,7 +22,7 @@ def reference(arch='ti'):
 
 
 @pytest.mark.parametrize('layout', ['timm', 'official', 'timm-legacy'])
-def test_round_trip_through_files(layout, tmp_path):
+def test_round_trip_through_files(relayout, layout, tmp_path):
     model, sd = reference('s')
     src = tmp_path / 'src.pth'
     torch.save({'model': relayout(sd, layout)} if layout == 'official' else relayout(sd, layout), src)
@@ -42,7 +39,7 @@ def test_round_trip_through_files(layout, tmp_path):
         torch.testing.assert_close(fresh.state_dict()[k], v, rtol=0, atol=0)
 
 
-def test_same_key_different_layer_is_told_apart():
+def test_same_key_different_layer_is_told_apart(relayout):
     _, sd = reference('ti')
     legacy = relayout(sd, 'timm-legacy')
     # both layouts hold transformers.1.pool.conv.weight, of different layers and shapes
@@ -55,7 +52,7 @@ def test_same_key_different_layer_is_told_apart():
     torch.testing.assert_close(converted['transformers.2.pool.conv.weight'], sd['transformers.2.pool.conv.weight'])
 
 
-def test_prefixes_and_report():
+def test_prefixes_and_report(relayout):
     _, sd = reference('ti')
     report = ConversionReport('')
     out = convert_pit_checkpoint({'state_dict': {f'module.backbone.{k}': v for k, v in relayout(sd, 'official').items()}
@@ -102,12 +99,12 @@ def test_pickled_code_is_refused(tmp_path):
         load_pit_weights(PiT(arch='ti'), path)
 
 
-def test_cli_prints_renames_and_never_overwrites(tmp_path):
+def test_cli_prints_renames_and_never_overwrites(root, relayout, tmp_path):
     _, sd = reference('ti')
     src = tmp_path / 'official.pth'
     torch.save(relayout(sd, 'official'), src)
     before = src.read_bytes()
-    cmd = [sys.executable, str(ROOT / 'tools' / 'convert_checkpoint.py')]
+    cmd = [sys.executable, str(root / 'tools' / 'convert_checkpoint.py')]
     run = subprocess.run(cmd + [str(src), str(tmp_path / 'dst.pth'), '--arch', 'ti'], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert 'pools.0.conv.weight -> transformers.1.pool.conv.weight' in run.stdout
@@ -122,7 +119,6 @@ def test_cli_prints_renames_and_never_overwrites(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ one loading path, its faults
-DEMO_CONFIG = ROOT / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'
 
 
 def demo_detector():
@@ -130,12 +126,13 @@ def demo_detector():
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
     register_all_modules()
+    from pit_det.demo import DEMO_CONFIG
     model = MODELS.build(Config.fromfile(str(DEMO_CONFIG)).model)
     model.init_weights()
     return model
 
 
-def test_every_source_converts_once(tmp_path, monkeypatch):
+def test_every_source_converts_once(relayout, tmp_path, monkeypatch):
     import pit_det.models.pit as pit_module
     calls = []
     real = pit_module.convert_pit_checkpoint
@@ -157,7 +154,7 @@ def test_every_source_converts_once(tmp_path, monkeypatch):
     ('truncated', 'not a readable PyTorch file'),
     ('folder', 'is a folder'),
 ])
-def test_unreadable_checkpoint_is_a_clear_error_everywhere(tmp_path, content, message):
+def test_unreadable_checkpoint_is_a_clear_error_everywhere(root, tmp_path, content, message):
     from mmengine.runner import load_checkpoint
     from pit_det.models import CheckpointReadError
     path = tmp_path / 'bad.pth'
@@ -172,12 +169,12 @@ def test_unreadable_checkpoint_is_a_clear_error_everywhere(tmp_path, content, me
         PiT(arch='ti', init_cfg=dict(type='Pretrained', checkpoint=str(path))).init_weights()
     with pytest.raises(CheckpointReadError, match=message):  # load_from, --resume, mim test, infer
         load_checkpoint(demo_detector(), str(path))
-    run = subprocess.run([sys.executable, str(ROOT / 'tools' / 'convert_checkpoint.py'), str(path),
+    run = subprocess.run([sys.executable, str(root / 'tools' / 'convert_checkpoint.py'), str(path),
                           str(tmp_path / 'out.pth')], capture_output=True, text=True)
     assert run.returncode == 1 and message in run.stderr and 'Traceback' not in run.stderr
 
 
-def test_load_from_another_arch_is_an_error(tmp_path):
+def test_load_from_another_arch_is_an_error(relayout, tmp_path):
     from mmengine.runner import load_checkpoint
     _, sd = reference('b')
     src, converted = tmp_path / 'pit_b_official.pth', tmp_path / 'pit_b.pth'
@@ -197,7 +194,7 @@ def test_a_foreign_state_dict_is_not_a_detector_checkpoint(tmp_path):
         load_checkpoint(demo_detector(), str(path))
 
 
-def test_detector_checkpoints_that_fit_load(tmp_path):
+def test_detector_checkpoints_that_fit_load(tmp_path, mmengine_log):
     from mmengine.runner import load_checkpoint
     trained = demo_detector()
     path = tmp_path / 'epoch_1.pth'
@@ -210,7 +207,16 @@ def test_detector_checkpoints_that_fit_load(tmp_path):
     other = {k: (torch.zeros(5, *v.shape[1:]) if k.startswith('bbox_head.cls_branches') else v)
              for k, v in trained.state_dict().items()}
     torch.save({'state_dict': other}, path)
-    load_checkpoint(demo_detector(), str(path))
+    torch.manual_seed(1)
+    tuned = demo_detector()
+    initial = {k: v.clone() for k, v in tuned.state_dict().items()}
+    del mmengine_log[:]
+    load_checkpoint(tuned, str(path))
+    warning = next(line for line in mmengine_log if 'classification layers differ in size' in line)
+    assert 'bbox_head.cls_branches.0.weight: checkpoint (5, 128) vs model (3, 128)' in warning
+    for key, value in tuned.state_dict().items():
+        expected = initial[key] if key.startswith('bbox_head.cls_branches') else trained.state_dict()[key]
+        torch.testing.assert_close(value, expected, rtol=0, atol=0, msg=key)
     # a backbone-only file from pit-det-convert is a valid load_from
     _, sd = reference('ti')
     torch.save(sd, tmp_path / 'ti.pth')

@@ -9,19 +9,17 @@ from PIL import Image
 from pit_det.cli import demo as demo_cli
 from pit_det.cli import infer as infer_cli
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = ROOT / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'
 
 
 @pytest.fixture(scope='module')
-def detector(tmp_path_factory):
+def detector(demo_config, tmp_path_factory):
     """The demo config and a checkpoint of it (random weights, as mmengine saves them)."""
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
     register_all_modules()
     tmp = tmp_path_factory.mktemp('detector')
-    cfg = Config.fromfile(str(DEMO_CONFIG))
+    cfg = Config.fromfile(str(demo_config))
     model = MODELS.build(cfg.model)
     model.init_weights()
     checkpoint = tmp / 'epoch_1.pth'
@@ -29,7 +27,7 @@ def detector(tmp_path_factory):
                 'meta': {'dataset_meta': {'classes': ('square', 'disc', 'triangle')}}}, checkpoint)
     image = tmp / 'photo.png'
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(image)
-    return DEMO_CONFIG, checkpoint, image
+    return demo_config, checkpoint, image
 
 
 def infer(capsys, config, checkpoint, image, *extra):
@@ -126,15 +124,15 @@ def test_infer_takes_the_inference_path(detector, tmp_path, capsys):
 
 
 @pytest.mark.parametrize('script', ['tools/train.py', 'mmdet/.mim/tools/train.py'])
-def test_train_command_prints_the_preflight_message_without_a_traceback(tmp_path, script):
+def test_train_command_prints_the_preflight_message_without_a_traceback(root, demo_config, tmp_path, script):
     import subprocess
     import sys
 
     import mmdet
     # ours, and mmdet's own script (what `mim train mmdet CONFIG` runs), whose runner is the config's PiTRunner
-    path = ROOT / script if script.startswith('tools') else Path(mmdet.__file__).parents[1] / script
+    path = root / script if script.startswith('tools') else Path(mmdet.__file__).parents[1] / script
     # the demo config, whose generated data does not exist in tmp_path
-    run = subprocess.run([sys.executable, str(path), str(DEMO_CONFIG), '--work-dir', str(tmp_path / 'work')],
+    run = subprocess.run([sys.executable, str(path), str(demo_config), '--work-dir', str(tmp_path / 'work')],
                          capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 1 and 'Traceback' not in run.stderr, run.stderr[-3000:]
     assert 'error: cannot start' in run.stderr and 'run `pit-det-demo`' in run.stderr

@@ -1,5 +1,4 @@
 import copy
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +10,6 @@ from mmengine.structures import InstanceData
 
 from pit_det.ops import FusedMultiScaleDeformableAttention
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (ROOT / 'configs').rglob('*.py') if '_base_' not in p.parts)
 
 
 def tiny_batch(h=160, w=192, num_classes=3):  # two-stage needs >= 300 memory tokens
@@ -23,8 +20,8 @@ def tiny_batch(h=160, w=192, num_classes=3):  # two-stage needs >= 300 memory to
     return torch.rand(1, 3, h, w), [sample]
 
 
-def test_front_door_exists_and_follows_the_paper():
-    cfg = Config.fromfile(str(ROOT / 'configs' / 'pit_s_deformable_detr.py'))
+def test_front_door_exists_and_follows_the_paper(root):
+    cfg = Config.fromfile(str(root / 'configs' / 'pit_s_deformable_detr.py'))
     assert cfg.model.backbone.type == 'PiT' and cfg.model.backbone.arch == 's'
     assert cfg.model.backbone.out_indices == (0, 1, 2) and 'depth' not in cfg.model.backbone
     assert cfg.model.neck.in_channels == [144, 288, 576] and cfg.model.neck.num_outs == 4
@@ -42,10 +39,9 @@ def test_front_door_exists_and_follows_the_paper():
     assert cfg.custom_imports == dict(imports=['pit_det'], allow_failed_imports=False)
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: str(p.relative_to(ROOT / 'configs')))
-def test_config_builds_and_runs_loss_and_predict(path):
+def test_config_builds_and_runs_loss_and_predict(config_path):
     register_all_modules()
-    cfg = Config.fromfile(str(path))
+    cfg = Config.fromfile(str(config_path))
     cfg.model.backbone.init_cfg = None
     model = MODELS.build(cfg.model)
     model.init_weights()
@@ -62,9 +58,9 @@ def test_config_builds_and_runs_loss_and_predict(path):
     assert len(result.pred_instances.scores) == cfg.model.test_cfg.max_per_img
 
 
-def test_fused_and_mmcv_attention_give_the_same_detections():
+def test_fused_and_mmcv_attention_give_the_same_detections(root):
     register_all_modules()
-    cfg = Config.fromfile(str(ROOT / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'))
+    cfg = Config.fromfile(str(root / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'))
     torch.manual_seed(0)
     fused = MODELS.build(copy.deepcopy(cfg.model))  # mmdet edits the bbox_head config in place
     fused.init_weights()
@@ -81,16 +77,16 @@ def test_fused_and_mmcv_attention_give_the_same_detections():
         MODELS.build(dict(copy.deepcopy(cfg.model), cpu_deform_attn='fast'))
 
 
-def test_half_resolution_is_one_base_shared_by_pit_and_r50():
-    pit = Config.fromfile(str(ROOT / 'configs' / 'pit_s_deformable_detr.py'))
-    r50 = Config.fromfile(str(ROOT / 'configs' / 'deformable-detr_r50_16xb2-50e_coco-halfres.py'))
+def test_half_resolution_is_one_base_shared_by_pit_and_r50(root):
+    pit = Config.fromfile(str(root / 'configs' / 'pit_s_deformable_detr.py'))
+    r50 = Config.fromfile(str(root / 'configs' / 'deformable-detr_r50_16xb2-50e_coco-halfres.py'))
     for key in ('train_pipeline', 'test_pipeline', 'train_dataloader', 'test_dataloader', 'train_cfg',
                 'param_scheduler', 'runner_type', 'custom_imports'):
         assert pit[key] == r50[key], key
     assert r50.model.type == pit.model.type == 'FastDeformableDETR'
     assert r50.model.backbone.type == 'ResNet' and r50.model.backbone.init_cfg.checkpoint == 'torchvision://resnet50'
     assert set(r50.optim_wrapper.paramwise_cfg.custom_keys) == {'backbone', 'sampling_offsets', 'reference_points'}
-    full = Config.fromfile(str(ROOT / 'configs' / 'deformable-detr_pit-s_16xb2-50e_coco.py'))
-    mmdet = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'deformable-detr_halfres.py'))
+    full = Config.fromfile(str(root / 'configs' / 'deformable-detr_pit-s_16xb2-50e_coco.py'))
+    mmdet = Config.fromfile(str(root / 'configs' / '_base_' / 'deformable-detr_halfres.py'))
     assert full.train_pipeline == mmdet.full_res_train_pipeline and full.model == pit.model
     assert tuple(full.test_dataloader.dataset.pipeline[1].scale) == (1333, 800)

@@ -4,7 +4,6 @@ import json
 import random
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,6 @@ from pit_det.data import make_synthetic_coco
 from pit_det.evaluation import robustness
 from pit_det.evaluation.coco import METRICS, error_breakdown, evaluate, load_ground_truth, tide_errors
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = ROOT / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'
 
 
 @pytest.fixture(scope='module')
@@ -103,11 +100,11 @@ def test_plots_are_written(data, tmp_path, capsys):
      'entry 1 .*category_id 7 is not in the annotations'),
     ('[{"image_id": 1, "category_id": 1, "bbox": [10, 10, -4, 5], "score": 0.5}]', 'entry 0 .*negative size'),
 ])
-def test_bad_results_name_the_file_and_entry(data, tmp_path, content, message):
+def test_bad_results_name_the_file_and_entry(root, data, tmp_path, content, message):
     _, ann, _ = data
     bad = tmp_path / 'bad.json'
     bad.write_text(content)
-    run = subprocess.run([sys.executable, str(ROOT / 'tools' / 'coco_eval.py'), str(ann), str(bad)],
+    run = subprocess.run([sys.executable, str(root / 'tools' / 'coco_eval.py'), str(ann), str(bad)],
                          capture_output=True, text=True)
     assert run.returncode == 1 and 'Traceback' not in run.stderr
     assert str(bad) in run.stderr

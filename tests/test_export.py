@@ -1,7 +1,6 @@
 """ONNX export of whole detectors, run in onnxruntime and compared with torch."""
 import subprocess
 import sys
-from pathlib import Path
 
 import onnx
 import pytest
@@ -13,23 +12,21 @@ from mmengine.config import Config
 from pit_det.cli.export_onnx import main
 from pit_det.export.onnx import compare, export
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = ROOT / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'
 
 
 @pytest.fixture(scope='module')
-def demo_checkpoint(tmp_path_factory):
+def demo_checkpoint(demo_config, tmp_path_factory):
     register_all_modules()
-    model = MODELS.build(Config.fromfile(str(DEMO_CONFIG)).model)
+    model = MODELS.build(Config.fromfile(str(demo_config)).model)
     model.init_weights()
     path = tmp_path_factory.mktemp('onnx') / 'demo.pth'
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
     return path
 
 
-def test_demo_detector_exports_and_matches_in_onnxruntime(demo_checkpoint, tmp_path, capsys):
+def test_demo_detector_exports_and_matches_in_onnxruntime(demo_config, demo_checkpoint, tmp_path, capsys):
     out = tmp_path / 'demo.onnx'
-    assert main([str(DEMO_CONFIG), str(demo_checkpoint), str(out), '--shape', '128x160']) == 0
+    assert main([str(demo_config), str(demo_checkpoint), str(out), '--shape', '128x160']) == 0
     printed = capsys.readouterr().out
     assert 'onnx.checker: valid' in printed and 'labels identical' in printed
     graph = onnx.load(str(out)).graph
@@ -43,9 +40,9 @@ def test_demo_detector_exports_and_matches_in_onnxruntime(demo_checkpoint, tmp_p
 
 @pytest.mark.parametrize('config', ['pit_s_deformable_detr.py',
                                     'deformable-detr-refine-twostage_pit-s_16xb2-50e_coco-halfres.py'])
-def test_pit_s_detectors_export(config, tmp_path):
+def test_pit_s_detectors_export(root, config, tmp_path):
     register_all_modules()
-    cfg = Config.fromfile(str(ROOT / 'configs' / config))
+    cfg = Config.fromfile(str(root / 'configs' / config))
     cfg.model.backbone.init_cfg = None
     model = MODELS.build(cfg.model)
     model.init_weights()
@@ -57,41 +54,41 @@ def test_pit_s_detectors_export(config, tmp_path):
     assert result.max_box_diff_px <= 0.05 and result.max_score_diff <= 1e-4
 
 
-def test_unsupported_input_is_a_clear_error(demo_checkpoint, tmp_path, capsys):
-    assert main([str(DEMO_CONFIG), str(demo_checkpoint), str(tmp_path / 'a.onnx'), '--shape', '16x200']) == 1
+def test_unsupported_input_is_a_clear_error(demo_config, demo_checkpoint, tmp_path, capsys):
+    assert main([str(demo_config), str(demo_checkpoint), str(tmp_path / 'a.onnx'), '--shape', '16x200']) == 1
     assert 'needs at least 32 px per side' in capsys.readouterr().err
     retina = tmp_path / 'retina.py'
     retina.write_text("_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'\n")
     assert main([str(retina), str(demo_checkpoint), str(tmp_path / 'b.onnx'), '--shape', '128x128']) == 1
     assert 'a RetinaNet detector; the exporter knows Deformable DETR' in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main([str(DEMO_CONFIG), str(demo_checkpoint), str(tmp_path / 'c.onnx'), '--shape', '128'])
+        main([str(demo_config), str(demo_checkpoint), str(tmp_path / 'c.onnx'), '--shape', '128'])
     assert "'128': use HxW" in capsys.readouterr().err
     assert not list(tmp_path.glob('*.onnx'))
 
 
-def test_without_the_extra_the_message_names_it(demo_checkpoint, tmp_path):
+def test_without_the_extra_the_message_names_it(demo_config, demo_checkpoint, tmp_path):
     script = ('import sys; sys.modules["onnxruntime"] = None\n'  # as if the extra were not installed
               'from pit_det.cli.export_onnx import main\n'
-              f'sys.exit(main([{str(DEMO_CONFIG)!r}, {str(demo_checkpoint)!r}, {str(tmp_path / "x.onnx")!r}, '
+              f'sys.exit(main([{str(demo_config)!r}, {str(demo_checkpoint)!r}, {str(tmp_path / "x.onnx")!r}, '
               '"--shape", "128x128"]))')
     run = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True)
     assert run.returncode == 1 and 'pip install "pit-det[export]"' in run.stderr and 'Traceback' not in run.stderr
 
 
-def test_inference_paths_of_the_detector(demo_checkpoint, tmp_path):
+def test_inference_paths_of_the_detector(demo_config, demo_checkpoint, tmp_path):
     """mim test / pit-det-infer choose the path by config (model.inference): each gives eager's detections."""
     from mmdet.apis import init_detector
 
     from test_configs import tiny_batch
     inputs, samples = tiny_batch(128, 160)
     onnx_file = tmp_path / 'demo.onnx'
-    assert main([str(DEMO_CONFIG), str(demo_checkpoint), str(onnx_file), '--shape', '128x160']) == 0
+    assert main([str(demo_config), str(demo_checkpoint), str(onnx_file), '--shape', '128x160']) == 0
     inputs = inputs * 255  # the detector's input before normalisation: 0-255
     outputs = {}
     for path, extra in (('eager', {}), ('bf16', {}), ('compile', {}), ('onnxruntime', {'onnx_file': str(onnx_file)})):
         options = {f'model.inference.{k}': v for k, v in dict(path=path, **extra).items()}
-        model = init_detector(str(DEMO_CONFIG), str(demo_checkpoint), device='cpu', cfg_options=options)
+        model = init_detector(str(demo_config), str(demo_checkpoint), device='cpu', cfg_options=options)
         keys = set(model.state_dict())
         data = model.data_preprocessor({'inputs': [inputs[0].flip(0)], 'data_samples': samples}, False)
         with torch.no_grad():
@@ -112,5 +109,5 @@ def test_inference_paths_of_the_detector(demo_checkpoint, tmp_path):
         assert torch.equal(outputs[path].labels, eager.labels), path
     assert (outputs['bf16'].scores[:5] - eager.scores[:5]).abs().max() < 0.05
     with pytest.raises(ValueError, match="onnx_file=FILE goes with path='onnxruntime'"):
-        init_detector(str(DEMO_CONFIG), str(demo_checkpoint), device='cpu',
+        init_detector(str(demo_config), str(demo_checkpoint), device='cpu',
                       cfg_options={'model.inference.path': 'onnxruntime'})

@@ -3,7 +3,6 @@ import json
 import logging
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 from mmdet.registry import RUNNERS
@@ -15,8 +14,6 @@ from pit_det.data import make_synthetic_coco
 from pit_det.demo import load_demo_config
 from pit_det.preflight import PreflightError
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = ROOT / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'
 
 
 @pytest.fixture()
@@ -95,21 +92,21 @@ def test_an_empty_dataset_is_named(tmp_path, data):
         runner_for(cfg).train()
 
 
-def test_demo_config_before_its_data_exists_says_run_the_demo(tmp_path, monkeypatch):
+def test_demo_config_before_its_data_exists_says_run_the_demo(demo_config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = Config.fromfile(str(DEMO_CONFIG))
+    cfg = Config.fromfile(str(demo_config))
     cfg.work_dir = str(tmp_path / 'work')
     with pytest.raises(PreflightError) as err:
         runner_for(cfg).train()
     assert 'run `pit-det-demo`' in str(err.value) and 'instances_train2017' not in str(err.value)
 
 
-def test_torchvision_weights_offline_and_uncached_stop_with_the_way_out(tmp_path, monkeypatch):
+def test_torchvision_weights_offline_and_uncached_stop_with_the_way_out(root, tmp_path, monkeypatch):
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
     monkeypatch.setenv('https_proxy', 'http://127.0.0.1:9')  # a closed local port: no route to the internet
     monkeypatch.setenv('HTTPS_PROXY', 'http://127.0.0.1:9')
     data = make_synthetic_coco(tmp_path / 'coco', num_train=2, num_val=2)
-    cfg = Config.fromfile(str(ROOT / 'configs' / 'deformable-detr_r50_16xb2-50e_coco-halfres.py'))
+    cfg = Config.fromfile(str(root / 'configs' / 'deformable-detr_r50_16xb2-50e_coco-halfres.py'))
     cfg.work_dir = str(tmp_path / 'work')
     shapes = dict(classes=('square', 'disc', 'triangle'))
     for loader, split in ((cfg.train_dataloader, 'train'), (cfg.val_dataloader, 'val')):
@@ -130,7 +127,7 @@ def test_torchvision_weights_offline_and_uncached_stop_with_the_way_out(tmp_path
     from pit_det.preflight import Findings, check_weights
     findings = Findings()
     check_weights(cfg.model, findings)
-    assert findings.other == []
+    assert findings.config_problems == []
 
 
 def test_config_classes_missing_from_the_data_stop_before_training(tmp_path, data):

@@ -6,15 +6,20 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location('build_mmcv', ROOT / 'scripts' / 'build_mmcv.py')
-build_mmcv = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(build_mmcv)
+@pytest.fixture(scope='module')
+def build_mmcv(root):
+    """``scripts/build_mmcv.py`` as a module."""
+    spec = importlib.util.spec_from_file_location('build_mmcv', root / 'scripts' / 'build_mmcv.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_cxx_standard_follows_torch_headers(tmp_path):
-    header = (Path(torch.__file__).parent / 'include' / 'ATen' / 'ATen.h').read_text()
-    expected = 'c++20' if '202002L' in header else 'c++17'
+def test_cxx_standard_follows_torch_headers(build_mmcv, tmp_path):
+    # torch's headers ask for C++20 from torch 2.13 on (measured: `#error C++20 or later compatible compiler is
+    # required to use ATen` with -std=c++17), C++17 before
+    version = tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2])
+    expected = 'c++20' if version >= (2, 13) else 'c++17'
     assert build_mmcv.required_cxx_std(Path(torch.__file__).parent / 'include') == expected
     (tmp_path / 'ATen').mkdir()
     (tmp_path / 'ATen' / 'ATen.h').write_text('#if __cplusplus < 201703L\n#error C++17\n#endif\n')
@@ -23,7 +28,7 @@ def test_cxx_standard_follows_torch_headers(tmp_path):
     assert build_mmcv.required_cxx_std(tmp_path) == 'c++17'
 
 
-def test_setup_py_patch_replaces_every_standard_flag():
+def test_setup_py_patch_replaces_every_standard_flag(build_mmcv):
     text = "extra_compile_args = {'cxx': ['-std=c++14'], 'nvcc': ['-std=c++17', '-O3']}\nflags = ['-std=c++14']"
     patched = build_mmcv.patch_setup_py(text, 'c++20')
     assert patched.count('-std=c++20') == 3 and 'c++14' not in patched and 'c++17' not in patched
@@ -35,18 +40,18 @@ def test_setup_py_patch_replaces_every_standard_flag():
     ('auto', True, True, True), ('auto', True, False, False), ('auto', False, True, False),
     ('1', True, False, True), ('0', True, True, False), ('', True, True, True),
 ])
-def test_cuda_ops_choice(setting, nvcc, gpu, expected):
+def test_cuda_ops_choice(build_mmcv, setting, nvcc, gpu, expected):
     assert build_mmcv.want_cuda_ops(setting, nvcc, gpu) is expected
 
 
-def test_cuda_ops_choice_errors():
+def test_cuda_ops_choice_errors(build_mmcv):
     with pytest.raises(build_mmcv.BuildError, match='nvcc is not on PATH'):
         build_mmcv.want_cuda_ops('1', False, True)
     with pytest.raises(build_mmcv.BuildError, match='use auto, 1 or 0'):
         build_mmcv.want_cuda_ops('maybe', True, True)
 
 
-def test_cache_key_separates_every_input():
+def test_cache_key_separates_every_input(build_mmcv):
     keys = {build_mmcv.cache_key('2.1.0', t, p, a, u) for t in ('2.14.1+cu130', '2.13.0+cpu')
             for p in ('cp311-linux_x86_64', 'cp312-linux_x86_64') for a in (None, '9.0', '8.0;9.0')
             for u in (True, False)}
@@ -55,7 +60,7 @@ def test_cache_key_separates_every_input():
         'ops-cuda-sm8.0_9.0_per-file')
 
 
-def test_cuda_home_follows_an_nvcc_wrapper(tmp_path, monkeypatch):
+def test_cuda_home_follows_an_nvcc_wrapper(build_mmcv, tmp_path, monkeypatch):
     toolkit = tmp_path / 'cuda-13.0'
     (toolkit / 'include').mkdir(parents=True)
     (toolkit / 'include' / 'cuda_runtime.h').write_text('')
@@ -67,8 +72,8 @@ def test_cuda_home_follows_an_nvcc_wrapper(tmp_path, monkeypatch):
     assert build_mmcv.find_cuda_home(str(wrapper)) == toolkit
 
 
-def test_installed_mmcv_passes_verification():
-    out = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'build_mmcv.py'), 'verify'], capture_output=True,
+def test_installed_mmcv_passes_verification(root):
+    out = subprocess.run([sys.executable, str(root / 'scripts' / 'build_mmcv.py'), 'verify'], capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stderr
     assert 'mmcv 2.1.0 ops OK' in out.stdout and 'CUDA ops:' in out.stdout
@@ -82,7 +87,7 @@ def test_mmdet_tools_are_found():
 
 
 # ------------------------------------------------------------------------------------------------ unity build
-def test_unity_groups_keep_colliding_sources_apart():
+def test_unity_groups_keep_colliding_sources_apart(build_mmcv):
     sizes = {f'op{i}.cpp': 1000 + 37 * i for i in range(57)} | {f'cpu/op{i}.cpp': 500 + 11 * i for i in range(15)}
     sizes |= {name: 4000 for name in build_mmcv.UNITY_APART + build_mmcv.UNITY_LAST}
     for jobs in (1, 2, 16):
@@ -95,7 +100,7 @@ def test_unity_groups_keep_colliding_sources_apart():
         assert max(totals) - min(totals) <= max(sizes.values())  # balanced to within one file
 
 
-def test_unity_build_hooks_into_mmcv_setup_py(tmp_path):
+def test_unity_build_hooks_into_mmcv_setup_py(build_mmcv, tmp_path):
     src = tmp_path / 'mmcv-2.1.0'
     csrc = src / 'mmcv' / 'ops' / 'csrc' / 'pytorch'
     (csrc / 'cpu').mkdir(parents=True)
@@ -128,22 +133,22 @@ def test_unity_build_hooks_into_mmcv_setup_py(tmp_path):
         build_mmcv.write_unity_build(src, 2)
 
 
-def test_unity_setting():
+def test_unity_setting(build_mmcv):
     assert build_mmcv.want_unity('') and build_mmcv.want_unity('1') and not build_mmcv.want_unity('0')
     with pytest.raises(build_mmcv.BuildError, match='use 1'):
         build_mmcv.want_unity('fast')
 
 
-def test_installed_ops_equal_the_file_by_file_build():
+def test_installed_ops_equal_the_file_by_file_build(root):
     """Same exported functions and the same results for a sample of ops (the unity build's colliding sources
     among them) as a file-by-file build of the same mmcv."""
-    sys.path.insert(0, str(ROOT / 'tests'))
+    sys.path.insert(0, str(root / 'tests'))
     import json
 
     import numpy as np
     import mmcv_ops
-    assert mmcv_ops.ext_functions() == (ROOT / 'scripts' / 'mmcv-2.1.0_ext_functions.txt').read_text().split()
-    reference = json.loads((ROOT / 'tests' / 'data' / 'mmcv_ops_per_file_build.json').read_text())
+    assert mmcv_ops.ext_functions() == (root / 'scripts' / 'mmcv-2.1.0_ext_functions.txt').read_text().split()
+    reference = json.loads((root / 'tests' / 'data' / 'mmcv_ops_per_file_build.json').read_text())
     results = mmcv_ops.compute()
     assert results.keys() == reference.keys()
     for name, expected in reference.items():

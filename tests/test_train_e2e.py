@@ -17,7 +17,6 @@ from pit_det.data import make_synthetic_coco
 from pit_det.demo import best_checkpoint, load_demo_config
 from pit_det.preflight import PreflightError
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope='module')
@@ -112,12 +111,12 @@ def test_mim_train_resume_evaluate_and_mim_test(tmp_path, synthetic):
         assert float(value) == pytest.approx(round(metrics[name], 4), abs=1e-4), name
 
 
-def test_missing_dataset_and_weights_stop_with_a_message(tmp_path, monkeypatch):
+def test_missing_dataset_and_weights_stop_with_a_message(root, tmp_path, monkeypatch):
     from huggingface_hub import constants
     monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'hf'))  # an empty hub cache ...
     monkeypatch.setattr(constants, 'ENDPOINT', 'http://127.0.0.1:9')  # ... and no network: a closed local port
     register_all_modules()
-    cfg = Config.fromfile(str(ROOT / 'configs' / 'pit_s_deformable_detr.py'))
+    cfg = Config.fromfile(str(root / 'configs' / 'pit_s_deformable_detr.py'))
     cfg.work_dir = str(tmp_path / 'work')
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
         loader.dataset.data_root = str(tmp_path / 'coco') + '/'

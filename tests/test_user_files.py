@@ -15,7 +15,6 @@ from pit_det.cli import coco_eval, test_robustness
 from pit_det.data import make_synthetic_coco
 from pit_det.outputs import OutputError, atomic_write, check_file_output, same_file
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def digest(path: Path) -> str:
@@ -224,11 +223,11 @@ def demo_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_second_training_run_is_refused_while_the_first_holds_the_work_dir(demo_run, tmp_path):
+def test_a_second_training_run_is_refused_while_the_first_holds_the_work_dir(root, demo_run, tmp_path):
     from pit_det.runner import WorkDirLock
     config, _ = demo_run
     work = tmp_path / 'work'
-    train = [sys.executable, str(ROOT / 'tools' / 'train.py'), str(config), '--work-dir', str(work)]
+    train = [sys.executable, str(root / 'tools' / 'train.py'), str(config), '--work-dir', str(work)]
     first = subprocess.Popen(train, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         lock = WorkDirLock(str(work))
@@ -299,7 +298,7 @@ def test_an_onnx_file_of_other_weights_is_refused(demo_run, exports, tmp_path, c
         assert fact in err and str(onnx_file) in err and 'Traceback' not in err
 
 
-def test_an_onnx_file_of_another_class_count_is_refused_before_the_model_is_built(demo_run, exports, tmp_path):
+def test_an_onnx_file_of_another_class_count_is_refused_before_the_model_is_built(root, demo_run, exports, tmp_path):
     from mmengine.config import Config
     config, checkpoints = demo_run
     cfg = Config.fromfile(str(config))
@@ -307,7 +306,7 @@ def test_an_onnx_file_of_another_class_count_is_refused_before_the_model_is_buil
     five = tmp_path / 'five.py'
     cfg.dump(str(five))
     image = make_synthetic_coco(tmp_path / 'img', num_train=0, num_val=1) / 'val' / '000000.png'
-    run = subprocess.run([sys.executable, str(ROOT / 'tools' / 'infer.py'), str(five), str(checkpoints[0]), str(image),
+    run = subprocess.run([sys.executable, str(root / 'tools' / 'infer.py'), str(five), str(checkpoints[0]), str(image),
                           '--out', str(tmp_path / 'x.png'), '--path', 'onnxruntime', '--onnx', str(exports[0])],
                          capture_output=True, text=True)
     assert run.returncode == 1 and 'Traceback' not in run.stderr

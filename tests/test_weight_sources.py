@@ -2,23 +2,18 @@
 import hashlib
 import http.server
 import json
-import logging
 import os
 import socket
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import relayout
 
 from pit_det.models import PiT
 from pit_det.models import CheckpointReadError
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = ROOT / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'
 
 
 class Server:
@@ -79,39 +74,27 @@ def torch_home(tmp_path, monkeypatch):
     return tmp_path / 'torch' / 'hub' / 'checkpoints'
 
 
-def official_pit(arch, path):
-    model = PiT(arch=arch)
-    model.init_weights()
-    torch.save({'model': relayout(model.state_dict(), 'official')}, path)
-    return path
+@pytest.fixture()
+def official_pit(relayout):
+    """``make(arch, path)``: a random PiT of ``arch`` saved at ``path`` in the official layout."""
+    def make(arch, path):
+        model = PiT(arch=arch)
+        model.init_weights()
+        torch.save({'model': relayout(model.state_dict(), 'official')}, path)
+        return path
+    return make
 
 
 def cached(folder):
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
-class LogLines(logging.Handler):
-    """The messages of mmengine's current logger while attached."""
-
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
-def test_url_loads_like_the_file(tmp_path, server, torch_home):
-    from mmengine.logging import MMLogger
+def test_url_loads_like_the_file(official_pit, tmp_path, server, torch_home, mmengine_log):
     path = official_pit('s', tmp_path / 'pit_s.pth')
     name = server.add('pit_s', path.read_bytes())
     from_url = PiT(arch='s', init_cfg=dict(type='Pretrained', checkpoint=server.url(name)))
-    log = LogLines()
-    MMLogger.get_current_instance().addHandler(log)
-    try:
-        from_url.init_weights()
-    finally:
-        MMLogger.get_current_instance().removeHandler(log)
+    from_url.init_weights()
+    lines = list(mmengine_log)
     from_disk = PiT(arch='s', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     from_disk.init_weights()
     for key, value in from_disk.state_dict().items():
@@ -119,21 +102,21 @@ def test_url_loads_like_the_file(tmp_path, server, torch_home):
     assert from_url.load_report.layout == 'official' and from_url.load_report.loaded == len(from_disk.state_dict())
     assert cached(torch_home) == [name]
     # the log names the source and the cached file it resolved to, then the layout and the tensors loaded
-    resolved = log.lines.index(f'weights {server.url(name)}: {torch_home / name}')
-    assert log.lines[resolved + 1].startswith('PiT: layout official, 156/156 tensors loaded')
+    resolved = lines.index(f'weights {server.url(name)}: {torch_home / name}')
+    assert lines[resolved + 1].startswith('PiT: layout official, 156/156 tensors loaded')
     assert from_disk.load_report.summary().startswith('layout official, ')
     PiT(arch='s', init_cfg=dict(type='Pretrained', checkpoint=server.url(name))).init_weights()
     assert server.gets[name] == 1  # the second load reads the cache
 
 
-def test_a_wrong_hash_prefix_is_refused_and_nothing_is_kept(tmp_path, server, torch_home):
+def test_a_wrong_hash_prefix_is_refused_and_nothing_is_kept(official_pit, tmp_path, server, torch_home):
     name = server.add('pit_ti', official_pit('ti', tmp_path / 'ti.pth').read_bytes(), good_hash=False)
     with pytest.raises(CheckpointReadError, match='was refused: invalid hash value'):
         PiT(arch='ti', init_cfg=dict(type='Pretrained', checkpoint=server.url(name))).init_weights()
     assert cached(torch_home) == []
 
 
-def test_a_truncated_download_is_refused_and_nothing_is_kept(tmp_path, server, torch_home):
+def test_a_truncated_download_is_refused_and_nothing_is_kept(official_pit, tmp_path, server, torch_home):
     data = official_pit('ti', tmp_path / 'ti.pth').read_bytes()
     with_hash = server.add('pit_ti', data)
     server.files['pit_ti.pth'] = data  # no hash prefix in the name: nothing to check the bytes against
@@ -192,7 +175,7 @@ print('hf-hub ok')
 '''
 
 
-def test_hf_hub_tag_loads_from_the_hub_cache_offline(tmp_path):
+def test_hf_hub_tag_loads_from_the_hub_cache_offline(root, tmp_path):
     import timm
     from safetensors.torch import save_file
     revision = 'a' * 40
@@ -204,17 +187,17 @@ def test_hf_hub_tag_loads_from_the_hub_cache_offline(tmp_path):
     weights = timm.create_model('pit_ti_224', pretrained=False).state_dict()
     save_file({k: v.contiguous() for k, v in weights.items()}, snapshot / 'model.safetensors')
     env = dict(os.environ, HF_HOME=str(tmp_path / 'hf'), HF_HUB_OFFLINE='1')
-    run = subprocess.run([sys.executable, '-c', HF_SCRIPT, str(snapshot / 'model.safetensors'), str(ROOT / 'tests')],
+    run = subprocess.run([sys.executable, '-c', HF_SCRIPT, str(snapshot / 'model.safetensors'), str(root / 'tests')],
                          capture_output=True, text=True, env=env)
     assert run.returncode == 0 and 'hf-hub ok' in run.stdout, run.stderr[-3000:]
     # the log names the tag and the cached file it resolved to
     assert f'weights hf-hub:timm/pit_ti_224.in1k: {snapshot / "model.safetensors"}' in run.stdout + run.stderr
-    convert = subprocess.run([sys.executable, str(ROOT / 'tools' / 'convert_checkpoint.py'),
+    convert = subprocess.run([sys.executable, str(root / 'tools' / 'convert_checkpoint.py'),
                               'hf-hub:timm/pit_ti_224.in1k', str(tmp_path / 'pit_ti.pth'), '--arch', 'ti'],
                              capture_output=True, text=True, env=env)
     assert convert.returncode == 0 and 'layout: timm' in convert.stdout, convert.stderr[-2000:]
     # offline and not cached: one message with the cache folder and the two ways out, no traceback
-    missing = subprocess.run([sys.executable, str(ROOT / 'tools' / 'convert_checkpoint.py'),
+    missing = subprocess.run([sys.executable, str(root / 'tools' / 'convert_checkpoint.py'),
                               'hf-hub:timm/pit_b_224.in1k', str(tmp_path / 'pit_b.pth')],
                              capture_output=True, text=True, env=env)
     assert missing.returncode == 1 and 'Traceback' not in missing.stderr
@@ -229,7 +212,7 @@ def _free_port():
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_train_with_one_download(tmp_path, server, torch_home):
+def test_two_cpu_processes_train_with_one_download(official_pit, root, tmp_path, server, torch_home):
     from mmengine.runner import load_checkpoint
     from test_checkpoint import demo_detector
 
@@ -243,7 +226,7 @@ def test_two_cpu_processes_train_with_one_download(tmp_path, server, torch_home)
     config = tmp_path / 'config.py'
     cfg.dump(str(config))
     run = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port',
-                          str(_free_port()), str(ROOT / 'tools' / 'train.py'), str(config), '--launcher', 'pytorch',
+                          str(_free_port()), str(root / 'tools' / 'train.py'), str(config), '--launcher', 'pytorch',
                           '--work-dir', str(tmp_path / 'work')], capture_output=True, text=True,
                          env=dict(os.environ, OMP_NUM_THREADS='1'), timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -255,7 +238,7 @@ def test_two_cpu_processes_train_with_one_download(tmp_path, server, torch_home)
     load_checkpoint(demo_detector(), str(checkpoint))
 
 
-def test_two_urls_with_one_file_name_never_share_a_cached_file(tmp_path, server, torch_home):
+def test_two_urls_with_one_file_name_never_share_a_cached_file(official_pit, tmp_path, server, torch_home):
     from pit_det.cli.convert import main as convert
     ti, s = official_pit('ti', tmp_path / 'ti.pth'), official_pit('s', tmp_path / 's.pth')
     server.files['d1/model.pth'], server.files['d2/model.pth'] = ti.read_bytes(), s.read_bytes()
@@ -272,7 +255,7 @@ def test_two_urls_with_one_file_name_never_share_a_cached_file(tmp_path, server,
     assert server.gets['d1/model.pth'] == 1  # the cache still serves each URL its own file
 
 
-def test_an_unreachable_hub_fails_at_once_with_one_message(tmp_path):
+def test_an_unreachable_hub_fails_at_once_with_one_message(root, tmp_path):
     """No network and HF_HUB_OFFLINE unset: one probe, not huggingface_hub's five retries per file."""
     import time
     with socket.socket() as s:  # a port nothing listens on: the connection is refused at once, as without network
@@ -281,8 +264,8 @@ def test_an_unreachable_hub_fails_at_once_with_one_message(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != 'HF_HUB_OFFLINE'}
     env.update(HF_HOME=str(tmp_path / 'hf'), HF_ENDPOINT=f'http://127.0.0.1:{port}')
     outputs = []
-    for argv in ([str(ROOT / 'tools' / 'convert_checkpoint.py'), 'hf-hub:timm/pit_s_224.in1k', str(tmp_path / 'a')],
-                 [str(ROOT / 'tools' / 'analyze_attention.py'), 'pit-s=hf-hub:timm/pit_s_224.in1k', '--images',
+    for argv in ([str(root / 'tools' / 'convert_checkpoint.py'), 'hf-hub:timm/pit_s_224.in1k', str(tmp_path / 'a')],
+                 [str(root / 'tools' / 'analyze_attention.py'), 'pit-s=hf-hub:timm/pit_s_224.in1k', '--images',
                   str(tmp_path)]):
         start = time.perf_counter()
         run = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=120)

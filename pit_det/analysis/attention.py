@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data import IMAGE_SUFFIXES
 from ..models import PiT, ViTPyramid
 from ..models.utils import explicit_attention
 from ..outputs import write_text
 
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp')
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet normalisation (PiT's and DeiT's training)
 
 

@@ -7,14 +7,16 @@ Model specs:
     ``resnet50``            mmdet's ResNet-50 as in Deformable DETR (``out_indices=(1, 2, 3)``)
     ``path/to/config.py``   a detector config; the mode picks backbone, forward (no post-processing) or predict
 
-Any spec may end in ``@PATH``, the way it runs: ``@fp32`` (eager, the default), ``@bf16`` (eager under CPU/CUDA
-bf16 autocast; a ``FastDeformableDETR`` in predict mode runs its own ``inference=dict(path='bf16')``), ``@compile``
-(``torch.compile`` of the backbone, inductor; the rest eager) or ``@onnxruntime`` (detectors in predict mode:
-exported with :mod:`pit_det.export.onnx`, run by onnxruntime on the CPU). Every path of one spec is built from the
-same seed, so they share their weights.
+Any spec may end in ``@INFERENCE``, the way it runs, named as ``FastDeformableDETR``'s inference paths: ``@eager``
+(the default), ``@bf16`` (eager under CPU/CUDA bf16 autocast; a ``FastDeformableDETR`` in predict mode runs its own
+``inference=dict(path='bf16')``), ``@fp16`` (CUDA fp16 autocast), ``@compile`` (``torch.compile`` of the backbone,
+inductor; the rest eager) or ``@onnxruntime`` (the onnxruntime runtime; detectors in predict mode, exported with
+:mod:`pit_det.export.onnx`, on the CPU). Every inference path of one spec is built from the same seed, so they share
+their weights.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,16 +28,28 @@ from ..models.utils import explicit_attention, image_sample
 from .report import BenchmarkError
 
 MODES = ('backbone', 'forward', 'predict')
-PATHS = ('fp32', 'bf16', 'compile', 'onnxruntime')
+INFERENCE = ('eager', 'bf16', 'fp16', 'compile', 'onnxruntime')
+AUTOCAST = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
-def split_path(spec: str) -> tuple[str, str]:
-    """``('configs/x.py', 'bf16')`` for ``'configs/x.py@bf16'``; the path defaults to ``fp32``."""
-    base, _, path = spec.partition('@')
-    path = path or 'fp32'
-    if path not in PATHS:
-        raise BenchmarkError(f'{spec}: unknown path @{path}; use one of {", ".join("@" + p for p in PATHS)}')
-    return base, path
+def split_inference(spec: str) -> tuple[str, str]:
+    """``('configs/x.py', 'bf16')`` for ``'configs/x.py@bf16'``; the inference path defaults to ``eager``."""
+    base, _, inference = spec.partition('@')
+    inference = inference or 'eager'
+    if inference not in INFERENCE:
+        raise BenchmarkError(f'{spec}: unknown inference path @{inference}; use one of '
+                             f'{", ".join("@" + p for p in INFERENCE)}')
+    return base, inference
+
+
+@dataclass
+class Built:
+    """A model ready to time: ``call(x)`` runs it; ``macs_model``/``macs_call`` are what MACs are counted on (None
+    where they are not counted: detectors, and the paths whose graphs differ from eager's)."""
+    model: nn.Module
+    call: Callable
+    macs_model: nn.Module | None = None
+    macs_call: Callable | None = None
 
 
 def is_detector_spec(spec: str) -> bool:
@@ -72,22 +86,18 @@ def build_backbone(spec: str, size: tuple[int, int]) -> tuple[nn.Module, Callabl
                          'or a detector config .py')
 
 
-def build_detector(config: str | Path, cpu_deform_attn: str = 'fused') -> tuple[nn.Module, object]:
-    """``(model, cfg)``: the detector of ``config`` with random weights (its backbone's ``init_cfg`` dropped)."""
-    from mmengine.config import Config
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-
+def build_detector(config: str | Path, cpu_deform_attn: str = 'fused',
+                   checkpoint: str | None = None) -> tuple[nn.Module, object]:
+    """``(model, cfg)``: the detector of ``config`` (:func:`pit_det.models.detectors.build_detector`), random
+    weights unless ``checkpoint``, with the chosen CPU deformable attention."""
+    from ..models.detectors import build_detector as build
     from ..ops import use_fused_cpu_deform_attn
 
     if not Path(config).is_file():
         raise BenchmarkError(f'config not found: {config}')
-    register_all_modules()
-    cfg = Config.fromfile(str(config))
-    cfg.model.backbone.pop('init_cfg', None)
-    model = MODELS.build(cfg.model)
+    model = build(config, checkpoint)
     use_fused_cpu_deform_attn(model, enable=cpu_deform_attn == 'fused')  # any Deformable DETR config
-    return model, cfg
+    return model, model.cfg
 
 
 def detector_call(model: nn.Module, mode: str, size: tuple[int, int], batch: int) -> Callable:
@@ -107,29 +117,29 @@ def detector_call(model: nn.Module, mode: str, size: tuple[int, int], batch: int
 
 
 def build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device: str,
-               cpu_deform_attn: str = 'fused', checkpoint: str | None = None):
-    """``(model, call, macs_model, macs_call)`` for a spec (``@PATH`` included); ``macs_model`` is None where MACs
-    are not counted (and for the compiled and onnxruntime paths, whose graphs differ)."""
-    base, path = split_path(spec)
-    torch.manual_seed(0)  # every path of a spec gets the same weights
-    model, call, macs_model, macs_call = _build_eager(base, mode, size, batch, device, cpu_deform_attn, checkpoint)
-    if path == 'bf16':
-        if mode == 'predict' and isinstance(model, FastDeformableDETR):
+               cpu_deform_attn: str = 'fused', checkpoint: str | None = None) -> Built:
+    """The :class:`Built` model of a spec (``@INFERENCE`` included)."""
+    base, inference = split_inference(spec)
+    torch.manual_seed(0)  # every inference path of a spec gets the same weights
+    built = _build_eager(base, mode, size, batch, device, cpu_deform_attn, checkpoint)
+    model, call = built.model, built.call
+    if inference in AUTOCAST:
+        if inference == 'bf16' and mode == 'predict' and isinstance(model, FastDeformableDETR):
             model.inference['path'] = 'bf16'  # FastDeformableDETR's own bf16 path, as `mim test` runs it
-            return model, call, None, None
+            return Built(model, call)
 
-        def call_bf16(x, inner=call):
-            with torch.autocast(device, dtype=torch.bfloat16):
+        def call_autocast(x, inner=call, dtype=AUTOCAST[inference]):
+            with torch.autocast(device, dtype=dtype):
                 return inner(x)
-        return model, call_bf16, None, None
-    if path == 'compile':
+        return Built(model, call_autocast)
+    if inference == 'compile':
         if is_detector_spec(base):
             model.backbone.compile()  # in place, as FastDeformableDETR(inference=dict(path='compile')) does
-            return model, detector_call(model, mode, size, batch), None, None
-        return model, torch.compile(call), None, None
-    if path == 'onnxruntime':
-        return model, _onnxruntime_call(model, base, mode, size, batch, device), None, None
-    return model, call, macs_model, macs_call
+            return Built(model, detector_call(model, mode, size, batch))
+        return Built(model, torch.compile(call))
+    if inference == 'onnxruntime':
+        return Built(model, _onnxruntime_call(model, base, mode, size, batch, device))
+    return built
 
 
 def _onnxruntime_call(model: nn.Module, spec: str, mode: str, size: tuple[int, int], batch: int,
@@ -137,31 +147,26 @@ def _onnxruntime_call(model: nn.Module, spec: str, mode: str, size: tuple[int, i
     import tempfile
 
     from ..export.onnx import export, require_runtime
+    from ..models.utils import onnxruntime_session
     if not is_detector_spec(spec) or mode != 'predict' or device != 'cpu':
         raise BenchmarkError(f'{spec}@onnxruntime: the exported graph is a whole detector in predict mode, on the '
                              'CPU')
-    _, ort = require_runtime()
+    require_runtime()
     with tempfile.TemporaryDirectory() as tmp:
-        path = export(model, *size, f'{tmp}/model.onnx')
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+        session = onnxruntime_session(export(model, *size, f'{tmp}/model.onnx'), threads=torch.get_num_threads())
     return lambda x: session.run(None, {'image': (x * 255).numpy()})
 
 
 def _build_eager(spec: str, mode: str, size: tuple[int, int], batch: int, device: str, cpu_deform_attn: str,
-                 checkpoint: str | None):
+                 checkpoint: str | None) -> Built:
     if is_detector_spec(spec):
-        model, _ = build_detector(spec, cpu_deform_attn)
-        if checkpoint:
-            from mmengine.runner import load_checkpoint
-            load_checkpoint(model, checkpoint, map_location='cpu')
+        model, _ = build_detector(spec, cpu_deform_attn, checkpoint)
         model.to(device).eval()  # some mmdet modules' train() returns None: no chaining
         call = detector_call(model, mode, size, batch)
-        return (model, call, model.backbone, call) if mode == 'backbone' else (model, call, None, None)
+        return Built(model, call, model.backbone, call) if mode == 'backbone' else Built(model, call)
     model, call = build_backbone(spec, size)
     model.to(device).eval()
-    return model, call, model, call
+    return Built(model, call, model, call)
 
 
 def count_gmacs(call: Callable, model: nn.Module, x: torch.Tensor) -> float | None:

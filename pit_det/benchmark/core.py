@@ -8,21 +8,17 @@ measured in a separate pass per model: CUDA max allocated, or on the CPU the gro
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Callable
-
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from .builders import MODES, build_call, count_gmacs, is_detector_spec, split_path
+from .builders import MODES, build_call, count_gmacs, is_detector_spec, split_inference
 from .report import BenchmarkError, Result
 from .timing import can_measure_rss, interleaved, release_freed_memory, rss_growth_mib
-
-PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
 
 @dataclass
@@ -31,17 +27,12 @@ class Request:
     sizes: list[tuple[int, int]]
     device: str = 'cpu'
     batch: int = 1
-    precision: str = 'fp32'
     warmup: int = 3
     iters: int = 20
     mode: str = 'backbone'
     checkpoint: str | None = None
     cpu_deform_attn: str = 'fused'
     count_macs: bool = True
-
-    def autocast(self):
-        dtype = PRECISIONS[self.precision]
-        return torch.autocast(self.device, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 @dataclass
@@ -61,10 +52,6 @@ def validate(request: Request) -> None:
         raise BenchmarkError(f'device {request.device!r}: use cpu or cuda')
     if request.device == 'cuda' and not torch.cuda.is_available():
         raise BenchmarkError('device cuda requested but no CUDA GPU is visible to torch; use --device cpu')
-    if request.precision not in PRECISIONS:
-        raise BenchmarkError(f'precision {request.precision!r}: use one of {", ".join(PRECISIONS)}')
-    if request.precision == 'fp16' and request.device == 'cpu':
-        raise BenchmarkError('fp16 autocast is for CUDA; on the CPU use bf16')
     if request.mode not in MODES:
         raise BenchmarkError(f'mode {request.mode!r}: use one of {", ".join(MODES)}')
     if request.batch < 1 or request.iters < 1 or request.warmup < 0:
@@ -77,7 +64,8 @@ def validate(request: Request) -> None:
     if request.checkpoint and not Path(request.checkpoint).is_file():
         raise BenchmarkError(f'--checkpoint {request.checkpoint} not found')
     for spec in request.models:
-        split_path(spec)
+        if split_inference(spec)[1] == 'fp16' and request.device == 'cpu':
+            raise BenchmarkError(f'{spec}: fp16 autocast is for CUDA; on the CPU use @bf16')
         if not is_detector_spec(spec) and request.mode != 'backbone':
             raise BenchmarkError(f'{spec}: --mode {request.mode} needs a detector config; backbones time the backbone')
     for h, w in request.sizes:
@@ -90,10 +78,10 @@ def _fresh_process_peak(request: Request, spec: str, size: tuple[int, int]) -> f
     model: nothing else but the call that compiles it)."""
     import pit_det  # noqa: F401
     torch.manual_seed(0)
-    _, call, _, _ = build_call(spec, request.mode, size, request.batch, 'cpu', request.cpu_deform_attn,
-                               request.checkpoint)
+    call = build_call(spec, request.mode, size, request.batch, 'cpu', request.cpu_deform_attn,
+                      request.checkpoint).call
     x = torch.rand(request.batch, 3, *size)
-    with torch.inference_mode(), request.autocast():
+    with torch.inference_mode():
         if spec.endswith('@compile'):
             call(x)  # compiles: the memory of compilation is not the model's
             release_freed_memory()  # what that call freed, so that the measured call's peak shows
@@ -107,7 +95,7 @@ def peak_memory_mib(request: Request, entry: Entry, x: torch.Tensor, size: tuple
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        with torch.inference_mode(), request.autocast():
+        with torch.inference_mode():
             entry.call(x)
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
@@ -124,11 +112,12 @@ def measure(request: Request, size: tuple[int, int], progress: Callable[[str], N
     x = torch.rand(request.batch, 3, h, w, device=request.device)
     entries = []
     for spec in request.models:
-        model, call, macs_model, macs_call = build_call(spec, request.mode, size, request.batch, request.device,
-                                                        request.cpu_deform_attn, request.checkpoint)
-        gmacs = count_gmacs(macs_call, macs_model, x[:1]) if request.count_macs and macs_model is not None else None
-        params = sum(p.numel() for p in model.parameters()) / 1e6
-        entries.append(Entry(spec, call, params, gmacs))
+        built = build_call(spec, request.mode, size, request.batch, request.device, request.cpu_deform_attn,
+                           request.checkpoint)
+        gmacs = count_gmacs(built.macs_call, built.macs_model, x[:1]) \
+            if request.count_macs and built.macs_model is not None else None
+        params = sum(p.numel() for p in built.model.parameters()) / 1e6
+        entries.append(Entry(spec, built.call, params, gmacs))
         progress(f'built {spec} at {h}x{w}: {params:.2f} M params' + (f', {gmacs:.2f} GMACs' if gmacs is not None else ''))
 
     def report_round(i: int, times: dict[str, list[float]]) -> None:
@@ -138,7 +127,7 @@ def measure(request: Request, size: tuple[int, int], progress: Callable[[str], N
 
     sync = torch.cuda.synchronize if request.device == 'cuda' else (lambda: None)
     calls = {e.spec: (lambda c=e.call: c(x)) for e in entries}
-    with torch.inference_mode(), request.autocast():
+    with torch.inference_mode():
         times = interleaved(calls, request.warmup, request.iters, sync, report_round)
     for e in entries:
         e.times = times[e.spec]
@@ -155,7 +144,7 @@ def collect(request: Request, size: tuple[int, int], entries: list[Entry]) -> li
         median = statistics.median(times)
         results.append(Result(
             model=e.spec, mode=request.mode, size=f'{size[0]}x{size[1]}', batch=request.batch,
-            precision='bf16' if split_path(e.spec)[1] == 'bf16' else request.precision, device=request.device,
+            inference=split_inference(e.spec)[1], device=request.device,
             median_ms=round(median, 3),
             mean_ms=round(statistics.fmean(times), 3),
             p90_ms=round(times[min(len(times) - 1, math.ceil(0.9 * len(times)) - 1)], 3),

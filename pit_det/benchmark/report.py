@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..outputs import write_text
+from ..outputs import table, write_text
 
 
 class BenchmarkError(ValueError):
@@ -26,7 +26,7 @@ class Result:
     mode: str
     size: str
     batch: int
-    precision: str
+    inference: str
     device: str
     median_ms: float
     mean_ms: float
@@ -81,16 +81,12 @@ def cpu_isa() -> tuple[str, bool]:
 
 
 def format_table(results: list[Result]) -> str:
-    header = ['model', 'mode', 'size', 'batch', 'prec', 'median ms', 'mean ms', 'p90 ms', 'img/s', 'peak MiB',
+    header = ['model', 'mode', 'size', 'batch', 'inference', 'median ms', 'mean ms', 'p90 ms', 'img/s', 'peak MiB',
               'params M', 'GMACs']
-    rows = [[r.model, r.mode, r.size, str(r.batch), r.precision, f'{r.median_ms:.1f}', f'{r.mean_ms:.1f}',
+    rows = [[r.model, r.mode, r.size, str(r.batch), r.inference, f'{r.median_ms:.1f}', f'{r.mean_ms:.1f}',
              f'{r.p90_ms:.1f}', f'{r.images_per_s:.2f}', f'{r.peak_mem_mib:.0f}', f'{r.params_m:.2f}',
              '-' if r.gmacs is None else f'{r.gmacs:.2f}'] for r in results]
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    lines = ['| ' + ' | '.join(c.ljust(w) for c, w in zip(header, widths)) + ' |',
-             '|' + '|'.join('-' * (w + 2) for w in widths) + '|']
-    lines += ['| ' + ' | '.join(c.ljust(w) for c, w in zip(row, widths)) + ' |' for row in rows]
-    return '\n'.join(lines)
+    return table(header, rows, markdown=True)
 
 
 def ratios(results: list[Result], reference: str) -> list[str]:
@@ -144,7 +140,7 @@ def _plot(results: list[Result], path: Path) -> Path:
     ax.set_xlabel('input megapixels')
     ax.set_ylabel('median latency (ms, log scale)')
     ax.set_yscale('log')
-    ax.set_title(f"{results[0].mode}, batch {results[0].batch}, {results[0].precision}, {results[0].device}")
+    ax.set_title(f"{results[0].mode}, batch {results[0].batch}, {results[0].device}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -15,8 +15,8 @@ import warnings
 from pathlib import Path
 
 from ..evaluation.coco import (BREAKDOWN, CLASS_METRICS, METRICS, TIDE_ERRORS, EvaluationError, error_breakdown,
-                               evaluate, fmt, load_ground_truth, load_results, plot_pr_curves, table, tide_errors)
-from ..outputs import OutputError, check_dir_output, check_file_output, write_text
+                               evaluate, fmt, load_ground_truth, load_results, plot_pr_curves, tide_errors)
+from ..outputs import OutputError, check_dir_output, check_file_output, table, write_text
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..export.onnx import ExportError, build, check_shape, compare, export, load_image, require_runtime
+from ..benchmark import parse_size
+from ..export.onnx import ExportError, build_exportable, check_shape, compare, export, load_image, require_runtime
 from ..models.utils import EXPORT_METADATA
 from ..models import CheckpointMismatchError, CheckpointReadError
 from ..outputs import OutputError, atomic_write, check_file_output
@@ -25,10 +26,9 @@ from ..outputs import OutputError, atomic_write, check_file_output
 
 def shape(text: str) -> tuple[int, int]:
     try:
-        h, w = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'{text!r}: use HxW, e.g. 400x666') from None
-    return h, w
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_args(args)
         import pit_det  # noqa: F401
-        model = build(args.config, args.checkpoint)
+        model = build_exportable(args.config, args.checkpoint)
         check_shape(model, height, width)
         with tempfile.TemporaryDirectory() as tmp:
             image = load_image(args.image or _default_image(Path(tmp)), height, width)

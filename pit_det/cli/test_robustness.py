@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ..evaluation.robustness import (CORRUPTIONS, OUTPUTS, SEVERITIES, RobustnessError, check_request,
-                                     format_report, read_report, run, write_outputs)
+                                     evaluate_robustness, format_report, read_report, write_outputs)
 from ..outputs import OutputError, check_dir_output
 
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         check_request(args.config, args.checkpoint, args.corruptions, args.severities, occlusion)
         check_dir_output(args.out, OUTPUTS, [('config', args.config), ('checkpoint', args.checkpoint)])
         import pit_det  # noqa: F401
-        result = run(args.config, args.checkpoint, args.corruptions, args.severities, occlusion, args.out,
+        result = evaluate_robustness(args.config, args.checkpoint, args.corruptions, args.severities, occlusion, args.out,
                      _options(args.cfg_options), progress=lambda msg: print(msg, flush=True))
     except (RobustnessError, OutputError) as exc:
         print(f'error: {exc}', file=sys.stderr)

@@ -257,8 +257,3 @@ def plot_pr_curves(precision: np.ndarray, path: str | Path, title: str) -> Path:
 def fmt(value: float, digits: int = 3) -> str:
     return '-' if value is None or (isinstance(value, float) and math.isnan(value)) else f'{value:.{digits}f}'
 
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    lines = ['  '.join(str(c).ljust(w) for c, w in zip(header, widths)), '  '.join('-' * w for w in widths)]
-    return '\n'.join(lines + ['  '.join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows])

@@ -27,8 +27,8 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmdet.registry import TRANSFORMS
 
-from ..outputs import write_text
-from .coco import fmt, table
+from ..outputs import table, write_text
+from .coco import fmt
 
 CORRUPTIONS = ('gaussian_noise', 'shot_noise', 'impulse_noise', 'defocus_blur', 'glass_blur', 'motion_blur',
                'zoom_blur', 'snow', 'frost', 'fog', 'brightness', 'contrast', 'elastic_transform', 'pixelate',
@@ -145,7 +145,7 @@ def _with_transform(pipeline: list, transform: dict | None) -> list:
 
 def check_request(config: str, checkpoint: str, corruptions=CORRUPTIONS, severities=SEVERITIES,
                   occlusion=()) -> None:
-    """Every argument of :func:`run`, checked before anything is built or evaluated.
+    """Every argument of :func:`evaluate_robustness`, checked before anything is built or evaluated.
 
     Raises:
         RobustnessError: naming the argument and the values it takes.
@@ -195,7 +195,7 @@ def read_report(path: str | Path) -> dict:
     return data
 
 
-def run(config: str, checkpoint: str, corruptions=CORRUPTIONS, severities=SEVERITIES, occlusion=(),
+def evaluate_robustness(config: str, checkpoint: str, corruptions=CORRUPTIONS, severities=SEVERITIES, occlusion=(),
         work_dir: str | Path = 'work_dirs/robustness', cfg_options: dict | None = None,
         progress: Callable[[str], None] = print) -> dict:
     """mAP of ``checkpoint`` on the clean test set, under each corruption and severity, and under occlusion.

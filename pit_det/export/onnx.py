@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..outputs import atomic_write
-from ..models.utils import EXPORT_METADATA, image_sample, weights_digest
+from ..models.utils import EXPORT_METADATA, image_sample, onnxruntime_session, weights_digest
 
 SUPPORTED = ('DeformableDETR', 'FastDeformableDETR')
 
@@ -93,13 +93,12 @@ def reference_predict(model: nn.Module, image: torch.Tensor) -> list[np.ndarray]
     return [np.stack(parts) for parts in zip(*outputs)]
 
 
-def build(config: str | Path, checkpoint: str | Path):
-    """The detector of ``config`` with ``checkpoint`` loaded, in eval mode."""
-    from mmdet.registry import MODELS
+def build_exportable(config: str | Path, checkpoint: str | Path):
+    """The detector of ``config`` with ``checkpoint`` loaded, in eval mode, knowing what it was built from."""
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
-    from mmengine.runner import load_checkpoint
 
+    from ..models.detectors import build_detector
     if not Path(config).is_file():
         raise ExportError(f'config not found: {config}')
     register_all_modules()
@@ -107,14 +106,13 @@ def build(config: str | Path, checkpoint: str | Path):
     if cfg.model.get('type') not in SUPPORTED:
         raise ExportError(f'{config}: a {cfg.model.get("type")} detector; the exporter knows Deformable DETR '
                           f'({", ".join(SUPPORTED)}: plain, refine and two-stage)')
-    cfg.model.backbone.init_cfg = None
-    model = MODELS.build(cfg.model)
-    loaded = load_checkpoint(model, str(checkpoint), map_location='cpu')
-    classes = ((loaded.get('meta') or {}).get('dataset_meta') or {}).get('classes') or \
-        (cfg.get('test_dataloader', {}).get('dataset', {}).get('metainfo') or {}).get('classes')
+    model = build_detector(cfg, checkpoint)
+    # the config's own class list first: mmdet names COCO's classes for a checkpoint that records none
+    classes = (cfg.get('test_dataloader', {}).get('dataset', {}).get('metainfo') or {}).get('classes') or \
+        (model.dataset_meta or {}).get('classes')
     model.export_origin = dict(config=str(config), checkpoint=str(checkpoint),
                                classes=list(classes) if classes else None)
-    return model.eval()
+    return model
 
 
 def check_shape(model: nn.Module, height: int, width: int) -> None:
@@ -192,11 +190,11 @@ def load_image(path: str | Path, height: int, width: int) -> torch.Tensor:
 def compare(model: nn.Module, onnx_path: str | Path, image: torch.Tensor, topk: int = 20) -> Comparison:
     """Run the file in onnxruntime on the batch ``image`` ``(N, 3, H, W)`` at once, and mmdet's ``predict`` (fused
     op, as deployed) image by image; compare the top-k of every image."""
-    _, ort = require_runtime()
+    require_runtime()
     start = time.perf_counter()
     expected = reference_predict(model, image)
     torch_ms = (time.perf_counter() - start) * 1000
-    session = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
+    session = onnxruntime_session(onnx_path)
     start = time.perf_counter()
     got = session.run(['boxes', 'scores', 'labels'], {'image': image.numpy()})
     ort_ms = (time.perf_counter() - start) * 1000

@@ -11,12 +11,37 @@ from mmengine.structures import InstanceData
 from torch import nn
 
 from ..ops import use_fused_cpu_deform_attn
-from .utils import EXPORT_METADATA, weights_digest
+from .utils import EXPORT_METADATA, onnxruntime_session, weights_digest
 from .fit import CheckpointMismatchError, fit_detector_checkpoint
 from .sources import CheckpointReadError
 
 CPU_DEFORM_ATTN = ('fused', 'mmcv')
 INFERENCE_PATHS = ('eager', 'bf16', 'compile', 'onnxruntime')
+
+
+def build_detector(config, checkpoint: str | Path | None = None, device: str = 'cpu', cfg_options: dict | None = None):
+    """The detector of ``config`` (a path or an mmengine ``Config``) through mmdet's ``init_detector``, in eval mode
+    on ``device``, its ``cfg`` attached: ``checkpoint`` loaded (with its classes as ``dataset_meta``), or random
+    weights without one. The backbone's pretrained ``init_cfg`` is dropped either way (the checkpoint holds every
+    weight; random weights are what was asked for). The one builder of the export, the benchmark and drawing.
+
+    Raises:
+        FileNotFoundError: no such config.
+    """
+    import warnings
+
+    from mmdet.apis import init_detector
+    from mmengine.config import Config
+    if not isinstance(config, Config):
+        if not Path(config).is_file():
+            raise FileNotFoundError(f'config not found: {config}')
+        config = Config.fromfile(str(config))
+    if cfg_options:
+        config.merge_from_dict(cfg_options)
+    config.model.backbone.init_cfg = None
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='checkpoint is None')  # random weights: mmdet names COCO's classes
+        return init_detector(config, None if checkpoint is None else str(checkpoint), device=device)
 
 
 def exported_metadata(path: str | Path) -> dict[str, str]:
@@ -63,13 +88,8 @@ def check_exported(meta: dict[str, str], path: str | Path, model: nn.Module) -> 
 
 def open_exported(path: str | Path, model: nn.Module):
     """An onnxruntime session of the exported file ``path``, after checking it was exported from ``model``."""
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise ImportError(f'inference path onnxruntime needs onnxruntime ({exc}): pip install '
-                          '"pit-det[export]"') from None
     check_exported(exported_metadata(path), path, model)
-    return onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    return onnxruntime_session(path)
 
 
 @MODELS.register_module()

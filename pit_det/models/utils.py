@@ -49,3 +49,16 @@ def weights_digest(model: nn.Module) -> str:
 # What an exported graph carries of its origin (ONNX metadata_props), checked when a detector runs the file.
 EXPORT_METADATA = ('pit_det.config', 'pit_det.checkpoint', 'pit_det.weights_sha256', 'pit_det.num_classes',
                    'pit_det.classes', 'pit_det.input_size')
+
+
+def onnxruntime_session(path, threads: int | None = None):
+    """An onnxruntime session of ``path`` on the CPU (``threads``: intra-op threads, default onnxruntime's)."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ImportError(f'running an exported graph needs onnxruntime ({exc}): pip install "pit-det[export]"') \
+            from None
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])

@@ -23,6 +23,8 @@ from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttention, Mul
                                               multi_scale_deformable_attn_pytorch)
 from torch import nn
 
+from ..outputs import atomic_write
+
 _SOURCE = Path(__file__).parent / 'csrc' / 'ms_deform_attn_cpu.cpp'
 _FLAGS = ['-O3', '-march=native', '-fopenmp']
 _ext = None
@@ -77,9 +79,7 @@ def load_extension():
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / _SOURCE.name
     if not source.is_file() or source.read_bytes() != _SOURCE.read_bytes():
-        tmp = source.with_name(f'{source.name}.{os.getpid()}.partial')
-        tmp.write_bytes(_SOURCE.read_bytes())
-        os.replace(tmp, source)
+        atomic_write(source, lambda tmp: tmp.write_bytes(_SOURCE.read_bytes()))
     try:
         _ext = load(name='pit_det_ms_deform_attn_cpu', sources=[str(source)], build_directory=str(build_dir),
                     extra_cflags=_FLAGS, extra_ldflags=['-fopenmp'], verbose=False)
