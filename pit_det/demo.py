@@ -63,6 +63,8 @@ def run_demo(work_dir: str | Path = 'work_dirs/demo', data_root: str | Path = 'd
         raise ValueError(f'epochs must be at least 1, got {max_epochs}')
     if Path(data_root).exists() and not Path(data_root).is_dir():
         raise ValueError(f'--data-root {data_root} is a file: give a folder (new, or one the demo made before)')
+    if Path(work_dir).exists() and not Path(work_dir).is_dir():
+        raise ValueError(f'--work-dir {work_dir} is a file: give a folder')
     from mmdet.registry import RUNNERS
     from mmdet.utils import register_all_modules
 

@@ -28,8 +28,15 @@ def same_file(a: str | Path, b: str | Path) -> bool:
         return False
 
 
-def _inputs(inputs: Iterable[tuple[str, str | Path | None]]) -> list[tuple[str, Path]]:
-    return [(what, Path(path)) for what, path in inputs if path]
+def _input_at(path: Path, inputs: Iterable[tuple[str, str | Path | None]]) -> tuple[str, Path] | None:
+    """The ``(what, path)`` of the input that ``path`` names, if any."""
+    return next(((what, Path(source)) for what, source in inputs if source and same_file(path, source)), None)
+
+
+def _check_parent(path: Path, option: str) -> None:
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise OutputError(f'{option} {path}: {parent} is a file, not a folder')
 
 
 def check_file_output(path: str | Path, inputs: Iterable[tuple[str, str | Path | None]] = (), *,
@@ -51,15 +58,13 @@ def check_file_output(path: str | Path, inputs: Iterable[tuple[str, str | Path |
         OutputError: naming the path and the way out.
     """
     path = Path(path)
-    for what, source in _inputs(inputs):
-        if same_file(path, source):
-            raise OutputError(f'{option} {path} is the {what} ({source}): choose another path; a tool never writes '
-                              'over its input')
+    hit = _input_at(path, inputs)
+    if hit:
+        raise OutputError(f'{option} {path} is the {hit[0]} ({hit[1]}): choose another path; a tool never writes '
+                          'over its input')
     if path.is_dir():
         raise OutputError(f'{option} {path} is a folder: give a file name')
-    parent = next((p for p in path.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise OutputError(f'{option} {path}: {parent} is a file, not a folder')
+    _check_parent(path, option)
     if path.exists() and not force and not (own is not None and own(path)):
         raise OutputError(f'{option} {path} exists and is not an output of this tool: choose another path, or pass '
                           '--force to replace it')
@@ -67,25 +72,18 @@ def check_file_output(path: str | Path, inputs: Iterable[tuple[str, str | Path |
 
 
 def check_dir_output(folder: str | Path, names: Iterable[str], inputs: Iterable[tuple[str, str | Path | None]] = (),
-                     *, option: str = '--out', force: bool = False) -> Path:
+                     *, option: str = '--out') -> Path:
     """Refuse a folder that is a file, or whose files ``names`` (what the tool writes there) include an input.
 
     Existing files of those names are taken as earlier outputs of the tool (the names are its own) and replaced.
     """
     folder = Path(folder)
+    inputs, names = list(inputs), list(names)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f'{option} {folder} is a file: give a folder (it will hold {", ".join(names)})')
-    parent = next((p for p in folder.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise OutputError(f'{option} {folder}: {parent} is a file, not a folder')
+    _check_parent(folder, option)
     for name in names:
-        target = folder / name
-        for what, source in _inputs(inputs):
-            if same_file(target, source):
-                raise OutputError(f'{option} {folder}: the tool writes {target} there, which is the {what}; choose '
-                                  'another folder')
-        if target.is_dir():
-            raise OutputError(f'{option} {folder}: {target} is a folder where the tool writes a file')
+        check_file_output(folder / name, inputs, option=f'{option} {folder}: its file', own=lambda p: True)
     return folder
 
 

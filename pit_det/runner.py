@@ -151,6 +151,9 @@ class PiTRunner(Runner):
             sys.excepthook = _print_stop_errors(sys.excepthook)
         if isinstance(kwargs.get('model'), dict):
             check_model(kwargs['model'])  # options the model's constructor would reject inside a traceback
+        if osp.isfile(str(kwargs.get('work_dir', ''))):
+            raise PreflightError(f'cannot start: the work dir {kwargs["work_dir"]} is a file; give a folder '
+                                 '(--work-dir DIR)')
         self._work_dir_lock = None
         if launcher == 'pytorch' and not torch.cuda.is_available() and not dist.is_initialized():
             dist.init_process_group(backend='gloo')  # torchrun's env://; mmengine then skips its own init_dist

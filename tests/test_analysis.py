@@ -67,7 +67,8 @@ def test_command_writes_json_csv_and_png(tmp_path, capsys):
 
 def test_command_errors(tmp_path, capsys):
     assert main(['pit-s', '--images', str(tmp_path)]) == 1
-    assert 'no .jpg' in capsys.readouterr().err  # an empty folder
+    err = capsys.readouterr().err
+    assert f'--images {tmp_path}: no .png, .jpg' in err and 'files in it' in err  # an empty folder
     make_synthetic_coco(tmp_path / 'd', num_train=1, num_val=1)
     assert main(['resnet50', '--images', str(tmp_path / 'd' / 'train')]) == 1
     assert "unknown backbone 'resnet50'" in capsys.readouterr().err
@@ -91,7 +92,8 @@ def test_every_argument_is_checked_before_the_first_model(tmp_path, capsys):
     checkpoint.parent.mkdir()
     checkpoint.write_bytes(b'weights')
     assert main([f'pit-ti={checkpoint}', '--images', images, '--out', str(tmp_path / 'out')]) == 1
-    assert 'which is the checkpoint' in capsys.readouterr().err and checkpoint.read_bytes() == b'weights'
+    err = capsys.readouterr().err
+    assert f'its file {checkpoint} is the checkpoint' in err and checkpoint.read_bytes() == b'weights'
 
 
 def test_a_folder_of_files_that_are_not_images(tmp_path, capsys):

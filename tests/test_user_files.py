@@ -343,3 +343,16 @@ def test_export_refuses_its_inputs_and_checks_every_argument_first(demo_run, exp
     assert 'not an output of this tool' in capsys.readouterr().err and theirs.read_bytes() == b'a file of the user'
     assert (digest(config), digest(checkpoints[0])) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ['theirs.onnx']
+
+
+def test_a_work_dir_that_is_a_file_is_refused_before_anything_runs(demo_config, tmp_path, capsys):
+    from pit_det.cli import demo
+    taken = tmp_path / 'notes.txt'
+    taken.write_text('mine')
+    assert demo.main(['--work-dir', str(taken), '--data-root', str(tmp_path / 'data')]) == 1
+    assert f'--work-dir {taken} is a file' in capsys.readouterr().err
+    assert taken.read_text() == 'mine' and not (tmp_path / 'data').exists()
+    run = subprocess.run([sys.executable, str(demo_config.parents[2] / 'tools' / 'train.py'), str(demo_config),
+                          '--work-dir', str(taken)], capture_output=True, text=True)
+    assert run.returncode == 1 and f'the work dir {taken} is a file' in run.stderr and 'Traceback' not in run.stderr
+    assert taken.read_text() == 'mine'

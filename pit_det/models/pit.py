@@ -20,6 +20,7 @@ from torch import nn
 
 from .fit import ConversionReport, FitsCheckpoints, check_backbone_fit
 from .pit_checkpoint import convert_pit_checkpoint, recognises_pit_checkpoint
+from .utils import FreezesStages
 
 ARCH_ZOO: dict[str, dict] = {
     'ti': dict(patch_size=16, stride=8, base_dims=(32, 32, 32), depths=(2, 6, 4), heads=(2, 4, 8)),
@@ -172,7 +173,7 @@ class Stage(nn.Module):
 
 
 @MODELS.register_module()
-class PiT(FitsCheckpoints, BaseModule):
+class PiT(FitsCheckpoints, FreezesStages, BaseModule):
     """PiT backbone returning its three spatial stages as NCHW feature maps.
 
     Output contract for an input of ``H x W`` (``P``/``S`` the patch size and stride, 16/8; 14/7 for ``b``)::
@@ -327,11 +328,6 @@ class PiT(FitsCheckpoints, BaseModule):
         for module in self._frozen_modules():
             module.eval()
             module.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> PiT:
-        super().train(mode)
-        self._freeze_stages()
-        return self
 
     def init_weights(self) -> None:
         """Truncated-normal initialisation, then ``init_cfg``'s pretrained weights through mmengine's loader."""

@@ -24,6 +24,16 @@ def explicit_attention(model: nn.Module):
             module.fused_attn = True
 
 
+class FreezesStages:
+    """A backbone whose ``_freeze_stages()`` runs again after every ``train()`` (mmdet's pattern), so that frozen
+    parts stay in eval mode and without gradients."""
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+
 def image_sample(height: int, width: int):
     """The data sample of one unpadded, unscaled ``height x width`` input, as a detector's ``predict`` takes it."""
     from mmdet.structures import DetDataSample

@@ -20,6 +20,7 @@ from torch import nn
 
 from .fit import (CLASSIFIER_PREFIXES, CheckpointMismatchError, ConversionReport, FitsCheckpoints, check_backbone_fit,
                   extract_state_dict)
+from .utils import FreezesStages
 
 
 def recognises_vit_checkpoint(sd: dict) -> bool:
@@ -28,7 +29,7 @@ def recognises_vit_checkpoint(sd: dict) -> bool:
 
 
 @MODELS.register_module()
-class ViTPyramid(FitsCheckpoints, BaseModule):
+class ViTPyramid(FitsCheckpoints, FreezesStages, BaseModule):
     """timm's ViT with three taps turned into strides 8/16/32 (see the module docstring), NCHW outputs.
 
     Example:
@@ -104,11 +105,6 @@ class ViTPyramid(FitsCheckpoints, BaseModule):
         for module in frozen:
             module.eval()
             module.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> ViTPyramid:
-        super().train(mode)
-        self._freeze_stages()
-        return self
 
     def convert_checkpoint(self, state_dict: dict, report: ConversionReport) -> dict:
         """A timm ViT checkpoint (keys without ``vit.``) placed under ``vit.``, the classifier dropped, checked
