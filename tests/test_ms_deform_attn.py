@@ -1,6 +1,5 @@
 import warnings
 
-from pathlib import Path
 
 import pytest
 import torch
