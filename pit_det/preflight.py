@@ -154,6 +154,20 @@ def _check_classes(dataset: dict, ann: dict, ann_path: str, role: str, findings:
                   f'ignored: {_names(left_out, 8)}', logger='current', level=30)
 
 
+def check_num_classes(model_cfg, dataset: dict | None, role: str, findings: Findings) -> None:
+    """The head classifies as many classes as the dataset has (every classification branch, refine and two-stage
+    included, is built with ``bbox_head.num_classes``): fewer ends in an index error mid-run, more trains phantom
+    classes that never have a ground truth."""
+    head = (model_cfg or {}).get('bbox_head') or {}
+    classes = _config_classes(dataset) if dataset else None
+    if classes is None or 'num_classes' not in head or head['num_classes'] == len(classes):
+        return
+    findings.config_problems.append(
+        f'{role}: model.bbox_head.num_classes is {head["num_classes"]} but the dataset has {len(classes)} classes '
+        f'({_names(list(classes), 6)}): set --cfg-options model.bbox_head.num_classes={len(classes)} (every '
+        'classification branch follows it), or change the datasets\' metainfo.classes')
+
+
 def check_evaluator(evaluator_cfg, dataset: dict | None, role: str, findings: Findings) -> None:
     """The evaluator's annotation file exists and is the dataset's own (never another set's ground truth)."""
     evaluators = evaluator_cfg if isinstance(evaluator_cfg, (list, tuple)) else [evaluator_cfg or {}]
@@ -185,13 +199,15 @@ def check_weights(model_cfg, findings: Findings) -> None:
 
 
 def check_train(cfg) -> None:
-    """Everything a training run reads: train (and val) data, evaluator files, backbone weights.
+    """Everything a training run reads: train (and val) data, the number of classes, evaluator files, backbone
+    weights.
 
     Raises:
         PreflightError: listing every problem found.
     """
     findings, cache = Findings(), {}
-    check_dataset(cfg.get('train_dataloader'), 'training', findings, cache)
+    dataset = check_dataset(cfg.get('train_dataloader'), 'training', findings, cache)
+    check_num_classes(cfg.get('model'), dataset, 'training', findings)
     if cfg.get('val_cfg') is not None:
         dataset = check_dataset(cfg.get('val_dataloader'), 'validation', findings, cache)
         check_evaluator(cfg.get('val_evaluator'), dataset, 'validation', findings)
@@ -200,13 +216,14 @@ def check_train(cfg) -> None:
 
 
 def check_test(cfg) -> None:
-    """Everything a test run reads: test data and the evaluator's file.
+    """Everything a test run reads: test data, the number of classes and the evaluator's file.
 
     Raises:
         PreflightError: listing every problem found.
     """
     findings = Findings()
     dataset = check_dataset(cfg.get('test_dataloader'), 'test', findings, {})
+    check_num_classes(cfg.get('model'), dataset, 'test', findings)
     check_evaluator(cfg.get('test_evaluator'), dataset, 'test', findings)
     findings.raise_if_any(cfg.get('missing_data_hint') or COCO_LAYOUT)
 

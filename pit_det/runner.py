@@ -228,7 +228,19 @@ class PiTRunner(Runner):
 
     def test(self):
         self._preflight(check_test)
-        return super().test()
+        self._testing = True
+        try:
+            return super().test()
+        finally:
+            self._testing = False
+
+    def load_or_resume(self) -> None:
+        """mmengine's loading; a test refuses a checkpoint whose classifier has another number of classes (training
+        from it is fine-tuning: those layers keep their initialisation)."""
+        super().load_or_resume()
+        model = self.model.module if hasattr(self.model, 'module') else self.model
+        if getattr(self, '_testing', False) and hasattr(model, 'refuse_other_classes'):
+            model.refuse_other_classes(self._load_from)
 
     @master_only
     def dump_config(self) -> None:

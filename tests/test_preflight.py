@@ -15,7 +15,6 @@ from pit_det.demo import load_demo_config
 from pit_det.preflight import PreflightError
 
 
-
 @pytest.fixture()
 def data(tmp_path):
     return make_synthetic_coco(tmp_path / 'synthetic', num_train=4, num_val=2)
@@ -62,6 +61,7 @@ def test_a_category_the_config_omits_is_a_warning(tmp_path, data):
     cfg = load_demo_config(data, tmp_path / 'work')
     cfg.val_cfg = None
     cfg.train_dataloader.dataset.metainfo = dict(classes=('square', 'disc'))
+    cfg.model.bbox_head.num_classes = 2  # a coherent config that trains on two of the file's three categories
     records = []
     handler = logging.Handler()
     handler.emit = records.append
@@ -139,3 +139,38 @@ def test_config_classes_missing_from_the_data_stop_before_training(tmp_path, dat
     message = str(err.value)
     assert "training: 1 of the config's 3 classes are not categories of" in message and 'star' in message
     assert "validation: 1 of the config's 3 classes" in message and 'model.bbox_head.num_classes' in message
+
+
+@pytest.mark.parametrize('num_classes', [2, 5])
+def test_num_classes_must_match_the_dataset_in_train_and_test(tmp_path, data, num_classes):
+    """Fewer classes than the data ended in an IndexError after training; more trained phantom classes silently."""
+    cfg = load_demo_config(data, tmp_path / 'work')
+    cfg.model.bbox_head.num_classes = num_classes
+    for run in ('train', 'test'):
+        with pytest.raises(PreflightError) as err:
+            getattr(runner_for(cfg), run)()
+        message = str(err.value)
+        role = 'training' if run == 'train' else 'test'
+        assert f'{role}: model.bbox_head.num_classes is {num_classes} but the dataset has 3 classes' in message
+        assert '--cfg-options model.bbox_head.num_classes=3' in message
+
+
+def test_a_checkpoint_of_another_class_set_is_refused_in_test_and_inference(tmp_path, data, demo_config):
+    """Training from it is fine-tuning (tests/test_checkpoint.py); testing or drawing with it scores wrong classes."""
+    import copy
+    import torch
+    from mmdet.registry import MODELS
+
+    from pit_det.models import CheckpointMismatchError
+    from pit_det.models.detectors import build_detector
+    cfg = load_demo_config(data, tmp_path / 'work')
+    five = copy.deepcopy(cfg.model)
+    five.bbox_head.num_classes = 5
+    register_all_modules()
+    path = tmp_path / 'five.pth'
+    torch.save({'state_dict': MODELS.build(five).state_dict(), 'meta': {}}, path)
+    cfg.load_from = str(path)
+    with pytest.raises(CheckpointMismatchError, match=r'five.pth classifies 5 classes, this config 3'):
+        runner_for(cfg).test()
+    with pytest.raises(CheckpointMismatchError, match='model.bbox_head.num_classes=5'):
+        build_detector(demo_config, path)

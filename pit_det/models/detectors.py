@@ -27,6 +27,7 @@ def build_detector(config, checkpoint: str | Path | None = None, device: str = '
 
     Raises:
         FileNotFoundError: no such config.
+        CheckpointMismatchError: the checkpoint does not fit, or classifies another number of classes.
     """
     import warnings
 
@@ -41,7 +42,10 @@ def build_detector(config, checkpoint: str | Path | None = None, device: str = '
     config.model.backbone.init_cfg = None
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='checkpoint is None')  # random weights: mmdet names COCO's classes
-        return init_detector(config, None if checkpoint is None else str(checkpoint), device=device)
+        model = init_detector(config, None if checkpoint is None else str(checkpoint), device=device)
+    if checkpoint is not None and isinstance(model, FastDeformableDETR):
+        model.refuse_other_classes(checkpoint)
+    return model
 
 
 def exported_metadata(path: str | Path) -> dict[str, str]:
@@ -122,14 +126,31 @@ class FastDeformableDETR(DeformableDETR):
             raise ValueError("inference: onnx_file=FILE goes with path='onnxruntime' (and only with it)")
         super().__init__(*args, **kwargs)
         self._compiled, self._session, self._bf16 = False, None, False
+        self.class_layers_differ: list[str] = []
         use_fused_cpu_deform_attn(self, enable=cpu_deform_attn == 'fused')
         self._register_load_state_dict_pre_hook(self._check_fit_on_load)
 
     def _check_fit_on_load(self, state_dict: dict, prefix: str, *args) -> None:
         tolerated = fit_detector_checkpoint(self, state_dict, prefix)
+        self.class_layers_differ = tolerated  # fine-tuning tolerates them; testing and inference do not
         if tolerated:
             print_log(f'classification layers differ in size (another class set; they keep their initialisation): '
                       f'{"; ".join(tolerated)}', logger='current', level=30)
+
+    def refuse_other_classes(self, checkpoint: str | Path) -> None:
+        """Raise unless the last loaded checkpoint's classification layers have this model's number of classes:
+        a test or an inference with another class set would score every class as another.
+
+        Raises:
+            CheckpointMismatchError: naming both numbers and the option to set.
+        """
+        if not getattr(self, 'class_layers_differ', None):
+            return
+        theirs = self.class_layers_differ[0].split('checkpoint (')[1].split(',')[0]
+        raise CheckpointMismatchError(
+            f'{checkpoint} classifies {theirs} classes, this config {self.bbox_head.num_classes} '
+            f'({self.class_layers_differ[0]}): test and infer with the config it was trained with, or set '
+            f'model.bbox_head.num_classes={theirs} and the datasets\' metainfo.classes to its classes')
 
     def predict(self, batch_inputs, batch_data_samples, rescale: bool = True):
         """mmdet's ``predict`` along the ``inference`` path, with boxes and scores returned in float32 even under
