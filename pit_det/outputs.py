@@ -98,6 +98,16 @@ def table(header: list[str], rows: list[list[str]], markdown: bool = False) -> s
     return '\n'.join([line(header), rule] + [line(row) for row in rows])
 
 
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """A matplotlib figure laid out, written to ``path`` (whole or not at all) and closed."""
+    import matplotlib.pyplot as plt
+    path = Path(path)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip('.') or 'png'))
+    plt.close(fig)
+    return path
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """``write(tmp)`` to a temporary file beside ``path``, flushed to disk, then renamed to ``path``.
 

@@ -99,7 +99,7 @@ def test_pickled_code_is_refused(tmp_path):
         load_pit_weights(PiT(arch='ti'), path)
 
 
-def test_cli_prints_renames_and_never_overwrites(root, relayout, tmp_path):
+def test_cli_prints_renames_and_never_overwrites(root, relayout, tmp_path, capsys):
     _, sd = reference('ti')
     src = tmp_path / 'official.pth'
     torch.save(relayout(sd, 'official'), src)
@@ -109,12 +109,13 @@ def test_cli_prints_renames_and_never_overwrites(root, relayout, tmp_path):
     assert run.returncode == 0, run.stderr
     assert 'pools.0.conv.weight -> transformers.1.pool.conv.weight' in run.stdout
     assert 'dropped: head.weight' in run.stdout
-    again = subprocess.run(cmd + [str(src), str(tmp_path / 'dst.pth')], capture_output=True, text=True)
-    assert again.returncode == 1 and '--force' in again.stderr
-    same = subprocess.run(cmd + [str(src), str(src), '--force'], capture_output=True, text=True)
-    assert same.returncode == 1 and f'DST {src} is the source checkpoint' in same.stderr
-    wrong = subprocess.run(cmd + [str(src), str(tmp_path / 'b.pth'), '--arch', 'b'], capture_output=True, text=True)
-    assert wrong.returncode == 1 and 'differ in shape' in wrong.stderr and not (tmp_path / 'b.pth').exists()
+    from pit_det.cli.convert import main as convert
+    assert convert([str(src), str(tmp_path / 'dst.pth')]) == 1
+    assert '--force' in capsys.readouterr().err
+    assert convert([str(src), str(src), '--force']) == 1
+    assert f'DST {src} is the source checkpoint' in capsys.readouterr().err
+    assert convert([str(src), str(tmp_path / 'b.pth'), '--arch', 'b']) == 1
+    assert 'differ in shape' in capsys.readouterr().err and not (tmp_path / 'b.pth').exists()
     assert src.read_bytes() == before
 
 
@@ -154,7 +155,7 @@ def test_every_source_converts_once(relayout, tmp_path, monkeypatch):
     ('truncated', 'not a readable PyTorch file'),
     ('folder', 'is a folder'),
 ])
-def test_unreadable_checkpoint_is_a_clear_error_everywhere(root, tmp_path, content, message):
+def test_unreadable_checkpoint_is_a_clear_error_everywhere(tmp_path, capsys, content, message):
     from mmengine.runner import load_checkpoint
     from pit_det.models import CheckpointReadError
     path = tmp_path / 'bad.pth'
@@ -169,9 +170,9 @@ def test_unreadable_checkpoint_is_a_clear_error_everywhere(root, tmp_path, conte
         PiT(arch='ti', init_cfg=dict(type='Pretrained', checkpoint=str(path))).init_weights()
     with pytest.raises(CheckpointReadError, match=message):  # load_from, --resume, mim test, infer
         load_checkpoint(demo_detector(), str(path))
-    run = subprocess.run([sys.executable, str(root / 'tools' / 'convert_checkpoint.py'), str(path),
-                          str(tmp_path / 'out.pth')], capture_output=True, text=True)
-    assert run.returncode == 1 and message in run.stderr and 'Traceback' not in run.stderr
+    from pit_det.cli.convert import main as convert
+    assert convert([str(path), str(tmp_path / 'out.pth')]) == 1  # the command: its error line, exit 1
+    assert any(line.startswith('error: ') and message in line for line in capsys.readouterr().err.splitlines())
 
 
 def test_load_from_another_arch_is_an_error(relayout, tmp_path):

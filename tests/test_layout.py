@@ -14,7 +14,7 @@ ALLOWED = {
     'ops': {'outputs'},
     'models': {'ops'},
     'serialization': set(),
-    'data': set(),
+    'data': {'outputs'},
     'preflight': {'models'},
     'runner': {'preflight', 'models', 'outputs'},
     'draw': {'models', 'data', 'outputs'},

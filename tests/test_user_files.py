@@ -222,32 +222,50 @@ def demo_run(tmp_path_factory):
     return config, checkpoints
 
 
-@pytest.mark.slow
-def test_a_second_training_run_is_refused_while_the_first_holds_the_work_dir(root, demo_run, tmp_path):
+HOLD = """
+import sys, time
+from pit_det.runner import WorkDirLock
+lock = WorkDirLock(sys.argv[1]).acquire()  # held while this process lives
+print('held', flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_training_run_is_refused_while_the_first_holds_the_work_dir(demo_run, root, tmp_path):
+    """A real process holds the work dir (as a training run does while it trains); a real second `tools/train.py`
+    in that work dir stops with the holder's pid and the way out, and the lock ends with the first process."""
     from pit_det.runner import WorkDirLock
     config, _ = demo_run
     work = tmp_path / 'work'
-    train = [sys.executable, str(root / 'tools' / 'train.py'), str(config), '--work-dir', str(work)]
-    first = subprocess.Popen(train, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen([sys.executable, '-c', HOLD, str(work)], stdout=subprocess.PIPE, text=True)
     try:
-        lock = WorkDirLock(str(work))
-        for _ in range(600):  # the first run builds its model, then takes the lock as training starts
-            if lock.held_by_other() or first.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert first.poll() is None and lock.held_by_other(), first.stderr.read()[-3000:] if first.stderr else ''
-        second = subprocess.run(train, capture_output=True, text=True, timeout=300)
+        assert first.stdout.readline().strip() == 'held'
+        second = subprocess.run([sys.executable, str(root / 'tools' / 'train.py'), str(config), '--work-dir',
+                                 str(work)], capture_output=True, text=True, timeout=300)
         assert second.returncode == 1 and 'Traceback' not in second.stderr, second.stderr[-3000:]
         assert f'work dir {work} is in use by another training run (pid {first.pid}' in second.stderr
         assert '--work-dir' in second.stderr
-        # each run logs into a folder of its own, and the running one's config dump is the first run's
-        logs = [p for p in work.iterdir() if p.is_dir()]
-        assert len(logs) == 2 and all(len(list(p.glob('*.log'))) == 1 for p in logs)
+        assert not list(work.glob('*.pth'))  # it stopped before training
     finally:
         first.kill()  # SIGKILL: the kernel drops the lock with the process
         first.wait()
     assert not WorkDirLock(str(work)).held_by_other()
+    WorkDirLock(str(work)).acquire().release()  # free again
 
+
+def test_runs_started_in_one_second_log_into_folders_of_their_own(demo_run, tmp_path, monkeypatch):
+    """mmengine names a run's log folder by the second it started: two runs in that second shared one log file."""
+    from mmdet.registry import RUNNERS
+    from mmengine.config import Config
+    config, _ = demo_run
+    monkeypatch.setattr(time, 'time', lambda: 1795940000.0)  # both runs start in the same second
+    runners = []
+    for _ in range(2):
+        cfg = Config.fromfile(str(config))
+        cfg.work_dir = str(tmp_path / 'work')
+        runners.append(RUNNERS.build(cfg))
+    assert runners[0].timestamp == runners[1].timestamp.rsplit('_', 1)[0]
+    assert runners[1].log_dir == runners[0].log_dir + '_1'
 
 
 # ------------------------------------------------------------------------------------ exported graphs
@@ -298,7 +316,7 @@ def test_an_onnx_file_of_other_weights_is_refused(demo_run, exports, tmp_path, c
         assert fact in err and str(onnx_file) in err and 'Traceback' not in err
 
 
-def test_an_onnx_file_of_another_class_count_is_refused_before_the_model_is_built(root, demo_run, exports, tmp_path):
+def test_an_onnx_file_of_another_class_count_is_refused_before_the_model_is_built(demo_run, exports, tmp_path, capsys):
     from mmengine.config import Config
     config, checkpoints = demo_run
     cfg = Config.fromfile(str(config))
@@ -306,11 +324,11 @@ def test_an_onnx_file_of_another_class_count_is_refused_before_the_model_is_buil
     five = tmp_path / 'five.py'
     cfg.dump(str(five))
     image = make_synthetic_coco(tmp_path / 'img', num_train=0, num_val=1) / 'val' / '000000.png'
-    run = subprocess.run([sys.executable, str(root / 'tools' / 'infer.py'), str(five), str(checkpoints[0]), str(image),
-                          '--out', str(tmp_path / 'x.png'), '--path', 'onnxruntime', '--onnx', str(exports[0])],
-                         capture_output=True, text=True)
-    assert run.returncode == 1 and 'Traceback' not in run.stderr
-    assert f'--onnx {exports[0]} was exported from a detector of 3 classes' in run.stderr and 'has 5' in run.stderr
+    from pit_det.cli.infer import main as infer_main
+    assert infer_main([str(five), str(checkpoints[0]), str(image), '--out', str(tmp_path / 'x.png'), '--path',
+                       'onnxruntime', '--onnx', str(exports[0])]) == 1
+    err = capsys.readouterr().err
+    assert f'--onnx {exports[0]} was exported from a detector of 3 classes' in err and 'has 5' in err
 
 
 def test_mim_test_through_an_onnx_file_of_other_weights_stops_with_the_message(demo_run, exports, tmp_path):
@@ -322,9 +340,14 @@ def test_mim_test_through_an_onnx_file_of_other_weights_stops_with_the_message(d
                                    f'model.inference.onnx_file={exports[1]}'], capture_output=True, text=True)
     assert other.returncode == 1 and 'Traceback' not in other.stderr, other.stderr[-3000:]
     assert 'was exported from other weights' in other.stderr and 'bbox_mAP' not in other.stdout
-    bogus = subprocess.run(base + ['--cfg-options', 'model.inference.path=bogus'], capture_output=True, text=True)
-    assert bogus.returncode == 1 and 'Traceback' not in bogus.stderr, bogus.stderr[-3000:]
-    assert "model.inference.path='bogus': use one of eager, bf16, compile, onnxruntime" in bogus.stderr
+    from mmdet.registry import RUNNERS
+    from mmengine.config import Config
+
+    from pit_det.preflight import PreflightError
+    cfg = Config.fromfile(str(config))
+    cfg.merge_from_dict({'model.inference.path': 'bogus', 'work_dir': str(tmp_path / 'w')})
+    with pytest.raises(PreflightError, match="model.inference.path='bogus': use one of eager, bf16, compile"):
+        RUNNERS.build(cfg)  # before the model is built: its constructor's ValueError came in 40 lines of traceback
 
 
 def test_export_refuses_its_inputs_and_checks_every_argument_first(demo_run, exports, tmp_path, capsys):
@@ -352,7 +375,12 @@ def test_a_work_dir_that_is_a_file_is_refused_before_anything_runs(demo_config, 
     assert demo.main(['--work-dir', str(taken), '--data-root', str(tmp_path / 'data')]) == 1
     assert f'--work-dir {taken} is a file' in capsys.readouterr().err
     assert taken.read_text() == 'mine' and not (tmp_path / 'data').exists()
-    run = subprocess.run([sys.executable, str(demo_config.parents[2] / 'tools' / 'train.py'), str(demo_config),
-                          '--work-dir', str(taken)], capture_output=True, text=True)
-    assert run.returncode == 1 and f'the work dir {taken} is a file' in run.stderr and 'Traceback' not in run.stderr
+    from mmdet.registry import RUNNERS
+    from mmengine.config import Config
+
+    from pit_det.preflight import PreflightError
+    cfg = Config.fromfile(str(demo_config))
+    cfg.work_dir = str(taken)
+    with pytest.raises(PreflightError, match=f'the work dir {taken} is a file'):
+        RUNNERS.build(cfg)
     assert taken.read_text() == 'mine'

@@ -28,7 +28,7 @@ from torch import nn
 from ..data import IMAGE_SUFFIXES
 from ..models import PiT, ViTPyramid
 from ..models.utils import explicit_attention
-from ..outputs import write_text
+from ..outputs import save_figure, write_text
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet normalisation (PiT's and DeiT's training)
 
@@ -219,7 +219,5 @@ def write_outputs(results: dict[str, list[BlockStats]], out_dir: str | Path) -> 
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(paths[2], dpi=120)
-    plt.close(fig)
+    save_figure(fig, paths[2], dpi=120)
     return paths

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..outputs import save_figure, write_text
+
 LEVEL_COLOURS = ('#e41a1c', '#ff7f00', '#4daf4a', '#377eb8', '#984ea3', '#a65628')  # one per feature level
 OUTPUTS = ('sampling.json',)  # and one sampling_<image>.png per image
 
@@ -267,10 +269,7 @@ def draw(image_rgb: np.ndarray, analysis: dict, classes, path: str | Path, score
         ax.set_visible(False)
     if panels:
         axes[0, 0].legend(loc='lower left', fontsize=7, markerscale=0.6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=100)
 
 
 def report(images: dict[str, dict], config: str, checkpoint: str | None) -> dict:
@@ -285,7 +284,6 @@ def report(images: dict[str, dict], config: str, checkpoint: str | None) -> dict
 
 
 def write_json(data: dict, path: str | Path) -> Path:
-    from ..outputs import write_text
     return write_text(path, json.dumps(data, indent=1))
 
 
@@ -309,7 +307,4 @@ def compare(reports: dict[str, dict], path: str | Path) -> Path:
     for ax in (shares, distances):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)

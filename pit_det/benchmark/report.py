@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..outputs import table, write_text
+from ..outputs import save_figure, table, write_text
 
 
 class BenchmarkError(ValueError):
@@ -143,7 +143,4 @@ def _plot(results: list[Result], path: Path) -> Path:
     ax.set_title(f"{results[0].mode}, batch {results[0].batch}, {results[0].device}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)

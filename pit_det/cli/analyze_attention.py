@@ -13,12 +13,11 @@ import time
 from ..analysis.attention import OUTPUTS, analyze, build_backbone, check_spec, load_images, write_outputs
 from ..models import CheckpointMismatchError, CheckpointReadError
 from ..outputs import check_dir_output
+from . import parser_from_doc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split('\n\n', 1)[1])
+    parser = parser_from_doc(__doc__)
     parser.add_argument('models', nargs='+', help='backbones to analyse (see below)')
     parser.add_argument('--images', required=True, help='folder of images (.jpg, .png)')
     parser.add_argument('--size', type=int, default=224, help='images are resized to SIZE x SIZE (default 224)')

@@ -19,6 +19,7 @@ from ..analysis.sampling import OUTPUTS, SamplingError, SamplingAnalysis, compar
 from ..data import IMAGE_SUFFIXES
 from ..models import CheckpointMismatchError, CheckpointReadError
 from ..outputs import OutputError, check_dir_output
+from . import parser_from_doc
 
 
 def point(text: str) -> tuple[float, float]:
@@ -30,9 +31,7 @@ def point(text: str) -> tuple[float, float]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split('\n\n', 1)[1])
+    parser = parser_from_doc(__doc__)
     parser.add_argument('config', nargs='?')
     parser.add_argument('checkpoint', nargs='?', help='a checkpoint of CONFIG, or none for random weights')
     parser.add_argument('images', nargs='*', metavar='IMAGE')

@@ -10,12 +10,11 @@ from ..benchmark import (INFERENCE, MODES, OUTPUTS, BenchmarkError, environment,
                          run_benchmark, write_outputs)
 from ..benchmark import builders
 from ..outputs import OutputError, check_dir_output
+from . import parser_from_doc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=builders.__doc__.split('\n\n', 1)[1])
+    parser = parser_from_doc(__doc__, epilog=builders.__doc__.split('\n\n', 1)[1])
     parser.add_argument('models', nargs='+', help='model specs (see below)')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--sizes', nargs='+', default=['400x666', '800x1333'], help='HxW (default: the paper\'s)')

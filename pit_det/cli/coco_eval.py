@@ -17,12 +17,11 @@ from pathlib import Path
 from ..evaluation.coco import (BREAKDOWN, CLASS_METRICS, METRICS, TIDE_ERRORS, EvaluationError, error_breakdown,
                                evaluate, fmt, load_ground_truth, load_results, plot_pr_curves, tide_errors)
 from ..outputs import OutputError, check_dir_output, check_file_output, table, write_text
+from . import parser_from_doc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split('\n\n', 1)[1])
+    parser = parser_from_doc(__doc__)
     parser.add_argument('ann', help='COCO annotation file the results refer to')
     parser.add_argument('results', nargs='+', help='COCO results JSON files')
     parser.add_argument('--names', nargs='+', help='a name per results file (default: the file names)')

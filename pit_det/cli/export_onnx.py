@@ -22,6 +22,7 @@ from ..export.onnx import ExportError, build_exportable, check_shape, compare, e
 from ..models.utils import EXPORT_METADATA
 from ..models import CheckpointMismatchError, CheckpointReadError
 from ..outputs import OutputError, atomic_write, check_file_output
+from . import parser_from_doc
 
 
 def shape(text: str) -> tuple[int, int]:
@@ -32,9 +33,7 @@ def shape(text: str) -> tuple[int, int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split('\n\n', 1)[1])
+    parser = parser_from_doc(__doc__)
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('out', help='the .onnx file to write (replaces an earlier export; any other existing file '

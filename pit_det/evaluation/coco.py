@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..outputs import save_figure
+
 METRICS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')
 CLASS_METRICS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')
 BREAKDOWN = ('C75', 'C50', 'Loc', 'Sim', 'Oth', 'BG', 'FN')
@@ -248,10 +250,7 @@ def plot_pr_curves(precision: np.ndarray, path: str | Path, title: str) -> Path:
     ax.set(xlabel='recall', ylabel='precision', title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def fmt(value: float, digits: int = 3) -> str:

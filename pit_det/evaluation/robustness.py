@@ -27,7 +27,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmdet.registry import TRANSFORMS
 
-from ..outputs import table, write_text
+from ..outputs import save_figure, table, write_text
 from .coco import fmt
 
 CORRUPTIONS = ('gaussian_noise', 'shot_noise', 'impulse_noise', 'defocus_blur', 'glass_blur', 'motion_blur',
@@ -270,9 +270,7 @@ def write_outputs(result: dict, out_dir: str | Path) -> list[Path]:
         axes[0, 1].plot(ratios, [result['clean']] + list(result['occlusion'].values()), marker='o')
         axes[0, 1].set(xlabel='occluded fraction of the image', ylabel='bbox mAP', title='occlusion')
         axes[0, 1].grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(paths[1], dpi=110)
-    plt.close(fig)
+    save_figure(fig, paths[1])
     return paths
 
 

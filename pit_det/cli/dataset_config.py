@@ -1,0 +1,89 @@
+"""A config for your own COCO-format dataset: ``pit-det-dataset-config TRAIN.json --train-images DIR --out CFG.py``.
+
+Reads the categories from the annotation file and writes a short delta over a config of ours (default
+pit_s_deformable_detr): the datasets' files and folders, metainfo.classes in the file's category order,
+bbox_head.num_classes, the evaluators' ann_file, and a schedule suited to the set's size (explained in the file's
+comments). Validation comes from --val-ann/--val-images or from a seeded --val-split of the training file, written
+beside CFG.py (the input is never changed). --load-from CKPT fine-tunes a detector checkpoint (e.g. a COCO-trained
+PiT-S Deformable DETR): every weight but the classification branches is loaded. Prints the mim commands to run next.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import parser_from_doc
+from ..data.custom import DatasetError, find_config, read_coco, split, write_config
+from ..outputs import OutputError, check_file_output
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = parser_from_doc(__doc__)
+    parser.add_argument('train_ann', metavar='TRAIN.json', help='COCO annotation file of the training images')
+    parser.add_argument('--train-images', required=True, help='folder of the training images')
+    parser.add_argument('--val-ann', help='COCO annotation file of the validation images')
+    parser.add_argument('--val-images', help='folder of the validation images (default: --train-images)')
+    parser.add_argument('--val-split', type=float, help='without --val-ann: this fraction of TRAIN.json validates')
+    parser.add_argument('--seed', type=int, default=0, help='seed of --val-split (default 0)')
+    parser.add_argument('--base', default='pit_s_deformable_detr', help='config to start from: a name under configs/ '
+                                                                         'or a path (default pit_s_deformable_detr)')
+    parser.add_argument('--load-from', help='fine-tune this detector checkpoint (another class set is fine)')
+    parser.add_argument('--epochs', type=int, help='override the schedule chosen for the set\'s size')
+    parser.add_argument('--out', required=True, help='the config to write (.py)')
+    parser.add_argument('--force', action='store_true', help='replace an existing --out that this tool did not write')
+    return parser.parse_args(argv)
+
+
+def _is_ours(path: Path) -> bool:
+    try:
+        return 'written by pit-det-dataset-config' in path.read_text().split('\n', 1)[0]
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    try:
+        if out.suffix != '.py':
+            raise DatasetError(f'--out {out}: a config file name ends in .py')
+        if (args.val_ann is None) == (args.val_split is None):
+            raise DatasetError('give validation data: --val-ann FILE (and --val-images DIR), or --val-split FRACTION '
+                               'of the training file')
+        if args.epochs is not None and args.epochs < 1:
+            raise DatasetError(f'--epochs {args.epochs}: at least 1')
+        folders = [('--train-images', args.train_images), ('--val-images', args.val_images or args.train_images)]
+        for option, folder in folders:
+            if not Path(folder).is_dir():
+                raise DatasetError(f'{option} {folder}: not a folder')
+        if args.load_from and not Path(args.load_from).is_file() and '://' not in args.load_from:
+            raise DatasetError(f'--load-from {args.load_from} not found')
+        base = find_config(args.base)
+        inputs = [('training annotations', args.train_ann), ('validation annotations', args.val_ann),
+                  ('base config', base), ('checkpoint', args.load_from)]
+        check_file_output(out, inputs, option='--out', own=_is_ours, force=args.force)
+        train = read_coco(args.train_ann)
+        if args.val_ann:
+            val = read_coco(args.val_ann)
+        else:
+            parts = [out.with_name(f'{out.stem}_{part}.json') for part in ('train', 'val')]
+            for path in parts:
+                check_file_output(path, inputs, option='the split', own=lambda p: True)
+            train, val = split(train, args.val_split, args.seed, *parts)
+        chosen = write_config(out, base, train, Path(args.train_images).resolve(), val,
+                              Path(args.val_images or args.train_images).resolve(), args.load_from, args.epochs)
+    except (DatasetError, OutputError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    classes = chosen['classes']
+    print(f'wrote {out}: {len(classes)} classes ({", ".join(classes[:8])}{", ..." if len(classes) > 8 else ""}), '
+          f'{train.num_images} training images ({train.num_boxes} boxes), {val.num_images} validation images; '
+          f'{chosen["schedule"].why}')
+    work = f'work_dirs/{out.stem}'
+    print(f'next:\n  mim train mmdet {out} --work-dir {work}\n'
+          f'  mim test mmdet {out} --checkpoint {work}/epoch_{chosen["schedule"].epochs}.pth --work-dir {work}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
