@@ -22,7 +22,7 @@ ALLOWED = {
     'benchmark': {'models', 'ops', 'data', 'export', 'outputs', '__init__'},  # __init__: registration in a fresh process
     '__init__': {'models', 'runner', 'serialization'},
     'analysis': {'models', 'data', 'outputs'},
-    'evaluation': {'outputs'},
+    'evaluation': {'data', 'outputs'},
     'export': {'models', 'ops', 'outputs'},
     'cli': {'analysis', 'benchmark', 'data', 'demo', 'draw', 'evaluation', 'export', 'models', 'ops', 'outputs',
             'preflight', 'runner', '__init__'},

@@ -75,14 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, OutputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
-    classes = chosen['classes']
-    print(f'wrote {out}: {len(classes)} classes ({", ".join(classes[:8])}{", ..." if len(classes) > 8 else ""}), '
-          f'{train.num_images} training images ({train.num_boxes} boxes), {val.num_images} validation images; '
-          f'{chosen["schedule"].why}')
-    work = f'work_dirs/{out.stem}'
-    print(f'next:\n  mim train mmdet {out} --work-dir {work}\n'
-          f'  mim test mmdet {out} --checkpoint {work}/epoch_{chosen["schedule"].epochs}.pth --work-dir {work}')
+    print(summary(out, chosen, train, val))
     return 0
+
+
+def summary(out: Path, chosen: dict, train, val) -> str:
+    """What was written, and the commands to run next."""
+    classes, work = chosen['classes'], f'work_dirs/{out.stem}'
+    return (f'wrote {out}: {len(classes)} classes ({", ".join(classes[:8])}{", ..." if len(classes) > 8 else ""}), '
+            f'{train.num_images} training images ({train.num_boxes} boxes), {val.num_images} validation images; '
+            f'{chosen["schedule"].why}\nnext:\n  mim train mmdet {out} --work-dir {work}\n'
+            f'  mim test mmdet {out} --checkpoint {work}/epoch_{chosen["schedule"].epochs}.pth --work-dir {work}')
 
 
 if __name__ == '__main__':

@@ -40,29 +40,22 @@ def load_ground_truth(ann_file: str | Path):
     Annotations without ``area`` get the box's (with a warning), as COCO's small/medium/large split needs one.
 
     Raises:
-        EvaluationError: the file is missing, not a COCO annotation file, holds no annotation, or an annotation
-            without a box of four finite numbers.
+        EvaluationError: the file is missing or not COCO detection format (:func:`pit_det.data.custom.read_coco`
+            names the first bad entry), or holds no annotation.
     """
     from pycocotools.coco import COCO
-    path = Path(ann_file)
-    if not path.is_file():
-        raise EvaluationError(f'annotations {path} not found')
+
+    from ..data.custom import DatasetError, read_coco
     try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise EvaluationError(f'annotations {path} are not valid JSON ({exc})') from None
-    if not isinstance(data, dict) or not {'images', 'annotations', 'categories'} <= set(data):
-        raise EvaluationError(f'annotations {path} are not a COCO file (need "images", "annotations", "categories")')
+        data = read_coco(ann_file).data  # COCO detection format, every entry checked
+    except DatasetError as exc:
+        raise EvaluationError(f'annotations: {exc}') from None
+    path = Path(ann_file)
     if not data['annotations']:
         raise EvaluationError(f'annotations {path} hold no annotations (no ground-truth box): there is nothing to '
                               'score against; give the annotation file of the set the results were predicted on')
     missing_area = 0
-    for i, ann in enumerate(data['annotations']):
-        where = f'annotations {path}, annotation {i} ({json.dumps(ann)[:120]})'
-        if not isinstance(ann, dict) or not {'image_id', 'category_id', 'bbox'} <= set(ann):
-            raise EvaluationError(f'{where}: needs image_id, category_id and bbox')
-        if not _is_box(ann['bbox']):
-            raise EvaluationError(f'{where}: bbox must be four finite numbers [x, y, width, height]')
+    for ann in data['annotations']:
         if 'area' not in ann:
             ann['area'] = float(ann['bbox'][2] * ann['bbox'][3])
             missing_area += 1
