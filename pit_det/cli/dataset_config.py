@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import parser_from_doc
-from ..data.custom import DatasetError, find_config, read_coco, split, write_config
+from ..data.custom import MARKER, DatasetError, find_config, read_coco, split, write_config
 from ..outputs import OutputError, check_file_output
 
 
@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None):
 
 def _is_ours(path: Path) -> bool:
     try:
-        return 'written by pit-det-dataset-config' in path.read_text().split('\n', 1)[0]
+        return path.read_text().split('\n', 1)[0] == MARKER
     except (OSError, UnicodeDecodeError):
         return False
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+MARKER = '# Written by pit-det-dataset-config.'  # the first line of every config it writes
 
 
 class DatasetError(ValueError):
@@ -182,7 +183,8 @@ def write_config(out: Path, base: Path, train: CocoSet, train_images: Path, val:
     queries = base_cfg.model.get('num_queries', 300)
     max_per_img = base_cfg.model.get('test_cfg', {}).get('max_per_img', 100)
     lines = [
-        f'# {out.name}: a Deformable DETR for the dataset of {train.path.name}, written by pit-det-dataset-config.',
+        MARKER,
+        f'# {out.name}: a Deformable DETR for the dataset of {train.path.name}.',
         f'# Training: {train.path} ({train.num_images} images, {train.num_boxes} boxes); validation and test: '
         f'{val.path} ({val.num_images} images, {val.num_boxes} boxes).',
         f'# Classes: the {len(classes)} categories of the file, in its order (mmdet numbers the labels in that order).',
@@ -209,7 +211,7 @@ def write_config(out: Path, base: Path, train: CocoSet, train_images: Path, val:
         f'val_evaluator = dict(ann_file={_py(str(val.path))})',
         'test_evaluator = val_evaluator',
         '',
-        f'# {plan.why}.',
+        f'# {plan.why[0].upper() + plan.why[1:]}.',
         f'train_cfg = dict(max_epochs={plan.epochs}, val_interval={plan.val_interval})',
         f'param_scheduler = [dict(type="MultiStepLR", begin=0, end={plan.epochs}, by_epoch=True, '
         f'milestones=[{plan.step}], gamma=0.1)]',
@@ -218,5 +220,8 @@ def write_config(out: Path, base: Path, train: CocoSet, train_images: Path, val:
     if load_from:
         lines += ['', '# fine-tuning: every weight of this detector but its classification branches (another class set:',
                   '# they keep their initialisation, and the log says which)', f'load_from = {_py(str(load_from))}']
-    write_text(out, '\n'.join(lines) + '\n')
+    import textwrap
+    wrapped = [wrapped for line in lines for wrapped in (
+        textwrap.wrap(line, 118, subsequent_indent='# ', break_on_hyphens=False) if line.startswith('# ') else [line])]
+    write_text(out, '\n'.join(wrapped) + '\n')
     return dict(classes=classes, schedule=plan)
