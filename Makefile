@@ -9,4 +9,4 @@ demo: setup
 	$(PYTHON) -m pit_det.cli.demo
 
 test: setup
-	$(PYTHON) -m pytest -ra
+	$(PYTHON) -m pytest -ra -n 2 --dist loadfile

@@ -127,12 +127,15 @@ class FastDeformableDETR(DeformableDETR):
         super().__init__(*args, **kwargs)
         self._compiled, self._session, self._bf16 = False, None, False
         self.class_layers_differ: list[str] = []
+        self.checkpoint_num_classes: int | None = None
         use_fused_cpu_deform_attn(self, enable=cpu_deform_attn == 'fused')
         self._register_load_state_dict_pre_hook(self._check_fit_on_load)
 
     def _check_fit_on_load(self, state_dict: dict, prefix: str, *args) -> None:
         tolerated = fit_detector_checkpoint(self, state_dict, prefix)
         self.class_layers_differ = tolerated  # fine-tuning tolerates them; testing and inference do not
+        bias = state_dict.get(f'{prefix}bbox_head.cls_branches.0.bias')
+        self.checkpoint_num_classes = int(bias.shape[0]) if bias is not None else None
         if tolerated:
             print_log(f'classification layers differ in size (another class set; they keep their initialisation): '
                       f'{"; ".join(tolerated)}', logger='current', level=30)
@@ -144,9 +147,9 @@ class FastDeformableDETR(DeformableDETR):
         Raises:
             CheckpointMismatchError: naming both numbers and the option to set.
         """
-        if not getattr(self, 'class_layers_differ', None):
+        if not self.class_layers_differ:
             return
-        theirs = self.class_layers_differ[0].split('checkpoint (')[1].split(',')[0]
+        theirs = self.checkpoint_num_classes
         raise CheckpointMismatchError(
             f'{checkpoint} classifies {theirs} classes, this config {self.bbox_head.num_classes} '
             f'({self.class_layers_differ[0]}): test and infer with the config it was trained with, or set '
