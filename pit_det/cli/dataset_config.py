@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import parser_from_doc
 from ..data.custom import MARKER, DatasetError, find_config, read_coco, split, write_config
+from ..models.sources import is_remote
 from ..outputs import OutputError, check_file_output
 
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         for option, folder in folders:
             if not Path(folder).is_dir():
                 raise DatasetError(f'{option} {folder}: not a folder')
-        if args.load_from and not Path(args.load_from).is_file() and '://' not in args.load_from:
+        if args.load_from and not Path(args.load_from).is_file() and not is_remote(args.load_from):
             raise DatasetError(f'--load-from {args.load_from} not found')
         base = find_config(args.base)
         inputs = [('training annotations', args.train_ann), ('validation annotations', args.val_ann),
