@@ -19,7 +19,7 @@ import torch
 
 from ..benchmark import parse_size
 from ..export.onnx import ExportError, build_exportable, check_shape, compare, export, load_image, require_runtime
-from ..models.utils import EXPORT_METADATA
+from ..models.detectors import exported_metadata
 from ..models import CheckpointMismatchError, CheckpointReadError
 from ..outputs import OutputError, atomic_write, check_file_output
 from . import parser_from_doc
@@ -55,11 +55,10 @@ def _default_image(folder: Path) -> Path:
 def is_export(path: Path) -> bool:
     """Whether ``path`` is an ONNX file this tool wrote (it carries pit-det's metadata)."""
     try:
-        import onnx
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception:  # not an ONNX file at all
+        exported_metadata(path)
+    except (CheckpointReadError, FileNotFoundError):
         return False
-    return any(prop.key == EXPORT_METADATA[0] for prop in proto.metadata_props)
+    return True
 
 
 def check_args(args: argparse.Namespace) -> None:
