@@ -9,10 +9,10 @@ import re
 import time
 from pathlib import Path
 
+from .configs import config_root
 from .data import make_synthetic_coco
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = REPO / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'
+DEMO_CONFIG = config_root() / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'
 
 
 def load_demo_config(data_root: str | Path, work_dir: str | Path, max_epochs: int | None = None,
@@ -21,8 +21,8 @@ def load_demo_config(data_root: str | Path, work_dir: str | Path, max_epochs: in
     from mmengine.config import Config
 
     if not Path(config).is_file():
-        raise FileNotFoundError(f'{config} not found: the demo runs from a checkout of pit-det (configs/ is not '
-                                'part of the installed package).')
+        raise FileNotFoundError(f'{config} not found: reinstall pit-det (its wheel carries the configs under '
+                                'pit_det/.mim/configs).')
     cfg = Config.fromfile(str(config))
     root = str(Path(data_root)) + '/'
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
@@ -76,7 +76,7 @@ def run_demo(work_dir: str | Path = 'work_dirs/demo', data_root: str | Path = 'd
     make_synthetic_coco(data_root, seed=seed)
     cfg = load_demo_config(data_root, work_dir, max_epochs)
     cfg.randomness = dict(seed=seed)
-    print(f'[2/4] training {DEMO_CONFIG.relative_to(REPO)} for {cfg.train_cfg.max_epochs} epochs '
+    print(f'[2/4] training {DEMO_CONFIG.relative_to(DEMO_CONFIG.parents[2])} for {cfg.train_cfg.max_epochs} epochs '
           f'(logs and checkpoints in {work_dir})', flush=True)
     start = time.time()
     runner = RUNNERS.build(cfg)

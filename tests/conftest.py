@@ -1,9 +1,13 @@
 """What the tests share: the repository's paths, a fixed seed, PiT weights in each checkpoint layout, the configs."""
+from pathlib import Path
+
 import pytest
 import torch
 
 import pit_det  # noqa: F401  (registers PiT, allow-lists mmengine checkpoint classes)
-from pit_det.demo import DEMO_CONFIG, REPO
+from pit_det.demo import DEMO_CONFIG
+
+REPO = Path(__file__).resolve().parents[1]
 
 CONFIGS = sorted(p for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
 

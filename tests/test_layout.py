@@ -11,6 +11,7 @@ PACKAGE = ROOT / 'pit_det'
 # what each layer may import from pit_det (beyond itself); anything else is an arrow pointing up
 ALLOWED = {
     'outputs': set(),  # a leaf: how every file is written
+    'configs': set(),  # a leaf: where the config files are
     'ops': {'outputs'},
     'models': {'ops'},
     'serialization': set(),
@@ -18,13 +19,13 @@ ALLOWED = {
     'preflight': {'models'},
     'runner': {'preflight', 'models', 'outputs'},
     'draw': {'models', 'data', 'outputs'},
-    'demo': {'data', 'draw'},
-    'benchmark': {'models', 'ops', 'data', 'export', 'outputs', '__init__'},  # __init__: registration in a fresh process
+    'demo': {'configs', 'data', 'draw'},
+    'benchmark': {'configs', 'models', 'ops', 'data', 'export', 'outputs', '__init__'},  # __init__: registration in a fresh process
     '__init__': {'models', 'runner', 'serialization'},
     'analysis': {'models', 'data', 'outputs'},
     'evaluation': {'data', 'outputs'},
     'export': {'models', 'ops', 'outputs'},
-    'cli': {'analysis', 'benchmark', 'data', 'demo', 'draw', 'evaluation', 'export', 'models', 'ops', 'outputs',
+    'cli': {'analysis', 'benchmark', 'configs', 'data', 'demo', 'draw', 'evaluation', 'export', 'models', 'ops', 'outputs',
             'preflight', 'runner', '__init__'},
 }
 

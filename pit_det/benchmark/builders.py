@@ -5,7 +5,8 @@ Model specs:
     ``timm:<name>``         a timm model's three stage maps via ``forward_intermediates`` (e.g. timm:pit_s_224)
     ``vit-s``               ViT-S (DeiT-S) with this package's three-level pyramid (``ViTPyramid``)
     ``resnet50``            mmdet's ResNet-50 as in Deformable DETR (``out_indices=(1, 2, 3)``)
-    ``path/to/config.py``   a detector config; the mode picks backbone, forward (no post-processing) or predict
+    ``path/to/config.py``   a detector config (or its name: ``pit_s_deformable_detr``); the mode picks backbone,
+                            forward (no post-processing) or predict
 
 Any spec may end in ``@INFERENCE``, the way it runs, named as ``FastDeformableDETR``'s inference paths: ``@eager``
 (the default), ``@bf16`` (eager under CPU/CUDA bf16 autocast; a ``FastDeformableDETR`` in predict mode runs its own
@@ -23,6 +24,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..configs import ConfigNotFoundError, config_names, find_config
 from ..models import FastDeformableDETR
 from ..models.utils import explicit_attention, image_sample
 from .report import BenchmarkError
@@ -53,7 +55,9 @@ class Built:
 
 
 def is_detector_spec(spec: str) -> bool:
-    return spec.partition('@')[0].endswith('.py')
+    """A config path, or the name of a config of pit-det (``pit_s_deformable_detr``)."""
+    base = spec.partition('@')[0]
+    return base.endswith('.py') or base in config_names()
 
 
 def build_backbone(spec: str, size: tuple[int, int]) -> tuple[nn.Module, Callable]:
@@ -93,8 +97,10 @@ def build_detector(config: str | Path, cpu_deform_attn: str = 'fused',
     from ..models.detectors import build_detector as build
     from ..ops import use_fused_cpu_deform_attn
 
-    if not Path(config).is_file():
-        raise BenchmarkError(f'config not found: {config}')
+    try:
+        config = find_config(config)
+    except ConfigNotFoundError as exc:
+        raise BenchmarkError(f'config not found: {exc}') from None
     model = build(config, checkpoint)
     use_fused_cpu_deform_attn(model, enable=cpu_deform_attn == 'fused')  # any Deformable DETR config
     return model, model.cfg

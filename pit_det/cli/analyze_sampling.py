@@ -19,7 +19,7 @@ from ..analysis.sampling import OUTPUTS, SamplingError, SamplingAnalysis, compar
 from ..data import IMAGE_SUFFIXES
 from ..models import CheckpointMismatchError, CheckpointReadError
 from ..outputs import OutputError, check_dir_output
-from . import parser_from_doc
+from . import config_file, parser_from_doc
 
 
 def point(text: str) -> tuple[float, float]:
@@ -32,7 +32,7 @@ def point(text: str) -> tuple[float, float]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = parser_from_doc(__doc__)
-    parser.add_argument('config', nargs='?')
+    parser.add_argument('config', nargs='?', type=config_file, help='a config path, or a config name')
     parser.add_argument('checkpoint', nargs='?', help='a checkpoint of CONFIG, or none for random weights')
     parser.add_argument('images', nargs='*', metavar='IMAGE')
     parser.add_argument('--out', required=True, help='folder for sampling.json and the pictures')

@@ -6,19 +6,16 @@ import json
 import sys
 from pathlib import Path
 
+from . import config_file
 from ..benchmark import BenchmarkError, environment, parse_size
 from ..benchmark.deform_attn import bench_op, bench_predict, bench_train_iter
 from ..outputs import OutputError, check_file_output, write_text
 
-REPO = Path(__file__).resolve().parents[2]
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--sizes', nargs='+', default=['400x666', '800x1333'])
-    parser.add_argument('--config', default=str(REPO / 'configs' / 'pit_s_deformable_detr.py'))
-    parser.add_argument('--train-config', default=str(REPO / 'configs' / 'demo' /
-                                                      'deformable-detr_pit-ti_synthetic_cpu.py'))
+    parser.add_argument('--config', default='pit_s_deformable_detr', type=config_file)
+    parser.add_argument('--train-config', default='demo/deformable-detr_pit-ti_synthetic_cpu', type=config_file)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--iters', type=int, default=10)
     parser.add_argument('--skip', nargs='*', default=[], choices=['op', 'predict', 'train'])

@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import parser_from_doc
-from ..data.custom import MARKER, DatasetError, find_config, read_coco, split, write_config
+from . import config_file, parser_from_doc
+from ..data.custom import MARKER, DatasetError, read_coco, split, write_config
 from ..models.sources import is_remote
 from ..outputs import OutputError, check_file_output
 
@@ -26,8 +26,9 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument('--val-images', help='folder of the validation images (default: --train-images)')
     parser.add_argument('--val-split', type=float, help='without --val-ann: this fraction of TRAIN.json validates')
     parser.add_argument('--seed', type=int, default=0, help='seed of --val-split (default 0)')
-    parser.add_argument('--base', default='pit_s_deformable_detr', help='config to start from: a name under configs/ '
-                                                                         'or a path (default pit_s_deformable_detr)')
+    parser.add_argument('--base', default='pit_s_deformable_detr', type=config_file,
+                        help='config to start from: a path, or the name of a config of pit-det (default '
+                             'pit_s_deformable_detr)')
     parser.add_argument('--load-from', help='fine-tune this detector checkpoint (another class set is fine)')
     parser.add_argument('--epochs', type=int, help='override the schedule chosen for the set\'s size')
     parser.add_argument('--out', required=True, help='the config to write (.py)')
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise DatasetError(f'{option} {folder}: not a folder')
         if args.load_from and not Path(args.load_from).is_file() and not is_remote(args.load_from):
             raise DatasetError(f'--load-from {args.load_from} not found')
-        base = find_config(args.base)
+        base = Path(args.base).resolve()
         inputs = [('training annotations', args.train_ann), ('validation annotations', args.val_ann),
                   ('base config', base), ('checkpoint', args.load_from)]
         check_file_output(out, inputs, option='--out', own=_is_ours, force=args.force)
@@ -71,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
             for path in parts:
                 check_file_output(path, inputs, option='the split', own=lambda p: True)
             train, val = split(train, args.val_split, args.seed, *parts)
+        load_from = args.load_from and (args.load_from if is_remote(args.load_from) else
+                                        str(Path(args.load_from).resolve()))
         chosen = write_config(out, base, train, Path(args.train_images).resolve(), val,
-                              Path(args.val_images or args.train_images).resolve(), args.load_from, args.epochs)
+                              Path(args.val_images or args.train_images).resolve(), load_from, args.epochs)
     except (DatasetError, OutputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1

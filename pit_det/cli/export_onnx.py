@@ -22,7 +22,7 @@ from ..export.onnx import ExportError, build_exportable, check_shape, compare, e
 from ..models.detectors import exported_metadata
 from ..models import CheckpointMismatchError, CheckpointReadError
 from ..outputs import OutputError, atomic_write, check_file_output
-from . import parser_from_doc
+from . import config_file, parser_from_doc
 
 
 def shape(text: str) -> tuple[int, int]:
@@ -34,7 +34,7 @@ def shape(text: str) -> tuple[int, int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = parser_from_doc(__doc__)
-    parser.add_argument('config')
+    parser.add_argument('config', type=config_file, help='a config path, or a config name')
     parser.add_argument('checkpoint')
     parser.add_argument('out', help='the .onnx file to write (replaces an earlier export; any other existing file '
                                     'only with --force)')

@@ -5,13 +5,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import config_file
 from ..draw import draw_detections
 from ..models import CheckpointMismatchError, CheckpointReadError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('config')
+    parser.add_argument('config', type=config_file, help='a config path, or a config name')
     parser.add_argument('checkpoint')
     parser.add_argument('image')
     parser.add_argument('--out', required=True, help='output picture (.png or .jpg)')

@@ -18,11 +18,20 @@ def run_mmdet_tool(name: str, argv: list[str]) -> int:
     """Execute mmdet's tool ``name`` with ``argv`` as its command line, in this process.
 
     A run that cannot start (preflight), or a checkpoint that is unreadable, unavailable or does not fit, ends with
-    the message and exit status 1 instead of a traceback.
+    the message and exit status 1 instead of a traceback. The config (the first argument) may be a path or the name
+    of one of pit-det's configs.
     """
     import pit_det  # noqa: F401  (registers PiT even for configs without custom_imports)
+    from ..configs import ConfigNotFoundError, find_config
     from ..runner import STOP_ERRORS
 
+    argv = list(argv)
+    if argv and not argv[0].startswith('-'):
+        try:
+            argv[0] = str(find_config(argv[0]))
+        except ConfigNotFoundError as exc:
+            print(f'error: {exc}', file=sys.stderr)
+            return 1
     path = mmdet_tool_path(name)
     sys.argv = [str(path)] + list(argv)
     try:

@@ -14,12 +14,12 @@ from pathlib import Path
 from ..evaluation.robustness import (CORRUPTIONS, OUTPUTS, SEVERITIES, RobustnessError, check_request,
                                      evaluate_robustness, format_report, read_report, write_outputs)
 from ..outputs import OutputError, check_dir_output
-from . import parser_from_doc
+from . import config_file, parser_from_doc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = parser_from_doc(__doc__)
-    parser.add_argument('config', nargs='?')
+    parser.add_argument('config', nargs='?', type=config_file, help='a config path, or a config name')
     parser.add_argument('checkpoint', nargs='?')
     parser.add_argument('--corruptions', nargs='*', default=list(CORRUPTIONS), metavar='NAME',
                         help=f'subset of: {", ".join(CORRUPTIONS)} (none: occlusion only)')

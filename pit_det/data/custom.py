@@ -13,7 +13,6 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
 MARKER = '# Written by pit-det-dataset-config.'  # the first line of every config it writes
 
 
@@ -122,21 +121,6 @@ def split(coco: CocoSet, fraction: float, seed: int, train_out: Path, val_out: P
     return parts[0], parts[1]
 
 
-def find_config(name: str | Path) -> Path:
-    """A config of ours by path, or by name (``pit_s_deformable_detr``, with or without ``.py``) under
-    ``configs/``."""
-    path = Path(name)
-    if path.is_file():
-        return path.resolve()
-    stem = path.name[:-3] if path.name.endswith('.py') else path.name
-    found = sorted(p for p in (REPO / 'configs').rglob(f'{stem}.py') if '_base_' not in p.parts) \
-        if (REPO / 'configs').is_dir() else []
-    if not found:
-        raise DatasetError(f'--base {name}: no such config file, and no config of that name under '
-                           f'{REPO / "configs"}')
-    return found[0]
-
-
 @dataclass
 class Schedule:
     epochs: int
@@ -179,6 +163,7 @@ def write_config(out: Path, base: Path, train: CocoSet, train_images: Path, val:
     if 'bbox_head' not in base_cfg.get('model', {}):
         raise DatasetError(f'--base {base}: not a detector config with a bbox_head')
     classes = train.classes
+    train_ann, val_ann = train.path.resolve(), val.path.resolve()  # the config works from any folder
     plan = schedule_for(train.num_images, bool(load_from), epochs)
     queries = base_cfg.model.get('num_queries', 300)
     max_per_img = base_cfg.model.get('test_cfg', {}).get('max_per_img', 100)
@@ -202,13 +187,13 @@ def write_config(out: Path, base: Path, train: CocoSet, train_images: Path, val:
     lines += [
         '',
         'train_dataloader = dict(dataset=dict(',
-        f"    data_root='', ann_file={_py(str(train.path))}, data_prefix=dict(img={_py(str(train_images) + '/')}),",
+        f"    data_root='', ann_file={_py(str(train_ann))}, data_prefix=dict(img={_py(str(train_images) + '/')}),",
         '    metainfo=metainfo))',
         'val_dataloader = dict(dataset=dict(',
-        f"    data_root='', ann_file={_py(str(val.path))}, data_prefix=dict(img={_py(str(val_images) + '/')}),",
+        f"    data_root='', ann_file={_py(str(val_ann))}, data_prefix=dict(img={_py(str(val_images) + '/')}),",
         '    metainfo=metainfo))',
         'test_dataloader = val_dataloader',
-        f'val_evaluator = dict(ann_file={_py(str(val.path))})',
+        f'val_evaluator = dict(ann_file={_py(str(val_ann))})',
         'test_evaluator = val_evaluator',
         '',
         f'# {plan.why[0].upper() + plan.why[1:]}.',

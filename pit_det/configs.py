@@ -1,0 +1,56 @@
+"""Where pit-det's configs are, and a config found by name or by path.
+
+A checkout keeps them in ``configs/``; a wheel carries them under ``pit_det/.mim/configs`` (with ``tools/`` and
+``model-index.yml``, as OpenMMLab packages do), which is also where ``mim train pit_det NAME`` and ``mim search
+pit_det`` look. Every command that takes a config accepts ``pit_s_deformable_detr`` as well as a path.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+CHECKOUT_CONFIGS = PACKAGE.parent / 'configs'
+INSTALLED_CONFIGS = PACKAGE / '.mim' / 'configs'
+
+
+class ConfigNotFoundError(FileNotFoundError):
+    """Neither a file nor the name of a config of ours."""
+
+
+def config_root() -> Path:
+    """``configs/`` of the checkout this package runs from, else the copy the wheel installed."""
+    return CHECKOUT_CONFIGS if CHECKOUT_CONFIGS.is_dir() else INSTALLED_CONFIGS
+
+
+def config_names() -> list[str]:
+    """The names of our configs (``_base_`` left out), as ``find_config`` accepts them."""
+    root = config_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.stem for p in root.rglob('*.py') if '_base_' not in p.relative_to(root).parts)
+
+
+def find_config(name: str | Path) -> Path:
+    """``name`` if it is a file; else the config of ours called ``name`` (with or without ``.py``, with or without
+    its sub-folder: ``pit_s_deformable_detr``, ``demo/deformable-detr_pit-ti_synthetic_cpu.py``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    root = config_root()
+    relative = path.with_suffix('.py') if path.suffix != '.py' else path
+    if relative.parts[:1] == ('configs',):  # configs/x.py typed outside the checkout
+        relative = Path(*relative.parts[1:])
+    found = [] if not root.is_dir() or path.is_absolute() else \
+        [p for p in sorted(root.rglob(relative.name)) if '_base_' not in p.relative_to(root).parts
+         and p.relative_to(root).as_posix().endswith(relative.as_posix())]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ConfigNotFoundError(f'config {name}: {len(found)} configs of that name ({", ".join(map(str, found))}): '
+                                  'give its path')
+    names = config_names()
+    close = [n for n in names if path.stem.replace('-', '_') in n.replace('-', '_')]
+    hint = (f'; did you mean {", ".join(close[:3])}?' if close else
+            f'; pit-det\'s configs (in {root}): {", ".join(names)}' if names else
+            f'; no configs of pit-det were found in {root}: reinstall pit-det')
+    raise ConfigNotFoundError(f'config {name}: no such file, and no config of pit-det of that name{hint}')
