@@ -230,40 +230,45 @@ def check_test(cfg) -> None:
 
 def check_model(model_cfg) -> None:
     """The options of a :class:`~pit_det.models.FastDeformableDETR` that its constructor or first ``predict`` would
-    reject inside a traceback: ``cpu_deform_attn``, the inference path, and for ``onnxruntime`` an ``onnx_file``
-    that is pit-det's export of a detector with this config's number of classes (its weights are checked against
-    the checkpoint's when the detector opens it).
+    reject inside a traceback: ``cpu_deform_attn``, the inference path, and for an exported-graph path
+    (``onnxruntime``, ``openvino``, ``openvino-int8``) a ``model_file`` that is pit-det's export, of a format the
+    path runs, of a detector with this config's number of classes (its weights are checked against the checkpoint's
+    when the detector opens it).
 
     Raises:
         PreflightError: naming the option and its valid values.
     """
     if not model_cfg or model_cfg.get('type') != 'FastDeformableDETR':
         return
-    from .models.detectors import CPU_DEFORM_ATTN, INFERENCE_PATHS, exported_metadata
+    from .models.detectors import CPU_DEFORM_ATTN, INFERENCE_PATHS, runtime_options
+    from .models.runtimes import RUNTIMES, classes_mismatch, exported_metadata, format_mismatch
     from .models.sources import CheckpointReadError
     problems = []
     if model_cfg.get('cpu_deform_attn', 'fused') not in CPU_DEFORM_ATTN:
         problems.append(f'model.cpu_deform_attn={model_cfg["cpu_deform_attn"]!r}: use one of '
                         f'{", ".join(CPU_DEFORM_ATTN)}')
     inference = dict(model_cfg.get('inference') or {})
-    path, onnx_file = inference.get('path', 'eager'), inference.get('onnx_file')
+    path = inference.get('path', 'eager')
+    model_file, precision = runtime_options(inference)
     if path not in INFERENCE_PATHS:
         problems.append(f'model.inference.path={path!r}: use one of {", ".join(INFERENCE_PATHS)}')
-    elif (path == 'onnxruntime') != bool(onnx_file):
-        problems.append('model.inference.onnx_file=FILE goes with model.inference.path=onnxruntime (and only with '
-                        'it): export one with pit-det-export-onnx CONFIG CHECKPOINT FILE --shape HxW')
-    elif onnx_file:
+    elif (path in RUNTIMES) != bool(model_file):
+        problems.append(f'model.inference.model_file=FILE goes with model.inference.path={"/".join(RUNTIMES)} (and '
+                        'only with them): export one with pit-det-export-onnx CONFIG CHECKPOINT FILE [--format '
+                        'openvino|openvino-int8]')
+    elif precision and not path.startswith('openvino'):
+        problems.append(f'model.inference.precision={precision}: only the OpenVINO paths take a precision')
+    elif model_file:
         try:
-            meta = exported_metadata(onnx_file)
+            meta = exported_metadata(model_file)
             num_classes = (model_cfg.get('bbox_head') or {}).get('num_classes')
-            if meta['pit_det.num_classes'] != str(num_classes):
-                problems.append(f'model.inference.onnx_file={onnx_file} was exported from a detector of '
-                                f'{meta["pit_det.num_classes"]} classes ({meta["pit_det.config"]}), this config '
-                                f'has {num_classes}: export this config and checkpoint with pit-det-export-onnx')
+            problem = format_mismatch(meta, model_file, path) or classes_mismatch(meta, model_file, num_classes,
+                                                                                  'this config')
+            if problem:
+                problems.append(f'model.inference.model_file: {problem}')
         except ImportError as exc:
-            problems.append(f'model.inference.path=onnxruntime needs onnx and onnxruntime ({exc}): pip install '
-                            '"pit-det[export]"')
+            problems.append(f'model.inference.path={path}: {exc}')
         except (FileNotFoundError, CheckpointReadError) as exc:
-            problems.append(f'model.inference.onnx_file: {exc}')
+            problems.append(f'model.inference.model_file: {exc}')
     if problems:
         raise PreflightError('\n'.join(['cannot start:'] + [f'  - {p}' for p in problems]))

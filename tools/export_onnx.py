@@ -1,4 +1,4 @@
-"""Export a detector to ONNX, checked in onnxruntime: ``python tools/export_onnx.py CONFIG CKPT OUT.onnx --shape HxW``."""
+"""Export a detector for CPU runtimes (ONNX, OpenVINO IR, INT8), checked: ``python tools/export_onnx.py CONFIG CKPT OUT --shape HxW [--format F]``."""
 import sys
 
 from pit_det.cli.export_onnx import main

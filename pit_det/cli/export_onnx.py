@@ -1,12 +1,22 @@
-"""Export a Deformable DETR to ONNX and check it in onnxruntime: ``pit-det-export-onnx CONFIG CKPT OUT.onnx``.
+"""Export a Deformable DETR for CPU runtimes and check it: ``pit-det-export-onnx CONFIG CKPT OUT [--format F]``.
 
-The graph takes ``image`` (N, 3, H, W) float32 RGB 0-255 at --shape, any batch N, normalises inside and returns
-``boxes`` (N, K, 4) xyxy in input pixels, ``scores`` (N, K) and ``labels`` (N, K) int64, best first. The file records
-the config, the checkpoint, the sha256 of the weights, the classes and the input size it was exported from (ONNX
-metadata); a detector refuses a file whose weights or classes are not its own. The file is checked with
-onnx.checker, run in onnxruntime on a batch of two, --image (default: a generated scene) and its mirror image, and
-compared with mmdet's predict of each: the top-k boxes within 0.05 px, scores within 1e-4, identical labels; a file
-that fails the check is not kept. Needs ``pip install "pit-det[export]"``.
+Formats (--format):
+  onnx            OUT.onnx, run by onnxruntime or OpenVINO (pit-det-infer --path onnxruntime|openvino)
+  openvino        OUT.xml + OUT.bin, OpenVINO's IR in float; OpenVINO picks the precision for the CPU (bf16 where
+                  the CPU has bf16 instructions) unless the run sets it (--path openvino)
+  openvino-int8   OUT.xml + OUT.bin, INT8 by NNCF's post-training quantisation, calibrated on --calibration-images
+                  images of the config's training set (a seeded pick, through the test pipeline); the sampling
+                  offsets, attention weights and box regression stay in floating point (--path openvino-int8)
+
+The graph takes ``image`` (N, 3, H, W) float32 RGB 0-255 of any size (traced at --shape), normalises inside and
+returns ``boxes`` (N, K, 4) xyxy in input pixels, ``scores`` (N, K) and ``labels`` (N, K) int64, best first. The file
+records the config, the checkpoint, the sha256 of the weights, the classes, the traced size and its format; a
+detector refuses a file whose weights or classes are not its own. The file is run in its runtime (onnxruntime for
+onnx, OpenVINO f32 for the IRs) on --image (default: a generated scene) and its mirror image at --shape, and on the
+image at a second size, and compared with mmdet's predict of each: the top-k boxes within 0.05 px, scores within
+1e-4, identical labels; a float file that fails the check is not kept. INT8 changes the numbers by design: its
+differences are printed, and its accuracy is measured with mim test (docs/deployment.md). Needs
+``pip install "pit-det[export]"``.
 """
 from __future__ import annotations
 
@@ -18,9 +28,10 @@ from pathlib import Path
 import torch
 
 from ..benchmark import parse_size
-from ..export.onnx import ExportError, build_exportable, check_shape, compare, export, load_image, require_runtime
-from ..models.detectors import exported_metadata
+from ..export.onnx import ExportError, build_exportable, check_shape, compare, export, load_image, metadata, \
+    require_runtime
 from ..models import CheckpointMismatchError, CheckpointReadError
+from ..models.runtimes import FORMATS, Runtime, exported_metadata, require_openvino
 from ..outputs import OutputError, atomic_write, check_file_output
 from . import config_file, parser_from_doc
 
@@ -36,10 +47,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = parser_from_doc(__doc__)
     parser.add_argument('config', type=config_file, help='a config path, or a config name')
     parser.add_argument('checkpoint')
-    parser.add_argument('out', help='the .onnx file to write (replaces an earlier export; any other existing file '
-                                    'only with --force)')
-    parser.add_argument('--shape', type=shape, required=True, help='input HxW, e.g. 400x666')
-    parser.add_argument('--image', help='image for the onnxruntime check (default: a generated scene)')
+    parser.add_argument('out', help='the file to write: .onnx (--format onnx) or .xml (the IRs, with a .bin beside '
+                                    'it); replaces an earlier export, any other existing file only with --force')
+    parser.add_argument('--format', default='onnx', help=f'one of {", ".join(FORMATS)} (default onnx)')
+    parser.add_argument('--shape', type=shape, required=True, help='HxW the graph is traced and checked at, e.g. '
+                                                                   '400x666 (it runs at any size)')
+    parser.add_argument('--image', help='image for the check (default: a generated scene)')
+    parser.add_argument('--calibration-images', type=int, default=None,
+                        help='openvino-int8: images of the training set to calibrate with (default 64)')
+    parser.add_argument('--seed', type=int, default=0, help='openvino-int8: seed of the calibration pick')
     parser.add_argument('--opset', type=int, default=17)
     parser.add_argument('--topk', type=int, default=20, help='detections compared (default 20)')
     parser.add_argument('--force', action='store_true', help='replace an existing OUT that is not an export of this '
@@ -53,10 +69,10 @@ def _default_image(folder: Path) -> Path:
 
 
 def is_export(path: Path) -> bool:
-    """Whether ``path`` is an ONNX file this tool wrote (it carries pit-det's metadata)."""
+    """Whether ``path`` is a file this tool wrote (it carries pit-det's metadata)."""
     try:
         exported_metadata(path)
-    except (CheckpointReadError, FileNotFoundError):
+    except (CheckpointReadError, FileNotFoundError, ImportError):
         return False
     return True
 
@@ -67,7 +83,27 @@ def check_args(args: argparse.Namespace) -> None:
     Raises:
         ExportError, OutputError: naming the argument and what to do.
     """
+    if args.format not in FORMATS:
+        raise ExportError(f'--format {args.format}: use one of {", ".join(FORMATS)}')
     require_runtime()
+    if args.format != 'onnx':
+        try:
+            require_openvino()
+        except ImportError as exc:
+            raise ExportError(str(exc)) from None
+    if args.format == 'openvino-int8':
+        from ..export.openvino import QuantizationError, require_nncf
+        try:
+            require_nncf()
+        except QuantizationError as exc:
+            raise ExportError(str(exc)) from None
+    elif args.calibration_images is not None:
+        raise ExportError('--calibration-images goes with --format openvino-int8')
+    if args.calibration_images is not None and args.calibration_images < 1:
+        raise ExportError(f'--calibration-images {args.calibration_images}: at least 1')
+    suffix = '.onnx' if args.format == 'onnx' else '.xml'
+    if Path(args.out).suffix != suffix:
+        raise ExportError(f'OUT {args.out}: a --format {args.format} file is named *{suffix}')
     for path, what in ((args.config, 'config'), (args.checkpoint, 'checkpoint'), (args.image, '--image')):
         if path is not None and not Path(path).is_file():
             raise ExportError(f'{what} not found: {path}')
@@ -75,12 +111,21 @@ def check_args(args: argparse.Namespace) -> None:
         raise ExportError(f'--topk {args.topk}: compare at least 1 detection')
     if args.opset < 16:
         raise ExportError(f'--opset {args.opset}: GridSample needs opset >= 16')
-    check_file_output(args.out, [('config', args.config), ('checkpoint', args.checkpoint), ('image', args.image)],
-                      option='OUT', own=is_export, force=args.force)
+    inputs = [('config', args.config), ('checkpoint', args.checkpoint), ('image', args.image)]
+    check_file_output(args.out, inputs, option='OUT', own=is_export, force=args.force)
+    if suffix == '.xml':  # the weights file beside it
+        bin_file = Path(args.out).with_suffix('.bin')
+        check_file_output(bin_file, inputs, option='OUT\'s weights file', force=args.force or is_export(args.out)
+                          or not bin_file.exists())
 
 
 class _NotReproduced(Exception):
     """The exported file does not reproduce mmdet's predict: it is not kept."""
+
+
+def second_size(height: int, width: int) -> tuple[int, int]:
+    """Another size to check the graph at: three quarters of the height (another aspect ratio)."""
+    return max(32, height * 3 // 4 // 8 * 8), width
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,36 +137,60 @@ def main(argv: list[str] | None = None) -> int:
         import pit_det  # noqa: F401
         model = build_exportable(args.config, args.checkpoint)
         check_shape(model, height, width)
+        calibration = None
+        if args.format == 'openvino-int8':
+            from ..export.openvino import CALIBRATION_IMAGES, calibration_images
+            calibration = calibration_images(model.cfg, args.calibration_images or CALIBRATION_IMAGES, args.seed)
         with tempfile.TemporaryDirectory() as tmp:
-            image = load_image(args.image or _default_image(Path(tmp)), height, width)
+            source = args.image or _default_image(Path(tmp))
+            images = [load_image(source, height, width), load_image(source, *second_size(height, width))]
 
-        def write_checked(tmp: Path) -> None:
+        def check(runtime: Runtime) -> None:
+            results.extend(compare(model, runtime, batch, args.topk) for batch in (
+                torch.cat([images[0], images[0].flip(-1)]), images[1]))  # a batch of two, then another size
+            for result in results:
+                print(result, flush=True)
+            if args.format != 'openvino-int8' and not all(result.ok for result in results):
+                raise _NotReproduced
+
+        def write_onnx(tmp: Path) -> None:
             export(model, height, width, tmp, args.opset)
             print(f'exported {args.out} ({tmp.stat().st_size / 2 ** 20:.1f} MiB), onnx.checker: valid, opset '
                   f'{args.opset}', flush=True)
-            results.append(compare(model, tmp, torch.cat([image, image.flip(-1)]), args.topk))  # a batch of two
-            if not results[-1].ok:
-                raise _NotReproduced
+            check(Runtime('onnxruntime', tmp))
 
-        atomic_write(args.out, write_checked)
+        if args.format == 'onnx':
+            atomic_write(args.out, write_onnx)
+        else:
+            write_ir(args, model, calibration, check)
     except (ExportError, OutputError, CheckpointMismatchError, CheckpointReadError, FileNotFoundError,
             ValueError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     except _NotReproduced:
-        pass
-    result = results[-1]
-    labels = 'identical' if result.labels_equal else 'DIFFER'
-    print(f'onnxruntime (batch of {result.batch}) vs mmdet predict, top {result.topk}: '
-          f'max box diff {result.max_box_diff_px:.2e} px (<= 0.05), max score diff {result.max_score_diff:.2e} '
-          f'(<= 1e-4), labels {labels}; one run: mmdet {result.torch_ms:.0f} ms, onnxruntime '
-          f'{result.onnxruntime_ms:.0f} ms')
-    if not result.ok:
-        print(f'error: onnxruntime does not reproduce mmdet\'s predict within the tolerances above; {args.out} was '
-              'not written', file=sys.stderr)
+        print(f'error: the exported graph does not reproduce mmdet\'s predict within the tolerances above; {args.out} '
+              'was not written', file=sys.stderr)
         return 1
-    print(f'wrote {args.out}')
+    print(f'wrote {args.out}' + (f' and {Path(args.out).with_suffix(".bin")}' if args.format != 'onnx' else ''))
     return 0
+
+
+def write_ir(args: argparse.Namespace, model, calibration, check) -> None:
+    """The IR of ``--format openvino``/``openvino-int8``, checked in OpenVINO f32 before it is written."""
+    import time
+
+    from ..export.openvino import save_ir, to_openvino
+    height, width = args.shape
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_file = export(model, height, width, Path(tmp) / 'model.onnx', args.opset)
+        start = time.perf_counter()
+        ir = to_openvino(onnx_file, metadata(model, height, width), args.format, calibration)
+        if calibration:
+            print(f'quantised to INT8 with NNCF on {len(calibration)} calibration images of the training set '
+                  f'(seed {args.seed}) in {time.perf_counter() - start:.0f} s', flush=True)
+        written = save_ir(ir, Path(tmp) / 'model.xml')
+        check(Runtime(args.format, written, precision='f32'))
+        save_ir(ir, args.out)
 
 
 if __name__ == '__main__':

@@ -8,6 +8,8 @@ from pathlib import Path
 from . import config_file
 from ..draw import draw_detections
 from ..models import CheckpointMismatchError, CheckpointReadError
+from ..models.detectors import INFERENCE_PATHS
+from ..models.runtimes import RUNTIMES
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -18,28 +20,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--out', required=True, help='output picture (.png or .jpg)')
     parser.add_argument('--score-thr', type=float, default=0.3)
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--path', default='eager', choices=['eager', 'bf16', 'compile', 'onnxruntime'],
-                        help='how the detector runs (onnxruntime needs --onnx, exported at the image\'s test size)')
-    parser.add_argument('--onnx', help='the file from pit-det-export-onnx, for --path onnxruntime')
+    parser.add_argument('--path', default='eager', choices=INFERENCE_PATHS,
+                        help='how the detector runs (the exported-graph paths onnxruntime, openvino and openvino-int8 '
+                             'need --model-file)')
+    parser.add_argument('--model-file', '--onnx', dest='model_file',
+                        help='the file from pit-det-export-onnx: ONNX (onnxruntime, openvino) or OpenVINO IR .xml '
+                             '(openvino, openvino-int8)')
+    parser.add_argument('--precision', help='OpenVINO\'s inference precision (f32, bf16; default OpenVINO\'s choice '
+                                            'for this CPU)')
     parser.add_argument('--force', action='store_true', help='replace an existing --out file (never an input)')
     return parser.parse_args(argv)
 
 
-def check_onnx(config: str, onnx_file: str) -> None:
-    """The ``--onnx`` file exists, is an export of pit-det, and has the config's number of classes; its weights are
-    checked against the checkpoint's when the detector opens it."""
+def check_exported_file(config: str, path: str, model_file: str) -> None:
+    """The ``--model-file`` exists, is an export of pit-det that ``--path`` runs, and has the config's number of
+    classes; its weights are checked against the checkpoint's when the detector opens it."""
     from mmengine.config import Config
 
-    from ..models.detectors import exported_metadata
-    meta = exported_metadata(onnx_file)
-    if not Path(config).is_file():
-        raise FileNotFoundError(f'config not found: {config}')
+    from ..models.runtimes import classes_mismatch, exported_metadata, format_mismatch
+    meta = exported_metadata(model_file)
     num_classes = Config.fromfile(config).model.bbox_head.num_classes
-    if meta['pit_det.num_classes'] != str(num_classes):
-        raise CheckpointMismatchError(
-            f'--onnx {onnx_file} was exported from a detector of {meta["pit_det.num_classes"]} classes '
-            f'({meta["pit_det.config"]}); {config} has {num_classes}: export this config and checkpoint with '
-            f'pit-det-export-onnx {config} CHECKPOINT OUT.onnx --shape HxW')
+    problem = format_mismatch(meta, model_file, path) or classes_mismatch(meta, model_file, num_classes, config)
+    if problem:
+        raise CheckpointMismatchError(f'--model-file {problem}')
 
 
 def main(argv=None) -> int:
@@ -48,11 +51,14 @@ def main(argv=None) -> int:
         import pit_det  # noqa: F401  (registers PiT for configs without custom_imports)
         if not 0 <= args.score_thr <= 1:
             raise ValueError(f'--score-thr {args.score_thr}: give a score between 0 and 1')
-        if (args.path == 'onnxruntime') != bool(args.onnx):
-            raise ValueError('--onnx FILE goes with --path onnxruntime (and only with it)')
-        if args.onnx:
-            check_onnx(args.config, args.onnx)
-        inference = dict(path=args.path, **({'onnx_file': args.onnx} if args.onnx else {}))
+        if (args.path in RUNTIMES) != bool(args.model_file):
+            raise ValueError(f'--model-file FILE goes with --path {"/".join(RUNTIMES)} (and only with them)')
+        if args.precision and not args.path.startswith('openvino'):
+            raise ValueError('--precision goes with --path openvino or openvino-int8')
+        if args.model_file:
+            check_exported_file(args.config, args.path, args.model_file)
+        inference = dict(path=args.path, **({'model_file': args.model_file} if args.model_file else {}),
+                         **({'precision': args.precision} if args.precision else {}))
         count = draw_detections(args.config, args.checkpoint, args.image, args.out, args.score_thr, args.device,
                                 inference=inference, force=args.force)
     except (FileNotFoundError, ImportError, ValueError, CheckpointMismatchError, CheckpointReadError) as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -17,16 +18,16 @@ MARKER = '.pit_det_synthetic'  # written into every generated set; other non-emp
 _BASE_COLOURS = np.array([[220, 60, 50], [60, 180, 70], [60, 90, 220]], dtype=np.float64)
 
 
-def _draw_image(rng: np.random.Generator, size: int, max_objects: int) -> tuple[Image.Image, list]:
+def _draw_image(rng: np.random.Generator, height: int, width: int, max_objects: int) -> tuple[Image.Image, list]:
     background = rng.integers(90, 170, size=3)
-    pixels = np.clip(background + rng.normal(0, 12, size=(size, size, 3)), 0, 255).astype(np.uint8)
+    pixels = np.clip(background + rng.normal(0, 12, size=(height, width, 3)), 0, 255).astype(np.uint8)
     image = Image.fromarray(pixels)
     draw = ImageDraw.Draw(image)
     boxes: list[tuple[float, float, float, float, int]] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _attempt in range(20):
-            side = float(rng.uniform(0.2, 0.45) * size)
-            x0, y0 = rng.uniform(0, size - side, size=2)
+            side = float(rng.uniform(0.2, 0.45) * min(height, width))
+            x0, y0 = rng.uniform(0, [width - side, height - side], size=2)
             box = (x0, y0, x0 + side, y0 + side)
             if all(box[2] <= b[0] or box[0] >= b[2] or box[3] <= b[1] or box[1] >= b[3] for b in boxes):
                 break
@@ -45,8 +46,12 @@ def _draw_image(rng: np.random.Generator, size: int, max_objects: int) -> tuple[
 
 
 def make_synthetic_coco(root: str | Path, num_train: int = 256, num_val: int = 32, size: int = 128,
-                        max_objects: int = 3, seed: int = 0) -> Path:
+                        max_objects: int = 3, seed: int = 0,
+                        val_sizes: Sequence[tuple[int, int]] | None = None) -> Path:
     """Write ``root/{train,val}/*.png`` and ``root/annotations/{train,val}.json`` (COCO format).
+
+    Images are ``size`` x ``size``; ``val_sizes`` (``(height, width)`` pairs) gives the validation images these
+    sizes in turn instead: a set of varied sizes, as COCO's.
 
     The same arguments always give the same files, so a re-run rewrites identical files.
 
@@ -58,8 +63,8 @@ def make_synthetic_coco(root: str | Path, num_train: int = 256, num_val: int = 3
         ``root`` as a Path.
     """
     root = Path(root)
-    if size < 32:
-        raise ValueError(f'size must be at least 32 pixels, got {size}')
+    if min([size, *(side for pair in val_sizes or () for side in pair)]) < 32:
+        raise ValueError(f'image sides must be at least 32 pixels, got {size} and {val_sizes}')
     if root.is_dir() and any(root.iterdir()) and not (root / MARKER).is_file():
         raise FileExistsError(f'{root} is not empty and holds no pit-det synthetic set ({MARKER} missing); '
                               'choose a new or empty folder (e.g. --data-root data/synthetic) so nothing there is '
@@ -72,10 +77,11 @@ def make_synthetic_coco(root: str | Path, num_train: int = 256, num_val: int = 3
         (root / split).mkdir(exist_ok=True)
         images, annotations = [], []
         for index in range(count):
-            image, boxes = _draw_image(rng, size, max_objects)
+            height, width = val_sizes[index % len(val_sizes)] if split == 'val' and val_sizes else (size, size)
+            image, boxes = _draw_image(rng, height, width, max_objects)
             name = f'{index:06d}.png'
             image.save(root / split / name)
-            images.append(dict(id=index + 1, file_name=name, width=size, height=size))
+            images.append(dict(id=index + 1, file_name=name, width=width, height=height))
             for x0, y0, x1, y1, label in boxes:
                 w, h = x1 - x0, y1 - y0
                 annotations.append(dict(id=len(annotations) + 1, image_id=index + 1, category_id=label + 1,

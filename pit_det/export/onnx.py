@@ -1,15 +1,19 @@
-"""A whole Deformable DETR as one ONNX graph, checked in onnxruntime against mmdet's ``predict``.
+"""A whole Deformable DETR as one ONNX graph, for any image size, checked against mmdet's ``predict``.
 
-The graph takes ``image``: float32 ``(N, 3, H, W)``, RGB, 0-255, any batch N, at the size it was exported for; it
-normalises inside and returns ``boxes`` ``(N, K, 4)`` (x1, y1, x2, y2 in input pixels), ``scores`` ``(N, K)`` and
-``labels`` ``(N, K)`` int64, best first: for each image, what mmdet's ``predict`` returns for it.
+The graph takes ``image``: float32 ``(N, 3, H, W)``, RGB, 0-255, any batch N and any size H x W (the spatial axes are
+dynamic: it is traced at one size, and every shape after the input is computed from the input's); it normalises
+inside and returns ``boxes`` ``(N, K, 4)`` (x1, y1, x2, y2 in input pixels), ``scores`` ``(N, K)`` and ``labels``
+``(N, K)`` int64, best first: for each image, what mmdet's ``predict`` returns for it at its own size (a batch holds
+images of one size: a runtime path runs each image alone, cropped to its size, as mmdet's ``predict`` does a batch of
+one).
 
 Nothing in mmdet is patched: a wrapper module holds the detector and runs its backbone, neck, transformer and head as
 the detector does; only the last step, mmdet's per-image post-processing (a Python loop over images, which tracing
-would unroll into a fixed batch), is written here batched, the same operations on a batch axis. The fused CPU
-deformable attention is swapped for mmcv's pure-PyTorch op, whose ``grid_sample`` is standard ONNX (opset >= 16).
-Export uses torch's TorchScript exporter (``dynamo=False``): the dynamo exporter stops on a data-dependent access
-inside mmdet's transformer.
+would unroll into a fixed batch), is written here batched, the same operations on a batch axis. mmdet computes the
+levels' shapes with ``torch._shape_as_tensor`` for this; PiT resizes its position embedding to the traced input's
+size; the deformable attention runs :func:`deform_attn_graph` (mmcv's ``grid_sample`` formulation, standard ONNX at
+opset >= 16, with the levels cut by tensors instead of Python ints). Export uses torch's TorchScript exporter
+(``dynamo=False``): the dynamo exporter stops on a data-dependent access inside mmdet's transformer.
 """
 from __future__ import annotations
 
@@ -24,9 +28,10 @@ import torch
 from torch import nn
 
 from ..outputs import atomic_write
-from ..models.utils import EXPORT_METADATA, image_sample, onnxruntime_session, weights_digest
+from ..models.utils import EXPORT_METADATA, image_sample, weights_digest
 
 SUPPORTED = ('DeformableDETR', 'FastDeformableDETR')
+OUTPUTS = ('boxes', 'scores', 'labels')
 
 
 class ExportError(ValueError):
@@ -41,6 +46,53 @@ def require_runtime():
     except ImportError as exc:
         raise ExportError(f'ONNX export needs onnx and onnxruntime ({exc}): pip install "pit-det[export]"') from None
     return onnx, onnxruntime
+
+
+def deform_attn_graph(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+                      sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+    """mmcv's ``multi_scale_deformable_attn_pytorch`` (``grid_sample`` per level, standard ONNX at opset >= 16) with
+    the levels cut at ``level_start_index`` and shaped by ``spatial_shapes`` as tensors, so that a traced graph
+    follows the input's size instead of the size it was traced at (mmcv splits by Python ints)."""
+    bs, _, num_heads, dims = value.shape
+    _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
+    grids = 2 * sampling_locations - 1
+    sampled = []
+    for level in range(num_levels):
+        height, width = spatial_shapes[level, 0], spatial_shapes[level, 1]
+        start = level_start_index[level]  # slices with tensor bounds are traced as such (ONNX Slice)
+        stop = level_start_index[level + 1] if level + 1 < num_levels else None
+        level_value = value[:, start:stop].flatten(2).transpose(1, 2).reshape(bs * num_heads, dims, height, width)
+        grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
+        sampled.append(torch.nn.functional.grid_sample(level_value, grid, mode='bilinear', padding_mode='zeros',
+                                                       align_corners=False))
+    weights = attention_weights.transpose(1, 2).reshape(bs * num_heads, 1, num_queries, num_levels * num_points)
+    out = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1).view(bs, num_heads * dims, num_queries)
+    return out.transpose(1, 2).contiguous()
+
+
+def graph_deform_attn(model: nn.Module):
+    """A context in which every deformable attention of ``model`` runs :func:`deform_attn_graph` on the CPU (its
+    class switched, its parameters kept); the classes are restored on exit."""
+    from contextlib import contextmanager
+
+    from mmcv.ops import MultiScaleDeformableAttention
+
+    from ..ops import FusedMultiScaleDeformableAttention
+
+    class GraphDeformableAttention(FusedMultiScaleDeformableAttention):
+        cpu_core = staticmethod(deform_attn_graph)
+
+    @contextmanager
+    def switched():
+        modules = [(m, type(m)) for m in model.modules() if isinstance(m, MultiScaleDeformableAttention)]
+        try:
+            for module, _ in modules:
+                module.__class__ = GraphDeformableAttention
+            yield len(modules)
+        finally:
+            for module, cls in modules:
+                module.__class__ = cls
+    return switched()
 
 
 class DetectorGraph(nn.Module):
@@ -60,8 +112,7 @@ class DetectorGraph(nn.Module):
         preprocessor = detector.data_preprocessor
         self.register_buffer('mean', preprocessor.mean.detach().clone().view(1, 3, 1, 1))
         self.register_buffer('std', preprocessor.std.detach().clone().view(1, 3, 1, 1))
-        self.register_buffer('size', torch.tensor([width, height, width, height], dtype=torch.float32))
-        # one sample stands for every image of the batch: all have this shape, so the transformer builds no masks
+        # one sample stands for every image of the batch: all share one size, so the transformer builds no masks
         self.samples = [image_sample(height, width)]
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -75,7 +126,8 @@ class DetectorGraph(nn.Module):
         top = detector.bbox_head.test_cfg.get('max_per_img', scores.shape[1])
         scores, index = scores.flatten(1).topk(top, dim=1)
         boxes = torch.gather(boxes, 1, (index // num_classes).unsqueeze(-1).expand(-1, -1, 4))
-        boxes = torch.minimum((bbox_cxcywh_to_xyxy(boxes) * self.size).clamp(min=0), self.size)
+        size = torch._shape_as_tensor(image)[[3, 2, 3, 2]].to(boxes.dtype)  # w, h, w, h of this input, traced
+        boxes = torch.minimum((bbox_cxcywh_to_xyxy(boxes) * size).clamp(min=0), size)
         return boxes, scores, index % num_classes
 
 
@@ -134,47 +186,49 @@ def metadata(model: nn.Module, height: int, width: int) -> dict[str, str]:
 def export(model: nn.Module, height: int, width: int, out: str | Path, opset: int = 17) -> Path:
     """Write ``model`` as ONNX at ``height x width``, with its origin in the metadata (:func:`metadata`), and check
     the file with ``onnx.checker``. Nothing is left at ``out`` if any step fails."""
-    from ..ops import FusedMultiScaleDeformableAttention, use_fused_cpu_deform_attn
     onnx, _ = require_runtime()
     if opset < 16:
         raise ExportError(f'opset {opset}: GridSample needs opset >= 16')
     check_shape(model, height, width)
-    fused = any(isinstance(m, FusedMultiScaleDeformableAttention) for m in model.modules())
-    use_fused_cpu_deform_attn(model, enable=False)
     graph = DetectorGraph(model, height, width).eval()
     props = metadata(model, height, width)
+    axes = {'image': {0: 'batch', 2: 'height', 3: 'width'}, **{name: {0: 'batch'} for name in OUTPUTS}}
 
     def write(tmp: Path) -> None:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), graph_deform_attn(model):
             warnings.simplefilter('ignore')  # the tracer's notes on mmdet's Python-level shape checks
             torch.onnx.export(graph, (torch.rand(2, 3, height, width) * 255,), str(tmp), opset_version=opset,
-                              input_names=['image'], output_names=['boxes', 'scores', 'labels'],
-                              dynamic_axes={name: {0: 'batch'} for name in ('image', 'boxes', 'scores', 'labels')},
-                              dynamo=False)
+                              input_names=['image'], output_names=list(OUTPUTS), dynamic_axes=axes, dynamo=False)
         proto = onnx.load(str(tmp))
         onnx.helper.set_model_props(proto, props)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
 
-    try:
-        return atomic_write(out, write)
-    finally:
-        use_fused_cpu_deform_attn(model, enable=fused)  # as it was
+    return atomic_write(out, write)
 
 
 @dataclass
 class Comparison:
+    runtime: str
+    size: tuple[int, int]
     batch: int
     topk: int
     max_box_diff_px: float
     max_score_diff: float
     labels_equal: bool
     torch_ms: float
-    onnxruntime_ms: float
+    runtime_ms: float
 
     @property
     def ok(self) -> bool:
         return self.max_box_diff_px <= 0.05 and self.max_score_diff <= 1e-4 and self.labels_equal
+
+    def __str__(self) -> str:
+        labels = 'identical' if self.labels_equal else 'DIFFER'
+        return (f'{self.runtime} vs mmdet predict at {self.size[0]}x{self.size[1]} (batch of {self.batch}), top '
+                f'{self.topk}: max box diff {self.max_box_diff_px:.2e} px (<= 0.05), max score diff '
+                f'{self.max_score_diff:.2e} (<= 1e-4), labels {labels}; one run: mmdet {self.torch_ms:.0f} ms, '
+                f'{self.runtime} {self.runtime_ms:.0f} ms')
 
 
 def load_image(path: str | Path, height: int, width: int) -> torch.Tensor:
@@ -187,22 +241,26 @@ def load_image(path: str | Path, height: int, width: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
 
 
-def compare(model: nn.Module, onnx_path: str | Path, image: torch.Tensor, topk: int = 20) -> Comparison:
-    """Run the file in onnxruntime on the batch ``image`` ``(N, 3, H, W)`` at once, and mmdet's ``predict`` (fused
-    op, as deployed) image by image; compare the top-k of every image."""
-    require_runtime()
+def compare(model: nn.Module, runtime, image: torch.Tensor, topk: int = 20) -> Comparison:
+    """Run the exported graph (``runtime``: a :class:`~pit_det.models.runtimes.Runtime`, or the path of an ONNX file
+    for onnxruntime) on the batch ``image`` ``(N, 3, H, W)`` at once, and mmdet's ``predict`` (fused op, as
+    deployed) image by image; compare the top-k of every image."""
+    from ..models.runtimes import Runtime
+    if not isinstance(runtime, Runtime):
+        require_runtime()
+        runtime = Runtime('onnxruntime', runtime)
     start = time.perf_counter()
     expected = reference_predict(model, image)
     torch_ms = (time.perf_counter() - start) * 1000
-    session = onnxruntime_session(onnx_path)
     start = time.perf_counter()
-    got = session.run(['boxes', 'scores', 'labels'], {'image': image.numpy()})
-    ort_ms = (time.perf_counter() - start) * 1000
+    got = runtime(image.numpy())
+    runtime_ms = (time.perf_counter() - start) * 1000
     if got[0].shape != expected[0].shape:
-        raise ExportError(f'{onnx_path} returned boxes of shape {got[0].shape}, mmdet {expected[0].shape}')
+        raise ExportError(f'{runtime.path} returned boxes of shape {got[0].shape}, mmdet {expected[0].shape}')
     k = min(topk, expected[1].shape[1])
-    return Comparison(batch=image.shape[0], topk=k,
+    name = runtime.runtime + (f' {runtime.precision}' if runtime.runtime != 'onnxruntime' else '')
+    return Comparison(runtime=name, size=tuple(image.shape[-2:]), batch=image.shape[0], topk=k,
                       max_box_diff_px=float(np.abs(got[0][:, :k] - expected[0][:, :k]).max()),
                       max_score_diff=float(np.abs(got[1][:, :k] - expected[1][:, :k]).max()),
                       labels_equal=bool(np.array_equal(got[2][:, :k], expected[2][:, :k])),
-                      torch_ms=torch_ms, onnxruntime_ms=ort_ms)
+                      torch_ms=torch_ms, runtime_ms=runtime_ms)

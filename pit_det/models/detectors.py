@@ -11,12 +11,16 @@ from mmengine.structures import InstanceData
 from torch import nn
 
 from ..ops import use_fused_cpu_deform_attn
-from .utils import EXPORT_METADATA, onnxruntime_session, weights_digest
 from .fit import CheckpointMismatchError, fit_detector_checkpoint
-from .sources import CheckpointReadError
+from .runtimes import RUNTIMES, open_exported
 
 CPU_DEFORM_ATTN = ('fused', 'mmcv')
-INFERENCE_PATHS = ('eager', 'bf16', 'compile', 'onnxruntime')
+INFERENCE_PATHS = ('eager', 'bf16', 'compile', *RUNTIMES)
+
+
+def runtime_options(inference: dict) -> tuple[str | None, str | None]:
+    """``(model_file, precision)`` of an ``inference`` dict (``onnx_file`` is the older name of ``model_file``)."""
+    return inference.get('model_file', inference.get('onnx_file')), inference.get('precision')
 
 
 def build_detector(config, checkpoint: str | Path | None = None, device: str = 'cpu', cfg_options: dict | None = None):
@@ -48,54 +52,6 @@ def build_detector(config, checkpoint: str | Path | None = None, device: str = '
     return model
 
 
-def exported_metadata(path: str | Path) -> dict[str, str]:
-    """The pit-det metadata of an exported ONNX file (:data:`~pit_det.models.utils.EXPORT_METADATA`).
-
-    Raises:
-        FileNotFoundError: no such file.
-        CheckpointReadError: not an ONNX file, or one without pit-det's metadata (exported by another tool).
-    """
-    import onnx
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'ONNX file not found: {path}')
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError and others for a file of another format
-        raise CheckpointReadError(f'{path} is not an ONNX file ({type(exc).__name__}): give the .onnx file written '
-                                  'by pit-det-export-onnx') from None
-    meta = {p.key: p.value for p in proto.metadata_props if p.key in EXPORT_METADATA}
-    if set(meta) != set(EXPORT_METADATA):
-        raise CheckpointReadError(f'{path} does not say what it was exported from (no pit-det metadata: another '
-                                  'exporter or an older pit-det): export it again with pit-det-export-onnx CONFIG '
-                                  'CHECKPOINT OUT.onnx --shape HxW')
-    return meta
-
-
-def check_exported(meta: dict[str, str], path: str | Path, model: nn.Module) -> None:
-    """Refuse an exported file whose number of classes or weights differ from ``model``'s.
-
-    Raises:
-        CheckpointMismatchError: naming both sides and the export command.
-    """
-    again = f'export this checkpoint with pit-det-export-onnx CONFIG CHECKPOINT {path} --shape HxW'
-    num_classes = model.bbox_head.num_classes
-    if meta['pit_det.num_classes'] != str(num_classes):
-        raise CheckpointMismatchError(
-            f'{path} was exported from a detector of {meta["pit_det.num_classes"]} classes ({meta["pit_det.config"]}), '
-            f'this one has {num_classes}: {again}')
-    if meta['pit_det.weights_sha256'] != weights_digest(model):
-        raise CheckpointMismatchError(
-            f'{path} was exported from other weights ({meta["pit_det.checkpoint"]}, config {meta["pit_det.config"]}) '
-            f'than this detector holds: {again}')
-
-
-def open_exported(path: str | Path, model: nn.Module):
-    """An onnxruntime session of the exported file ``path``, after checking it was exported from ``model``."""
-    check_exported(exported_metadata(path), path, model)
-    return onnxruntime_session(path)
-
-
 @MODELS.register_module()
 class FastDeformableDETR(DeformableDETR):
     """mmdet's ``DeformableDETR`` with a choice of CPU deformable attention; identical on CUDA.
@@ -109,9 +65,11 @@ class FastDeformableDETR(DeformableDETR):
             fallback). Both give the same numbers; the fused one is several times faster on CPU.
         inference: how ``predict`` (``mim test``, inference) runs: ``dict(path='eager')`` (default), ``'bf16'``
             (backbone, neck and encoder under bf16 autocast; decoder, head and boxes in float32: see
-            :meth:`predict`), ``'compile'`` (``torch.compile`` of the backbone, in place) or ``'onnxruntime'`` with
-            ``onnx_file=`` a file from ``pit-det-export-onnx`` (its input shape must be the test images' shape; a file
-            exported from other weights or classes is refused).
+            :meth:`predict`), ``'compile'`` (``torch.compile`` of the backbone, in place), or an exported graph
+            (:mod:`pit_det.models.runtimes`) with ``model_file=`` a file from ``pit-det-export-onnx``:
+            ``'onnxruntime'`` (an ONNX file), ``'openvino'`` (ONNX or OpenVINO IR; ``precision='f32'``/``'bf16'``,
+            default OpenVINO's choice for the CPU) or ``'openvino-int8'`` (an INT8 IR). Each image runs at its own
+            size; a file exported from other weights or classes is refused.
             E.g. ``mim test ... --cfg-options model.inference.path=bf16``. Training is always eager.
         **kwargs: everything ``DeformableDETR`` takes.
     """
@@ -122,8 +80,12 @@ class FastDeformableDETR(DeformableDETR):
         self.inference = {'path': 'eager', **(inference or {})}
         if self.inference['path'] not in INFERENCE_PATHS:
             raise ValueError(f'inference path must be one of {INFERENCE_PATHS}, got {self.inference["path"]!r}')
-        if (self.inference['path'] == 'onnxruntime') != ('onnx_file' in self.inference):
-            raise ValueError("inference: onnx_file=FILE goes with path='onnxruntime' (and only with it)")
+        model_file, precision = runtime_options(self.inference)
+        if (self.inference['path'] in RUNTIMES) != bool(model_file):
+            raise ValueError(f"inference: model_file=FILE goes with path={' or '.join(map(repr, RUNTIMES))} (and "
+                             'only with them)')
+        if precision and not self.inference['path'].startswith('openvino'):
+            raise ValueError("inference: precision= goes with the OpenVINO paths ('openvino', 'openvino-int8')")
         super().__init__(*args, **kwargs)
         self._compiled, self._session, self._bf16 = False, None, False
         self.class_layers_differ: list[str] = []
@@ -165,8 +127,8 @@ class FastDeformableDETR(DeformableDETR):
         at 666 px; the whole model under autocast lost 0.011 mAP on the demo, this split keeps the boxes exact.
         """
         path = self.inference['path']
-        if path == 'onnxruntime':
-            return self._predict_onnxruntime(batch_inputs, batch_data_samples, rescale)
+        if path in RUNTIMES:
+            return self._predict_runtime(batch_inputs, batch_data_samples, rescale)
         if path == 'compile' and not self._compiled:
             self.backbone.compile()  # in place: parameter names, and so checkpoints, stay as they are
             self._compiled = True
@@ -194,21 +156,20 @@ class FastDeformableDETR(DeformableDETR):
             outputs = super().forward_encoder(feat, *args, **kwargs)
         return {**outputs, 'memory': outputs['memory'].float()}
 
-    def _predict_onnxruntime(self, batch_inputs, batch_data_samples, rescale: bool):
-        """Run the exported graph (which normalises itself) on the de-normalised RGB batch."""
+    def _predict_runtime(self, batch_inputs, batch_data_samples, rescale: bool):
+        """Run the exported graph (which normalises itself) on each de-normalised RGB image, cropped to its own size
+        (``img_shape``): what mmdet's ``predict`` computes for a batch of one."""
         if self._session is None:
-            self._session = open_exported(self.inference['onnx_file'], self)
-        expected = tuple(self._session.get_inputs()[0].shape[-2:])
-        if tuple(batch_inputs.shape[-2:]) != expected:
-            raise ValueError(f'{self.inference["onnx_file"]} takes {expected[0]}x{expected[1]} images, this batch is '
-                             f'{batch_inputs.shape[-2]}x{batch_inputs.shape[-1]}: export at the test pipeline\'s '
-                             'size (pit-det-export-onnx --shape)')
+            model_file, precision = runtime_options(self.inference)
+            self._session = open_exported(self.inference['path'], model_file, self, precision)
+            print_log(f'inference: {self.inference["path"]} runs {model_file} in {self._session.precision}',
+                      logger='current')
         preprocessor = self.data_preprocessor
         images = (batch_inputs.float() * preprocessor.std + preprocessor.mean).cpu().numpy()
-        boxes, scores, labels = self._session.run(None, {'image': images})
-        for i, sample in enumerate(batch_data_samples):
-            instances = InstanceData(bboxes=torch.from_numpy(boxes[i]), scores=torch.from_numpy(scores[i]),
-                                     labels=torch.from_numpy(labels[i]))
+        for image, sample in zip(images, batch_data_samples):
+            height, width = sample.metainfo['img_shape'][:2]
+            boxes, scores, labels = (torch.from_numpy(out[0]) for out in self._session(image[None, :, :height, :width]))
+            instances = InstanceData(bboxes=boxes, scores=scores, labels=labels)
             if rescale:
                 instances.bboxes /= instances.bboxes.new_tensor(sample.metainfo['scale_factor']).repeat((1, 2))
             sample.pred_instances = instances

@@ -301,7 +301,9 @@ class PiT(FitsCheckpoints, FreezesStages, BaseModule):
         self._check_input_size(x.shape[-2], x.shape[-1])
         x = self.patch_embed.conv(x)
         pos_embed = self.pos_embed
-        if pos_embed.shape[-2:] != x.shape[-2:]:
+        if torch.jit.is_tracing():  # an export: resized as the graph runs, to each input's size (identity at its own)
+            pos_embed = F.interpolate(pos_embed.float(), size=x.shape[-2:], mode='bicubic', align_corners=False)
+        elif pos_embed.shape[-2:] != x.shape[-2:]:
             pos_embed = resize_pos_embed(pos_embed, x.shape[-2:])
         x = self.pos_drop(x + pos_embed.to(x.dtype))
         cls_tokens = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)

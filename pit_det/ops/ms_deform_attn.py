@@ -139,6 +139,11 @@ class FusedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
     Same parameters and arguments; only the core op differs on CPU. The body follows mmcv 2.1.0's ``forward``.
     """
 
+    @staticmethod
+    def cpu_core(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+        """The op on CPU tensors: the fused kernel (an exporter substitutes a traceable one)."""
+        return ms_deform_attn_cpu(value, spatial_shapes, sampling_locations, attention_weights)
+
     def forward(self, query, key=None, value=None, identity=None, query_pos=None, key_padding_mask=None,
                 reference_points=None, spatial_shapes=None, level_start_index=None, **kwargs):
         value = query if value is None else value
@@ -170,7 +175,7 @@ class FusedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
                                                             locations.float(), weights.float(),
                                                             self.im2col_step).to(value.dtype)
         else:
-            output = ms_deform_attn_cpu(value, spatial_shapes, locations, weights)
+            output = self.cpu_core(value, spatial_shapes, level_start_index, locations, weights)
         output = self.output_proj(output)
         if not self.batch_first:
             output = output.permute(1, 0, 2)

@@ -1,0 +1,107 @@
+"""The exported detector as an OpenVINO IR: float (``openvino``) or INT8 by NNCF's post-training quantisation
+(``openvino-int8``), calibrated on images of the config's training set.
+
+OpenVINO reads the ONNX graph of :mod:`pit_det.export.onnx` as it is (any image size); the IR adds pit-det's metadata
+(in its ``rt_info``) and its format. INT8 keeps in floating point what the boxes depend on most finely
+(:data:`KEEP_FLOAT`): the linear layers that predict the deformable attention's sampling offsets and attention weights
+(an offset is a fraction of the feature map: an 8-bit step moves every sampling point of a query), and the box
+regression branches with the reference-point arithmetic after them; GridSample itself is never quantised.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..models.runtimes import FORMAT_KEY, require_openvino
+
+# name fragments of the ONNX nodes that stay in floating point in the INT8 graph (NNCF ignored scope)
+KEEP_FLOAT = ('sampling_offsets', 'attention_weights', 'reg_branches')
+CALIBRATION_IMAGES = 64  # default; a small set has fewer and uses all of them
+
+
+class QuantizationError(ValueError):
+    """A quantisation request that cannot be honoured; the message says why and what to do."""
+
+
+def require_nncf():
+    try:
+        import nncf
+    except ImportError as exc:
+        raise QuantizationError(f'INT8 needs nncf ({exc}): pip install "pit-det[export]"') from None
+    return nncf
+
+
+def _dataset_cfg(cfg):
+    """The training dataset of ``cfg`` (unwrapped from mmdet's dataset wrappers) with the test pipeline."""
+    dataset = cfg.train_dataloader.dataset
+    while 'dataset' in dataset and 'ann_file' not in dataset:  # RepeatDataset, ClassBalancedDataset ...
+        dataset = dataset.dataset
+    return dict(dataset, pipeline=cfg.test_dataloader.dataset.pipeline, filter_cfg=None)
+
+
+def calibration_images(cfg, count: int = CALIBRATION_IMAGES, seed: int = 0) -> list[np.ndarray]:
+    """``count`` images of the config's training set (a seeded pick; all of them if it has fewer), each resized by
+    the test pipeline, as the graph takes them: float32 ``(1, 3, H, W)`` RGB 0-255.
+
+    Raises:
+        QuantizationError: the training set cannot be read.
+    """
+    from mmdet.registry import DATASETS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    try:
+        dataset = DATASETS.build(_dataset_cfg(cfg))
+    except (FileNotFoundError, KeyError, ValueError, AssertionError) as exc:
+        raise QuantizationError(f'the calibration images come from the config\'s training set, which cannot be read '
+                                f'({type(exc).__name__}: {exc}): fix train_dataloader.dataset or pass '
+                                '--cfg-options') from None
+    if len(dataset) == 0:
+        raise QuantizationError('the config\'s training set has no images to calibrate INT8 with')
+    picked = random.Random(seed).sample(range(len(dataset)), min(count, len(dataset)))
+    images = []
+    for index in picked:
+        bgr = dataset[index]['inputs']  # uint8 (3, H, W), BGR as mmdet loads it
+        images.append(np.ascontiguousarray(bgr.numpy()[::-1][None], dtype=np.float32))
+    return images
+
+
+def to_openvino(onnx_path: str | Path, metadata: dict[str, str], fmt: str,
+                calibration: list[np.ndarray] | None = None, keep_float: tuple[str, ...] = KEEP_FLOAT):
+    """The OpenVINO model of the ONNX file, quantised to INT8 when ``fmt`` is ``openvino-int8``, with ``metadata``
+    and its format in its ``rt_info``."""
+    ov = require_openvino()
+    model = ov.Core().read_model(str(onnx_path))
+    if fmt == 'openvino-int8':
+        nncf = require_nncf()
+        if not calibration:
+            raise QuantizationError('INT8 needs calibration images')
+        model = nncf.quantize(model, nncf.Dataset(calibration, lambda image: {'image': image}),
+                              model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration),
+                              ignored_scope=nncf.IgnoredScope(patterns=[f'.*{name}.*' for name in keep_float],
+                                                              validate=False))
+    for key, value in {**metadata, FORMAT_KEY: fmt}.items():
+        model.set_rt_info(value, key.split('.', 1))
+    return model
+
+
+def save_ir(model, out: str | Path) -> Path:
+    """Write ``model`` as ``out`` (``.xml``) and its weights beside it (``.bin``), each renamed into place only when
+    both are written; a failure leaves what was there."""
+    ov = require_openvino()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.stem}.', dir=out.parent))
+    try:
+        ov.save_model(model, str(tmp / 'model.xml'), compress_to_fp16=False)
+        for suffix in ('.bin', '.xml'):
+            with open(tmp / f'model{suffix}', 'rb') as f:
+                os.fsync(f.fileno())
+            os.replace(tmp / f'model{suffix}', out.with_suffix(suffix))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
