@@ -11,9 +11,11 @@ Model specs:
 Any spec may end in ``@INFERENCE``, the way it runs, named as ``FastDeformableDETR``'s inference paths: ``@eager``
 (the default), ``@bf16`` (eager under CPU/CUDA bf16 autocast; a ``FastDeformableDETR`` in predict mode runs its own
 ``inference=dict(path='bf16')``), ``@fp16`` (CUDA fp16 autocast), ``@compile`` (``torch.compile`` of the backbone,
-inductor; the rest eager) or ``@onnxruntime`` (the onnxruntime runtime; detectors in predict mode, exported with
-:mod:`pit_det.export.onnx`, on the CPU). Every inference path of one spec is built from the same seed, so they share
-their weights.
+inductor; the rest eager), or an exported graph (:mod:`pit_det.export.onnx`; detectors in predict mode, on the
+CPU, compiled for the timed size as a deployment at one size is): ``@onnxruntime``, ``@openvino`` (OpenVINO's
+precision for the CPU: bf16 where it has bf16 instructions) or ``@openvino-int8`` (NNCF's INT8 calibrated on
+:data:`INT8_CALIBRATION` generated scenes at the timed size: a speed measurement; accuracy is ``mim test``'s). Every
+inference path of one spec is built from the same seed, so they share their weights.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from PIL import Image
 from torch import nn
 
 from ..configs import ConfigNotFoundError, config_names, find_config
@@ -30,8 +33,10 @@ from ..models.utils import explicit_attention, image_sample
 from .report import BenchmarkError
 
 MODES = ('backbone', 'forward', 'predict')
-INFERENCE = ('eager', 'bf16', 'fp16', 'compile', 'onnxruntime')
+INFERENCE = ('eager', 'bf16', 'fp16', 'compile', 'onnxruntime', 'openvino', 'openvino-int8')
 AUTOCAST = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+RUNTIME_PATHS = ('onnxruntime', 'openvino', 'openvino-int8')
+INT8_CALIBRATION = 8
 
 
 def split_inference(spec: str) -> tuple[str, str]:
@@ -143,24 +148,50 @@ def build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device: 
             model.backbone.compile()  # in place, as FastDeformableDETR(inference=dict(path='compile')) does
             return Built(model, detector_call(model, mode, size, batch))
         return Built(model, torch.compile(call))
-    if inference == 'onnxruntime':
-        return Built(model, _onnxruntime_call(model, base, mode, size, batch, device))
+    if inference in RUNTIME_PATHS:
+        return Built(model, _runtime_call(model, inference, size))
     return built
 
 
-def _onnxruntime_call(model: nn.Module, spec: str, mode: str, size: tuple[int, int], batch: int,
-                      device: str) -> Callable:
+def check_runtime_spec(spec: str, mode: str, device: str) -> None:
+    """An exported-graph path is a whole detector in predict mode, on the CPU, with its runtime installed."""
+    base, inference = split_inference(spec)
+    if inference not in RUNTIME_PATHS:
+        return
+    if not is_detector_spec(base) or mode != 'predict' or device != 'cpu':
+        raise BenchmarkError(f'{spec}: the exported graph is a whole detector in predict mode, on the CPU')
+    from ..export.onnx import ExportError, require_runtime
+    try:
+        require_runtime()
+        if inference.startswith('openvino'):
+            from ..models.runtimes import require_openvino
+            require_openvino()
+        if inference == 'openvino-int8':
+            from ..export.openvino import require_nncf
+            require_nncf()
+    except (ExportError, ImportError, ValueError) as exc:
+        raise BenchmarkError(f'{spec}: {exc}') from None
+
+
+def _runtime_call(model: nn.Module, inference: str, size: tuple[int, int]) -> Callable:
     import tempfile
 
-    from ..export.onnx import export, require_runtime
-    from ..models.utils import onnxruntime_session
-    if not is_detector_spec(spec) or mode != 'predict' or device != 'cpu':
-        raise BenchmarkError(f'{spec}@onnxruntime: the exported graph is a whole detector in predict mode, on the '
-                             'CPU')
-    require_runtime()
+    import numpy as np
+
+    from ..export.onnx import export, metadata
+    from ..models.runtimes import Runtime
+    threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
-        session = onnxruntime_session(export(model, *size, f'{tmp}/model.onnx'), threads=torch.get_num_threads())
-    return lambda x: session.run(None, {'image': (x * 255).numpy()})
+        path = export(model, *size, f'{tmp}/model.onnx')
+        if inference == 'openvino-int8':
+            from ..data import make_synthetic_coco
+            from ..export.openvino import save_ir, to_openvino
+            scenes = make_synthetic_coco(f'{tmp}/scenes', num_train=0, num_val=INT8_CALIBRATION, size=max(size))
+            images = [np.ascontiguousarray(np.asarray(Image.open(p).convert('RGB').resize(size[::-1]), np.float32)
+                                           .transpose(2, 0, 1)[None]) for p in sorted((scenes / 'val').glob('*.png'))]
+            path = save_ir(to_openvino(path, metadata(model, *size), inference, images), f'{tmp}/model.xml')
+        runtime = Runtime(inference, path, threads=threads, shape=None if inference == 'onnxruntime' else size)
+    return lambda x: runtime((x * 255).numpy())
 
 
 def _build_eager(spec: str, mode: str, size: tuple[int, int], batch: int, device: str, cpu_deform_attn: str,

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from .builders import MODES, build_call, count_gmacs, is_detector_spec, split_inference
+from .builders import MODES, build_call, check_runtime_spec, count_gmacs, is_detector_spec, split_inference
 from .report import BenchmarkError, Result
 from .timing import can_measure_rss, interleaved, release_freed_memory, rss_growth_mib
 
@@ -68,6 +68,7 @@ def validate(request: Request) -> None:
             raise BenchmarkError(f'{spec}: fp16 autocast is for CUDA; on the CPU use @bf16')
         if not is_detector_spec(spec) and request.mode != 'backbone':
             raise BenchmarkError(f'{spec}: --mode {request.mode} needs a detector config; backbones time the backbone')
+        check_runtime_spec(spec, request.mode, request.device)
     for h, w in request.sizes:
         if min(h, w) < 32:  # covers every patch size (16, 14 for b)
             raise BenchmarkError(f'size {h}x{w} is smaller than a patch or the 32-px minimum: use at least 32x32')

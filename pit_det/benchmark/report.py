@@ -60,6 +60,7 @@ def environment(device: str) -> dict:
     except (OSError, StopIteration):
         env['cpu'] = platform.processor()
     env['isa'], env['bf16_native'] = cpu_isa()
+    env['cpu_features'] = cpu_features()
     if device == 'cuda':
         env['gpu'] = torch.cuda.get_device_name()
         env['cuda'] = torch.version.cuda
@@ -78,6 +79,19 @@ def cpu_isa() -> tuple[str, bool]:
         if flag in flags:
             return name, native
     return 'SSE', native
+
+
+def cpu_features() -> str:
+    """What the CPU runtimes' fast paths need, present or not: AVX-512, AVX-512 BF16, VNNI (int8 dot products, AVX-512
+    or AVX), AMX."""
+    try:
+        flags = set(next(line for line in Path('/proc/cpuinfo').read_text().splitlines()
+                         if line.startswith('flags')).split(':', 1)[1].split())
+    except (OSError, StopIteration):
+        return 'unknown'
+    present = {'AVX2': 'avx2' in flags, 'AVX-512': 'avx512f' in flags, 'AVX-512 BF16': 'avx512_bf16' in flags,
+               'VNNI': bool(flags & {'avx512_vnni', 'avx_vnni'}), 'AMX': bool(flags & {'amx_bf16', 'amx_int8'})}
+    return ' '.join(f'{name}{"+" if on else "-"}' for name, on in present.items())
 
 
 def format_table(results: list[Result]) -> str:

@@ -56,17 +56,19 @@ def deform_attn_graph(value: torch.Tensor, spatial_shapes: torch.Tensor, level_s
     bs, _, num_heads, dims = value.shape
     _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
     grids = 2 * sampling_locations - 1
-    sampled = []
-    for level in range(num_levels):
+    weights = attention_weights.transpose(1, 2).reshape(bs * num_heads, 1, num_queries, num_levels, num_points)
+    out = None
+    for level in range(num_levels):  # summed level by level: no tensor of every level's samples at once
         height, width = spatial_shapes[level, 0], spatial_shapes[level, 1]
         start = level_start_index[level]  # slices with tensor bounds are traced as such (ONNX Slice)
         stop = level_start_index[level + 1] if level + 1 < num_levels else None
         level_value = value[:, start:stop].flatten(2).transpose(1, 2).reshape(bs * num_heads, dims, height, width)
         grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        sampled.append(torch.nn.functional.grid_sample(level_value, grid, mode='bilinear', padding_mode='zeros',
-                                                       align_corners=False))
-    weights = attention_weights.transpose(1, 2).reshape(bs * num_heads, 1, num_queries, num_levels * num_points)
-    out = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1).view(bs, num_heads * dims, num_queries)
+        sampled = torch.nn.functional.grid_sample(level_value, grid, mode='bilinear', padding_mode='zeros',
+                                                  align_corners=False)  # (bs * heads, dims, queries, points)
+        level_out = (sampled * weights[:, :, :, level]).sum(-1)
+        out = level_out if out is None else out + level_out
+    out = out.view(bs, num_heads * dims, num_queries)
     return out.transpose(1, 2).contiguous()
 
 

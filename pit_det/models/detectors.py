@@ -8,7 +8,6 @@ from mmdet.models.detectors import DeformableDETR
 from mmdet.registry import MODELS
 from mmengine.logging import print_log
 from mmengine.structures import InstanceData
-from torch import nn
 
 from ..ops import use_fused_cpu_deform_attn
 from .fit import CheckpointMismatchError, fit_detector_checkpoint
