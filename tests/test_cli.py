@@ -120,7 +120,7 @@ def test_infer_takes_the_inference_path(detector, tmp_path, capsys):
     code, out, err = infer(capsys, config, checkpoint, image, '--out', tmp_path / 'bf16.png', '--path', 'bf16')
     assert code == 0 and (tmp_path / 'bf16.png').is_file(), err
     code, _, err = infer(capsys, config, checkpoint, image, '--out', tmp_path / 'x.png', '--path', 'onnxruntime')
-    assert code == 1 and '--onnx FILE goes with --path onnxruntime' in err
+    assert code == 1 and '--model-file FILE goes with --path onnxruntime/openvino/openvino-int8' in err
 
 
 @pytest.mark.parametrize('script', ['tools/train.py', 'mmdet/.mim/tools/train.py'])

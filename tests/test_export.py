@@ -10,7 +10,10 @@ from mmdet.utils import register_all_modules
 from mmengine.config import Config
 
 from pit_det.cli.export_onnx import main
-from pit_det.export.onnx import compare, export
+from pit_det.export.onnx import build_exportable, compare, export, metadata
+from pit_det.export.openvino import save_ir, to_openvino
+from pit_det.models import CheckpointMismatchError
+from pit_det.models.runtimes import Runtime, open_exported
 
 
 
@@ -33,8 +36,9 @@ def test_demo_detector_exports_and_matches_in_onnxruntime(demo_config, demo_chec
     assert [i.name for i in graph.input] == ['image'] and [o.name for o in graph.output] == ['boxes', 'scores',
                                                                                             'labels']
     dims = [(d.dim_param or d.dim_value) for d in graph.input[0].type.tensor_type.shape.dim]
-    assert dims == ['batch', 3, 128, 160]  # any batch, the exported size
-    assert 'onnxruntime (batch of 2) vs mmdet predict' in printed
+    assert dims == ['batch', 3, 'height', 'width']  # any batch, any size
+    assert 'onnxruntime vs mmdet predict at 128x160 (batch of 2)' in printed
+    assert 'onnxruntime vs mmdet predict at 96x160 (batch of 1)' in printed  # checked at a second size
     assert any(node.op_type == 'GridSample' for node in graph.node)  # the deformable attention, in standard ONNX
 
 
@@ -108,6 +112,63 @@ def test_inference_paths_of_the_detector(demo_config, demo_checkpoint, tmp_path)
         assert (outputs[path].bboxes - eager.bboxes).abs().max() < 0.05, path
         assert torch.equal(outputs[path].labels, eager.labels), path
     assert (outputs['bf16'].scores[:5] - eager.scores[:5]).abs().max() < 0.05
-    with pytest.raises(ValueError, match="onnx_file=FILE goes with path='onnxruntime'"):
+    with pytest.raises(ValueError, match="model_file=FILE goes with path='onnxruntime' or 'openvino' or "
+                                         "'openvino-int8'"):
         init_detector(str(demo_config), str(demo_checkpoint), device='cpu',
                       cfg_options={'model.inference.path': 'onnxruntime'})
+
+
+def test_one_graph_takes_every_size_in_onnxruntime_and_openvino(demo_config, demo_checkpoint, tmp_path):
+    """Exported at one size, run at three: at each, the top 20 of mmdet's predict at that size (0.05 px, 1e-4,
+    identical labels), in onnxruntime and OpenVINO f32, from the ONNX file and from the IR."""
+    model = build_exportable(demo_config, demo_checkpoint)
+    onnx_file = export(model, 128, 160, tmp_path / 'demo.onnx')
+    ir = save_ir(to_openvino(onnx_file, metadata(model, 128, 160), 'openvino'), tmp_path / 'demo.xml')
+    assert ir.is_file() and ir.with_suffix('.bin').is_file()
+    runtimes = [Runtime('onnxruntime', onnx_file), Runtime('openvino', onnx_file, precision='f32'),
+                Runtime('openvino', ir, precision='f32')]
+    assert [r.precision for r in runtimes] == ['f32'] * 3
+    for height, width in ((128, 160), (96, 224), (160, 96)):
+        image = torch.rand(1, 3, height, width) * 255
+        for runtime in runtimes:
+            result = compare(model, runtime, image, topk=20)
+            assert result.ok and result.size == (height, width), result
+
+
+def test_openvino_files_of_another_model_or_format_are_refused(demo_config, demo_checkpoint, tmp_path, capsys):
+    model = build_exportable(demo_config, demo_checkpoint)
+    ir = save_ir(to_openvino(export(model, 128, 128, tmp_path / 'a.onnx'), metadata(model, 128, 128), 'openvino'),
+                 tmp_path / 'a.xml')
+    assert open_exported('openvino', ir, model, precision='f32').precision == 'f32'
+    with pytest.raises(CheckpointMismatchError, match='is exported as openvino, which the openvino-int8 path does not '
+                                                      'run: use the path openvino'):
+        open_exported('openvino-int8', ir, model)
+    with pytest.raises(CheckpointMismatchError, match='is exported as onnx, which the openvino-int8 path does not run'):
+        open_exported('openvino-int8', tmp_path / 'a.onnx', model)
+    torch.manual_seed(1)
+    other = MODELS.build(Config.fromfile(str(demo_config)).model)
+    other.init_weights()
+    with pytest.raises(CheckpointMismatchError, match='was exported from other weights'):
+        open_exported('openvino', ir, other)
+    args = [str(demo_config), str(demo_checkpoint)]
+    for extra, fact in ((['x.onnx', '--format', 'tflite'], '--format tflite: use one of onnx, openvino, openvino-int8'),
+                        (['x.onnx', '--format', 'openvino'], 'OUT x.onnx: a --format openvino file is named *.xml'),
+                        (['x.xml', '--calibration-images', '8'], '--calibration-images goes with --format '
+                                                                 'openvino-int8')):
+        assert main(args + [str(tmp_path / extra[0]), '--shape', '128x128', *extra[1:]]) == 1
+        assert fact.replace('x.', str(tmp_path / 'x.')) in capsys.readouterr().err
+    assert not list(tmp_path.glob('x.*'))
+    (tmp_path / 'b.bin').write_bytes(b'a file of the user')  # the weights file an IR named b.xml would replace
+    assert main(args + [str(tmp_path / 'b.xml'), '--shape', '128x128', '--format', 'openvino']) == 1
+    assert "OUT's weights file" in capsys.readouterr().err
+    assert (tmp_path / 'b.bin').read_bytes() == b'a file of the user'
+
+
+def test_without_openvino_the_message_names_the_extra(demo_config, demo_checkpoint, tmp_path):
+    script = ('import sys; sys.modules["openvino"] = None\n'  # as if openvino were not installed
+              'from pit_det.cli.export_onnx import main\n'
+              f'sys.exit(main([{str(demo_config)!r}, {str(demo_checkpoint)!r}, {str(tmp_path / "x.xml")!r}, '
+              '"--shape", "128x128", "--format", "openvino"]))')
+    run = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True)
+    assert run.returncode == 1 and 'Traceback' not in run.stderr, run.stderr[-2000:]
+    assert 'the OpenVINO paths need openvino' in run.stderr and 'pip install "pit-det[export]"' in run.stderr

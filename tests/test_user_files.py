@@ -310,7 +310,7 @@ def test_an_onnx_file_of_other_weights_is_refused(demo_run, exports, tmp_path, c
     capsys.readouterr()
     not_onnx = tmp_path / 'model.onnx'
     not_onnx.write_bytes(b'\x00not onnx at all')
-    for onnx_file, fact in ((tmp_path / 'missing.onnx', 'ONNX file not found'), (not_onnx, 'is not an ONNX file')):
+    for onnx_file, fact in ((tmp_path / 'missing.onnx', 'exported file not found'), (not_onnx, 'is not an ONNX file')):
         assert infer_main(args + ['--onnx', str(onnx_file), '--out', str(tmp_path / 'c.png')]) == 1
         err = capsys.readouterr().err
         assert fact in err and str(onnx_file) in err and 'Traceback' not in err
@@ -328,7 +328,7 @@ def test_an_onnx_file_of_another_class_count_is_refused_before_the_model_is_buil
     assert infer_main([str(five), str(checkpoints[0]), str(image), '--out', str(tmp_path / 'x.png'), '--path',
                        'onnxruntime', '--onnx', str(exports[0])]) == 1
     err = capsys.readouterr().err
-    assert f'--onnx {exports[0]} was exported from a detector of 3 classes' in err and 'has 5' in err
+    assert f'--model-file {exports[0]} was exported from a detector of 3 classes' in err and 'has 5' in err
 
 
 def test_mim_test_through_an_onnx_file_of_other_weights_stops_with_the_message(demo_run, exports, tmp_path):

@@ -149,7 +149,7 @@ def build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device: 
             return Built(model, detector_call(model, mode, size, batch))
         return Built(model, torch.compile(call))
     if inference in RUNTIME_PATHS:
-        return Built(model, _runtime_call(model, inference, size))
+        return Built(model, _runtime_call(model, inference, size, batch))
     return built
 
 
@@ -173,7 +173,7 @@ def check_runtime_spec(spec: str, mode: str, device: str) -> None:
         raise BenchmarkError(f'{spec}: {exc}') from None
 
 
-def _runtime_call(model: nn.Module, inference: str, size: tuple[int, int]) -> Callable:
+def _runtime_call(model: nn.Module, inference: str, size: tuple[int, int], batch: int) -> Callable:
     import tempfile
 
     import numpy as np
@@ -190,7 +190,8 @@ def _runtime_call(model: nn.Module, inference: str, size: tuple[int, int]) -> Ca
             images = [np.ascontiguousarray(np.asarray(Image.open(p).convert('RGB').resize(size[::-1]), np.float32)
                                            .transpose(2, 0, 1)[None]) for p in sorted((scenes / 'val').glob('*.png'))]
             path = save_ir(to_openvino(path, metadata(model, *size), inference, images), f'{tmp}/model.xml')
-        runtime = Runtime(inference, path, threads=threads, shape=None if inference == 'onnxruntime' else size)
+        runtime = Runtime(inference, path, threads=threads, shape=None if inference == 'onnxruntime' else
+                          (batch, 3, *size))
     return lambda x: runtime((x * 255).numpy())
 
 

@@ -9,6 +9,7 @@ regression branches with the reference-point arithmetic after them; GridSample i
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -80,10 +81,16 @@ def to_openvino(onnx_path: str | Path, metadata: dict[str, str], fmt: str,
         nncf = require_nncf()
         if not calibration:
             raise QuantizationError('INT8 needs calibration images')
-        model = nncf.quantize(model, nncf.Dataset(calibration, lambda image: {'image': image}),
-                              model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration),
-                              ignored_scope=nncf.IgnoredScope(patterns=[f'.*{name}.*' for name in keep_float],
-                                                              validate=False))
+        from nncf.common.logging import nncf_logger
+        level = nncf_logger.level
+        nncf_logger.setLevel(logging.WARNING)  # not a line per node left in floating point
+        try:
+            model = nncf.quantize(model, nncf.Dataset(calibration, lambda image: {'image': image}),
+                                  model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration),
+                                  ignored_scope=nncf.IgnoredScope(patterns=[f'.*{name}.*' for name in keep_float],
+                                                                  validate=False))
+        finally:
+            nncf_logger.setLevel(level)
     for key, value in {**metadata, FORMAT_KEY: fmt}.items():
         model.set_rt_info(value, key.split('.', 1))
     return model

@@ -88,7 +88,7 @@ def format_mismatch(meta: dict[str, str], path: str | Path, runtime: str) -> str
     if fmt in RUNS[runtime]:
         return None
     fits = [r for r, formats in RUNS.items() if fmt in formats]
-    return (f'{path} is a {fmt} export, which the {runtime} path does not run: use the path {" or ".join(fits)}, '
+    return (f'{path} is exported as {fmt}, which the {runtime} path does not run: use the path {" or ".join(fits)}, '
             f'or export with pit-det-export-onnx CONFIG CHECKPOINT OUT --format {RUNS[runtime][-1]}')
 
 
@@ -118,12 +118,12 @@ class Runtime:
         threads: intra-op threads (default: the runtime's).
         precision: OpenVINO's inference precision (``f32``, ``bf16``, ``f16``); default OpenVINO's choice for the
             CPU (bf16 where the CPU has bf16 instructions, else f32).
-        shape: ``(H, W)`` to compile OpenVINO for one input size (faster than the dynamic graph; what a deployment
-            at one size does); default any size.
+        shape: ``(N, 3, H, W)`` to compile OpenVINO for one input shape (faster than the dynamic graph: what a
+            deployment at one size does); default any batch and size.
     """
 
     def __init__(self, runtime: str, path: str | Path, threads: int | None = None, precision: str | None = None,
-                 shape: tuple[int, int] | None = None) -> None:
+                 shape: tuple[int, int, int, int] | None = None) -> None:
         if runtime not in RUNTIMES:
             raise ValueError(f'runtime {runtime!r}: use one of {", ".join(RUNTIMES)}')
         self.runtime, self.path = runtime, Path(path)
@@ -138,7 +138,7 @@ class Runtime:
         core = ov.Core()
         model = core.read_model(str(path))
         if shape is not None:
-            model.reshape({'image': [-1, 3, *shape]})
+            model.reshape({'image': list(shape)})
         config = {'PERFORMANCE_HINT': 'LATENCY'}
         if threads:
             config['INFERENCE_NUM_THREADS'] = threads
