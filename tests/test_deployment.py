@@ -7,7 +7,7 @@ from pit_det.cli.export_onnx import main as export_main
 from pit_det.data import make_synthetic_coco
 from pit_det.demo import load_demo_config
 
-EPOCHS = 10
+EPOCHS = 8
 SIZES = ((128, 128), (96, 128), (128, 96))  # the validation images' sizes (they stay so through the test pipeline)
 
 
@@ -15,7 +15,7 @@ SIZES = ((128, 128), (96, 128), (128, 96))  # the validation images' sizes (they
 def trained(tmp_path_factory):
     """The demo detector trained briefly on a generated set whose validation images have three sizes."""
     tmp = tmp_path_factory.mktemp('deploy')
-    data = make_synthetic_coco(tmp / 'data', num_train=96, num_val=24, seed=2, val_sizes=SIZES)
+    data = make_synthetic_coco(tmp / 'data', num_train=64, num_val=24, seed=2, val_sizes=SIZES)
     cfg = load_demo_config(data, tmp / 'work', max_epochs=EPOCHS)
     cfg.train_dataloader.batch_size = 8
     cfg.val_dataloader.batch_size = cfg.test_dataloader.batch_size = 1  # each image at its own size, as runtimes run
@@ -35,7 +35,7 @@ def test_test_through_onnxruntime_openvino_and_int8_keeps_the_map(trained, tmp_p
     onnx_file, int8 = tmp_path / 'model.onnx', tmp_path / 'model_int8.xml'
     assert export_main([str(config), str(checkpoint), str(onnx_file), '--shape', '128x128']) == 0
     assert export_main([str(config), str(checkpoint), str(int8), '--shape', '128x128', '--format', 'openvino-int8',
-                        '--calibration-images', '32']) == 0
+                        '--calibration-images', '16']) == 0
     maps, images = {}, set()
     for name, inference in (('eager', {}),
                             ('onnxruntime', dict(path='onnxruntime', model_file=str(onnx_file))),
@@ -44,7 +44,7 @@ def test_test_through_onnxruntime_openvino_and_int8_keeps_the_map(trained, tmp_p
                             ('openvino-int8', dict(path='openvino-int8', model_file=str(int8)))):
         cfg = Config.fromfile(str(config))
         cfg.work_dir, cfg.load_from = str(tmp_path / name.replace(' ', '_')), str(checkpoint)
-        cfg.model.inference = dict(path='eager', **inference)
+        cfg.model.inference = {'path': 'eager', **inference}
         runner = RUNNERS.build(cfg)
         maps[name] = runner.test()['coco/bbox_mAP']
         if not images:

@@ -90,7 +90,8 @@ def test_inference_paths_of_the_detector(demo_config, demo_checkpoint, tmp_path)
     assert main([str(demo_config), str(demo_checkpoint), str(onnx_file), '--shape', '128x160']) == 0
     inputs = inputs * 255  # the detector's input before normalisation: 0-255
     outputs = {}
-    for path, extra in (('eager', {}), ('bf16', {}), ('compile', {}), ('onnxruntime', {'onnx_file': str(onnx_file)})):
+    for path, extra in (('eager', {}), ('bf16', {}), ('compile', {}), ('onnxruntime', {'onnx_file': str(onnx_file)}),
+                        ('openvino', {'model_file': str(onnx_file), 'precision': 'f32'})):
         options = {f'model.inference.{k}': v for k, v in dict(path=path, **extra).items()}
         model = init_detector(str(demo_config), str(demo_checkpoint), device='cpu', cfg_options=options)
         keys = set(model.state_dict())
@@ -108,7 +109,7 @@ def test_inference_paths_of_the_detector(demo_config, demo_checkpoint, tmp_path)
             assert torch.allclose(pair[1].pred_instances.bboxes, result.bboxes, atol=1e-3)
             assert torch.equal(pair[1].pred_instances.labels, result.labels)
     eager = outputs['eager']
-    for path in ('compile', 'onnxruntime'):
+    for path in ('compile', 'onnxruntime', 'openvino'):
         assert (outputs[path].bboxes - eager.bboxes).abs().max() < 0.05, path
         assert torch.equal(outputs[path].labels, eager.labels), path
     assert (outputs['bf16'].scores[:5] - eager.scores[:5]).abs().max() < 0.05

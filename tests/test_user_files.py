@@ -348,6 +348,18 @@ def test_mim_test_through_an_onnx_file_of_other_weights_stops_with_the_message(d
     cfg.merge_from_dict({'model.inference.path': 'bogus', 'work_dir': str(tmp_path / 'w')})
     with pytest.raises(PreflightError, match="model.inference.path='bogus': use one of eager, bf16, compile"):
         RUNNERS.build(cfg)  # before the model is built: its constructor's ValueError came in 40 lines of traceback
+    for options, fact in (({'model.inference.path': 'openvino-int8', 'model.inference.model_file': str(exports[0])},
+                           f'{exports[0]} is exported as onnx, which the openvino-int8 path does not run: use the '
+                           'path onnxruntime or openvino'),
+                          ({'model.inference.path': 'openvino'}, 'model.inference.model_file=FILE goes with '
+                                                                 'model.inference.path=onnxruntime/openvino'),
+                          ({'model.inference.precision': 'bf16'}, 'model.inference.precision=bf16: only the '
+                                                                  'OpenVINO paths take a precision')):
+        cfg = Config.fromfile(str(config))
+        cfg.merge_from_dict({**options, 'work_dir': str(tmp_path / 'w')})
+        with pytest.raises(PreflightError) as stop:
+            RUNNERS.build(cfg)
+        assert fact in str(stop.value)
 
 
 def test_export_refuses_its_inputs_and_checks_every_argument_first(demo_run, exports, tmp_path, capsys):
