@@ -101,9 +101,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise ExportError('--calibration-images goes with --format openvino-int8')
     if args.calibration_images is not None and args.calibration_images < 1:
         raise ExportError(f'--calibration-images {args.calibration_images}: at least 1')
-    suffix = '.onnx' if args.format == 'onnx' else '.xml'
-    if Path(args.out).suffix != suffix:
-        raise ExportError(f'OUT {args.out}: a --format {args.format} file is named *{suffix}')
     for path, what in ((args.config, 'config'), (args.checkpoint, 'checkpoint'), (args.image, '--image')):
         if path is not None and not Path(path).is_file():
             raise ExportError(f'{what} not found: {path}')
@@ -113,6 +110,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise ExportError(f'--opset {args.opset}: GridSample needs opset >= 16')
     inputs = [('config', args.config), ('checkpoint', args.checkpoint), ('image', args.image)]
     check_file_output(args.out, inputs, option='OUT', own=is_export, force=args.force)
+    suffix = '.onnx' if args.format == 'onnx' else '.xml'
+    if Path(args.out).suffix != suffix:
+        raise ExportError(f'OUT {args.out}: a --format {args.format} file is named *{suffix}')
     if suffix == '.xml':  # the weights file beside it
         bin_file = Path(args.out).with_suffix('.bin')
         check_file_output(bin_file, inputs, option='OUT\'s weights file', force=args.force or is_export(args.out)
