@@ -104,15 +104,16 @@ def test_vit_s_backbone_spec():
 
 def test_paths_of_one_model_in_one_interleaved_table():
     config = 'configs/demo/deformable-detr_pit-ti_synthetic_cpu.py'
-    specs = [config, f'{config}@bf16', f'{config}@onnxruntime']
+    specs = [config, f'{config}@bf16', f'{config}@onnxruntime', f'{config}@openvino', f'{config}@openvino-int8']
     results = run_benchmark(specs, [(64, 96)], warmup=0, iters=2, mode='predict', progress=lambda m: None)
     assert [r.model for r in results] == specs and all(len(r.samples_ms) == 2 for r in results)
     assert len({r.params_m for r in results}) == 1  # the same model behind every path
-    assert [r.inference for r in results] == ['eager', 'bf16', 'onnxruntime']
+    assert [r.inference for r in results] == ['eager', 'bf16', 'onnxruntime', 'openvino', 'openvino-int8']
     with pytest.raises(BenchmarkError, match=r'unknown inference path @int8'):
         run_benchmark([f'{config}@int8'], [(64, 96)], warmup=0, iters=1, mode='predict', progress=lambda m: None)
-    with pytest.raises(BenchmarkError, match='whole detector in predict mode'):
-        run_benchmark(['pit-ti@onnxruntime'], [(64, 96)], warmup=0, iters=1, progress=lambda m: None)
+    for path in ('onnxruntime', 'openvino', 'openvino-int8'):
+        with pytest.raises(BenchmarkError, match='whole detector in predict mode'):
+            run_benchmark([f'pit-ti@{path}'], [(64, 96)], warmup=0, iters=1, progress=lambda m: None)
 
 
 def test_environment_names_the_isa():
