@@ -1,4 +1,5 @@
 """What the tests share: the repository's paths, a fixed seed, PiT weights in each checkpoint layout, the configs."""
+import os
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,10 @@ import pit_det  # noqa: F401  (registers PiT, allow-lists mmengine checkpoint cl
 from pit_det.demo import DEMO_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
+
+if os.environ.get('PYTEST_XDIST_WORKER'):  # make test: two workers share the cores; one thread each, children too
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
+    torch.set_num_threads(1)
 
 CONFIGS = sorted(p for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
 

@@ -11,6 +11,12 @@ EPOCHS = 8
 SIZES = ((128, 128), (96, 128), (128, 96))  # the validation images' sizes (they stay so through the test pipeline)
 
 
+def default_precision() -> str:
+    """The precision OpenVINO picks on this CPU (bf16 where it has bf16 instructions)."""
+    import openvino
+    return openvino.Core().get_property('CPU', 'INFERENCE_PRECISION_HINT').get_type_name()
+
+
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
     """The demo detector trained briefly on a generated set whose validation images have three sizes."""
@@ -35,12 +41,13 @@ def test_test_through_onnxruntime_openvino_and_int8_keeps_the_map(trained, tmp_p
     onnx_file, int8 = tmp_path / 'model.onnx', tmp_path / 'model_int8.xml'
     assert export_main([str(config), str(checkpoint), str(onnx_file), '--shape', '128x128']) == 0
     assert export_main([str(config), str(checkpoint), str(int8), '--shape', '128x128', '--format', 'openvino-int8',
-                        '--calibration-images', '16']) == 0
+                        '--calibration-images', '32']) == 0
     maps, images = {}, set()
     for name, inference in (('eager', {}),
                             ('onnxruntime', dict(path='onnxruntime', model_file=str(onnx_file))),
                             ('openvino f32', dict(path='openvino', model_file=str(onnx_file), precision='f32')),
-                            ('openvino', dict(path='openvino', model_file=str(onnx_file))),
+                            *([('openvino', dict(path='openvino', model_file=str(onnx_file)))]
+                              if default_precision() != 'f32' else []),  # else the run above
                             ('openvino-int8', dict(path='openvino-int8', model_file=str(int8)))):
         cfg = Config.fromfile(str(config))
         cfg.work_dir, cfg.load_from = str(tmp_path / name.replace(' ', '_')), str(checkpoint)
@@ -53,5 +60,5 @@ def test_test_through_onnxruntime_openvino_and_int8_keeps_the_map(trained, tmp_p
     eager = maps['eager']
     assert eager >= 0.1, maps  # a detector that finds the shapes: the comparisons below mean something
     assert abs(maps['onnxruntime'] - eager) <= 0.001 and abs(maps['openvino f32'] - eager) <= 0.001, maps
-    assert eager - maps['openvino'] <= 0.01, maps  # OpenVINO's precision for this CPU (bf16 where it has it)
+    assert eager - maps.get('openvino', maps['openvino f32']) <= 0.01, maps  # OpenVINO's choice for the CPU
     assert eager - maps['openvino-int8'] <= 0.02, maps
