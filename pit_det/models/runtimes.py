@@ -55,6 +55,7 @@ def exported_metadata(path: str | Path) -> dict[str, str]:
         keys = [*EXPORT_METADATA, FORMAT_KEY]
         meta = {key: model.get_rt_info(key.split('.', 1)).astype(str) for key in keys
                 if model.has_rt_info(key.split('.', 1))}
+        meta.setdefault(FORMAT_KEY, 'openvino')
     else:
         try:
             import onnx
