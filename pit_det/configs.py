@@ -40,9 +40,12 @@ def find_config(name: str | Path) -> Path:
     relative = path.with_suffix('.py') if path.suffix != '.py' else path
     if relative.parts[:1] == ('configs',):  # configs/x.py typed outside the checkout
         relative = Path(*relative.parts[1:])
-    found = [] if not root.is_dir() or path.is_absolute() else \
-        [p for p in sorted(root.rglob(relative.name)) if '_base_' not in p.relative_to(root).parts
-         and p.relative_to(root).as_posix().endswith(relative.as_posix())]
+    found = []
+    if root.is_dir() and not path.is_absolute():
+        for candidate in sorted(root.rglob(relative.name)):
+            parts = candidate.relative_to(root).parts
+            if '_base_' not in parts and parts[-len(relative.parts):] == relative.parts:
+                found.append(candidate)
     if len(found) == 1:
         return found[0]
     if found:

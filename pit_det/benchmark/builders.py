@@ -29,13 +29,13 @@ from torch import nn
 
 from ..configs import ConfigNotFoundError, config_names, find_config
 from ..models import FastDeformableDETR
+from ..models.runtimes import RUNTIMES
 from ..models.utils import explicit_attention, image_sample
 from .report import BenchmarkError
 
 MODES = ('backbone', 'forward', 'predict')
-INFERENCE = ('eager', 'bf16', 'fp16', 'compile', 'onnxruntime', 'openvino', 'openvino-int8')
+INFERENCE = ('eager', 'bf16', 'fp16', 'compile', *RUNTIMES)
 AUTOCAST = {'bf16': torch.bfloat16, 'fp16': torch.float16}
-RUNTIME_PATHS = ('onnxruntime', 'openvino', 'openvino-int8')
 INT8_CALIBRATION = 8
 
 
@@ -148,7 +148,7 @@ def build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device: 
             model.backbone.compile()  # in place, as FastDeformableDETR(inference=dict(path='compile')) does
             return Built(model, detector_call(model, mode, size, batch))
         return Built(model, torch.compile(call))
-    if inference in RUNTIME_PATHS:
+    if inference in RUNTIMES:
         return Built(model, _runtime_call(model, inference, size, batch))
     return built
 
@@ -156,20 +156,15 @@ def build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device: 
 def check_runtime_spec(spec: str, mode: str, device: str) -> None:
     """An exported-graph path is a whole detector in predict mode, on the CPU, with its runtime installed."""
     base, inference = split_inference(spec)
-    if inference not in RUNTIME_PATHS:
+    if inference not in RUNTIMES:
         return
     if not is_detector_spec(base) or mode != 'predict' or device != 'cpu':
         raise BenchmarkError(f'{spec}: the exported graph is a whole detector in predict mode, on the CPU')
-    from ..export.onnx import ExportError, require_runtime
+    from ..export.onnx import ExportError
+    from ..export.openvino import require_tools
     try:
-        require_runtime()
-        if inference.startswith('openvino'):
-            from ..models.runtimes import require_openvino
-            require_openvino()
-        if inference == 'openvino-int8':
-            from ..export.openvino import require_nncf
-            require_nncf()
-    except (ExportError, ImportError, ValueError) as exc:
+        require_tools(inference)
+    except ExportError as exc:
         raise BenchmarkError(f'{spec}: {exc}') from None
 
 

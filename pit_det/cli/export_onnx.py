@@ -6,7 +6,8 @@ Formats (--format):
                   the CPU has bf16 instructions) unless the run sets it (--path openvino)
   openvino-int8   OUT.xml + OUT.bin, INT8 by NNCF's post-training quantisation, calibrated on --calibration-images
                   images of the config's training set (a seeded pick, through the test pipeline); the sampling
-                  offsets, attention weights and box regression stay in floating point (--path openvino-int8)
+                  offsets, attention weights, box regression and classification stay in floating point
+                  (--path openvino-int8)
 
 The graph takes ``image`` (N, 3, H, W) float32 RGB 0-255 of any size (traced at --shape), normalises inside and
 returns ``boxes`` (N, K, 4) xyxy in input pixels, ``scores`` (N, K) and ``labels`` (N, K) int64, best first. The file
@@ -28,10 +29,10 @@ from pathlib import Path
 import torch
 
 from ..benchmark import parse_size
-from ..export.onnx import ExportError, build_exportable, check_shape, compare, export, load_image, metadata, \
-    require_runtime
+from ..export.onnx import ExportError, build_exportable, check_shape, compare, export, load_image, metadata
+from ..export.openvino import require_tools
 from ..models import CheckpointMismatchError, CheckpointReadError
-from ..models.runtimes import FORMATS, Runtime, exported_metadata, require_openvino
+from ..models.runtimes import FORMATS, Runtime, exported_metadata
 from ..outputs import OutputError, atomic_write, check_file_output
 from . import config_file, parser_from_doc
 
@@ -85,19 +86,8 @@ def check_args(args: argparse.Namespace) -> None:
     """
     if args.format not in FORMATS:
         raise ExportError(f'--format {args.format}: use one of {", ".join(FORMATS)}')
-    require_runtime()
-    if args.format != 'onnx':
-        try:
-            require_openvino()
-        except ImportError as exc:
-            raise ExportError(str(exc)) from None
-    if args.format == 'openvino-int8':
-        from ..export.openvino import QuantizationError, require_nncf
-        try:
-            require_nncf()
-        except QuantizationError as exc:
-            raise ExportError(str(exc)) from None
-    elif args.calibration_images is not None:
+    require_tools(args.format)
+    if args.format != 'openvino-int8' and args.calibration_images is not None:
         raise ExportError('--calibration-images goes with --format openvino-int8')
     if args.calibration_images is not None and args.calibration_images < 1:
         raise ExportError(f'--calibration-images {args.calibration_images}: at least 1')
@@ -146,10 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             images = [load_image(source, height, width), load_image(source, *second_size(height, width))]
 
         def check(runtime: Runtime) -> None:
-            results.extend(compare(model, runtime, batch, args.topk) for batch in (
-                torch.cat([images[0], images[0].flip(-1)]), images[1]))  # a batch of two, then another size
-            for result in results:
-                print(result, flush=True)
+            for batch in (torch.cat([images[0], images[0].flip(-1)]), images[1]):  # a batch of two, another size
+                results.append(compare(model, runtime, batch, args.topk))
+                print(results[-1], flush=True)
             if args.format != 'openvino-int8' and not all(result.ok for result in results):
                 raise _NotReproduced
 
@@ -188,9 +177,7 @@ def write_ir(args: argparse.Namespace, model, calibration, check) -> None:
         if calibration:
             print(f'quantised to INT8 with NNCF on {len(calibration)} calibration images of the training set '
                   f'(seed {args.seed}) in {time.perf_counter() - start:.0f} s', flush=True)
-        written = save_ir(ir, Path(tmp) / 'model.xml')
-        check(Runtime(args.format, written, precision='f32'))
-        save_ir(ir, args.out)
+        save_ir(ir, args.out, check=lambda written: check(Runtime(args.format, written, precision='f32')))
 
 
 if __name__ == '__main__':

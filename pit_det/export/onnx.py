@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,11 +73,10 @@ def deform_attn_graph(value: torch.Tensor, spatial_shapes: torch.Tensor, level_s
     return out.transpose(1, 2).contiguous()
 
 
+@contextmanager
 def graph_deform_attn(model: nn.Module):
     """A context in which every deformable attention of ``model`` runs :func:`deform_attn_graph` on the CPU (its
     class switched, its parameters kept); the classes are restored on exit."""
-    from contextlib import contextmanager
-
     from mmcv.ops import MultiScaleDeformableAttention
 
     from ..ops import FusedMultiScaleDeformableAttention
@@ -84,17 +84,14 @@ def graph_deform_attn(model: nn.Module):
     class GraphDeformableAttention(FusedMultiScaleDeformableAttention):
         cpu_core = staticmethod(deform_attn_graph)
 
-    @contextmanager
-    def switched():
-        modules = [(m, type(m)) for m in model.modules() if isinstance(m, MultiScaleDeformableAttention)]
-        try:
-            for module, _ in modules:
-                module.__class__ = GraphDeformableAttention
-            yield len(modules)
-        finally:
-            for module, cls in modules:
-                module.__class__ = cls
-    return switched()
+    modules = [(m, type(m)) for m in model.modules() if isinstance(m, MultiScaleDeformableAttention)]
+    try:
+        for module, _ in modules:
+            module.__class__ = GraphDeformableAttention
+        yield len(modules)
+    finally:
+        for module, cls in modules:
+            module.__class__ = cls
 
 
 class DetectorGraph(nn.Module):
@@ -226,17 +223,15 @@ class Comparison:
         return self.max_box_diff_px <= 0.05 and self.max_score_diff <= 1e-4 and self.labels_equal
 
     def __str__(self) -> str:
+        head = (f'{self.runtime} vs mmdet predict at {self.size[0]}x{self.size[1]} (batch of {self.batch}), top '
+                f'{self.topk}: ')
+        tail = f'; one run: mmdet {self.torch_ms:.0f} ms, {self.runtime} {self.runtime_ms:.0f} ms'
         if 'int8' in self.runtime:  # a check of the float graph does not apply: INT8 changes the numbers by design
-            return (f'{self.runtime} vs mmdet predict at {self.size[0]}x{self.size[1]} (batch of {self.batch}), top '
-                    f'{self.topk}: max score diff {self.max_score_diff:.2e}, labels '
+            return (f'{head}max score diff {self.max_score_diff:.2e}, labels '
                     f'{"identical" if self.labels_equal else "differ"} (INT8 changes the numbers by design: measure its '
-                    f'accuracy with mim test); one run: mmdet {self.torch_ms:.0f} ms, {self.runtime} '
-                    f'{self.runtime_ms:.0f} ms')
-        labels = 'identical' if self.labels_equal else 'DIFFER'
-        return (f'{self.runtime} vs mmdet predict at {self.size[0]}x{self.size[1]} (batch of {self.batch}), top '
-                f'{self.topk}: max box diff {self.max_box_diff_px:.2e} px (<= 0.05), max score diff '
-                f'{self.max_score_diff:.2e} (<= 1e-4), labels {labels}; one run: mmdet {self.torch_ms:.0f} ms, '
-                f'{self.runtime} {self.runtime_ms:.0f} ms')
+                    f'accuracy with mim test){tail}')
+        return (f'{head}max box diff {self.max_box_diff_px:.2e} px (<= 0.05), max score diff '
+                f'{self.max_score_diff:.2e} (<= 1e-4), labels {"identical" if self.labels_equal else "DIFFER"}{tail}')
 
 
 def load_image(path: str | Path, height: int, width: int) -> torch.Tensor:

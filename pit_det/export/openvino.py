@@ -19,10 +19,12 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ..models.runtimes import FORMAT_KEY, require_openvino
+from .onnx import ExportError, require_runtime
 
 # name fragments of the ONNX nodes that stay in floating point in the INT8 graph (NNCF ignored scope)
 KEEP_FLOAT = ('sampling_offsets', 'attention_weights', 'reg_branches', 'cls_branches')
@@ -39,6 +41,23 @@ def require_nncf():
     except ImportError as exc:
         raise QuantizationError(f'INT8 needs nncf ({exc}): pip install "pit-det[export]"') from None
     return nncf
+
+
+def require_tools(name: str) -> None:
+    """What exporting to, or running, ``name`` (a format or an exported-graph path) needs installed: onnx and
+    onnxruntime always, openvino for the OpenVINO ones, nncf for INT8.
+
+    Raises:
+        ExportError: naming the missing package and the extra that brings it.
+    """
+    require_runtime()
+    try:
+        if name.startswith('openvino'):
+            require_openvino()
+        if name == 'openvino-int8':
+            require_nncf()
+    except (ImportError, QuantizationError) as exc:
+        raise ExportError(str(exc)) from None
 
 
 def _dataset_cfg(cfg):
@@ -103,15 +122,17 @@ def to_openvino(onnx_path: str | Path, metadata: dict[str, str], fmt: str,
     return model
 
 
-def save_ir(model, out: str | Path) -> Path:
+def save_ir(model, out: str | Path, check: Callable[[Path], object] | None = None) -> Path:
     """Write ``model`` as ``out`` (``.xml``) and its weights beside it (``.bin``), each renamed into place only when
-    both are written; a failure leaves what was there."""
+    both are written and ``check(written_xml)`` (if given) has returned; a failure leaves what was there."""
     ov = require_openvino()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.stem}.', dir=out.parent))
     try:
         ov.save_model(model, str(tmp / 'model.xml'), compress_to_fp16=False)
+        if check is not None:
+            check(tmp / 'model.xml')
         for suffix in ('.bin', '.xml'):
             with open(tmp / f'model{suffix}', 'rb') as f:
                 os.fsync(f.fileno())
