@@ -69,16 +69,31 @@ def _config_classes(dataset: dict) -> tuple[str, ...] | None:
 
 
 def _load_annotations(path: str, cache: dict) -> dict | str:
-    """The parsed COCO file, or a problem text when it is not one."""
+    """The parsed COCO file, or a problem text when it is not one (:func:`pit_det.data.custom.check_coco`, the
+    dataset command's check, and every annotation's ``area``)."""
     if path not in cache:
         try:
             with open(path) as f:
                 ann = json.load(f)
             if not isinstance(ann, dict) or not isinstance(ann.get('images'), list):
                 raise ValueError('no "images" list')
-            cache[path] = ann
         except (OSError, ValueError) as exc:
             cache[path] = f'annotations {path} are not a COCO json file ({exc})'
+            return cache[path]
+        cache[path] = ann
+        if 'annotations' in ann:  # an image-info file (COCO's test-dev) lists images only
+            from .data.custom import DatasetError, check_coco, missing_area
+            try:
+                check_coco(ann, path)
+            except DatasetError as exc:
+                cache[path] = str(exc)
+                return cache[path]
+            missing = missing_area(ann)
+            if missing:
+                cache[path] = (f'{path}: {len(missing)} annotations have no "area", e.g. annotation {missing[0]}, '
+                               'and mmdet\'s CocoDataset and CocoMetric read it (the run would stop at the first '
+                               'evaluation): give each its mask\'s or box\'s area, or write the config with '
+                               'pit-det-dataset-config, which reads a copy with the box\'s area')
     return cache[path]
 
 
@@ -241,9 +256,16 @@ def check_model(model_cfg) -> None:
     if not model_cfg or model_cfg.get('type') != 'FastDeformableDETR':
         return
     from .models.detectors import CPU_DEFORM_ATTN, INFERENCE_PATHS, runtime_options
-    from .models.runtimes import RUNTIMES, classes_mismatch, exported_metadata, format_mismatch
+    from .models.runtimes import RUNTIMES, classes_mismatch, exported_metadata, format_mismatch, openvino_precision
     from .models.sources import CheckpointReadError
     problems = []
+
+    def precision_problem(text) -> str | None:
+        try:
+            openvino_precision(text)
+        except ValueError as exc:
+            return str(exc)
+        return None
     if model_cfg.get('cpu_deform_attn', 'fused') not in CPU_DEFORM_ATTN:
         problems.append(f'model.cpu_deform_attn={model_cfg["cpu_deform_attn"]!r}: use one of '
                         f'{", ".join(CPU_DEFORM_ATTN)}')
@@ -258,6 +280,8 @@ def check_model(model_cfg) -> None:
                         'openvino|openvino-int8]')
     elif precision and not path.startswith('openvino'):
         problems.append(f'model.inference.precision={precision}: only the OpenVINO paths take a precision')
+    elif precision and precision_problem(precision):
+        problems.append(f'model.inference.{precision_problem(precision)}')
     elif model_file:
         try:
             meta = exported_metadata(model_file)

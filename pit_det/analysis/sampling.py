@@ -36,6 +36,19 @@ class SamplingError(ValueError):
     """A request the sampling analysis cannot honour; the message says what to do."""
 
 
+def check_pixel(x: float, y: float, height: int, width: int, image: str = 'the image') -> None:
+    """Raise unless ``(x, y)`` is a pixel of a ``height x width`` image: finite, ``0 <= x < width`` and
+    ``0 <= y < height`` (a pixel outside would be clamped to the border, or wrap round the flattened map, and
+    another pixel's sampling drawn under its name).
+
+    Raises:
+        SamplingError: naming the pixel and the image's size.
+    """
+    if not (math.isfinite(x) and math.isfinite(y) and 0 <= x < width and 0 <= y < height):
+        raise SamplingError(f'--points {x:g},{y:g}: not a pixel of {image} ({width}x{height} px, width x height): '
+                            f'give x in [0, {width}) and y in [0, {height})')
+
+
 def attention_modules(model: nn.Module, part: str) -> list[nn.Module]:
     """The deformable attentions of ``part`` (``'encoder'``: each layer's self-attention, ``'decoder'``: each
     layer's cross-attention), in layer order."""
@@ -205,6 +218,7 @@ class SamplingAnalysis:
             locations, weights = locations_and_weights(self.encoder[-1], encoder.records[0])
             h0, w0 = (int(v) for v in encoder.records[0].spatial_shapes[0])
             for x, y in pixels:
+                check_pixel(x, y, *image.shape[:2])
                 col = min(int(x * scale[0] / pad_w * w0), w0 - 1)
                 row = min(int(y * scale[1] / pad_h * h0), h0 - 1)
                 query = row * w0 + col

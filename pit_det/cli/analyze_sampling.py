@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
-from ..analysis.sampling import OUTPUTS, SamplingError, SamplingAnalysis, compare, draw, report, write_json
+from ..analysis.sampling import (OUTPUTS, SamplingAnalysis, SamplingError, check_pixel, compare, draw, report,
+                                 write_json)
 from ..data import IMAGE_SUFFIXES
 from ..models import CheckpointMismatchError, CheckpointReadError
 from ..outputs import OutputError, check_dir_output
 from . import config_file, parser_from_doc
+
+
+NEGATIVE = re.compile(r'^-[\d.][^,]*,')  # a pixel x,y with a negative x
 
 
 def point(text: str) -> tuple[float, float]:
@@ -27,6 +33,8 @@ def point(text: str) -> tuple[float, float]:
         x, y = (float(v) for v in text.split(','))
     except ValueError:
         raise argparse.ArgumentTypeError(f'{text!r}: give a pixel as x,y, e.g. 120,80') from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise argparse.ArgumentTypeError(f'{text!r}: a pixel is two finite numbers x,y, e.g. 120,80')
     return x, y
 
 
@@ -41,6 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--points', nargs='+', type=point, default=[], metavar='X,Y',
                         help='pixels whose encoder query is drawn')
     parser.add_argument('--compare', nargs='+', metavar='NAME=JSON', help='sampling.json files to draw side by side')
+    argv = sys.argv[1:] if argv is None else argv
+    for value in argv:
+        if NEGATIVE.match(value):  # argparse would take it for a flag and name no pixel
+            parser.error(f'--points {value}: x and y are pixels of the image, at least 0 (a value that starts with - '
+                         f'is read as a flag unless written --points={value})')
     return parser.parse_args(argv)
 
 
@@ -67,6 +80,8 @@ def check_args(args: argparse.Namespace) -> list:
         image = mmcv.imread(path)
         if image is None:
             raise SamplingError(f'{path} cannot be decoded as an image')
+        for x, y in args.points:
+            check_pixel(x, y, *image.shape[:2], image=path)
         images.append(image)
     names = [f'sampling_{Path(p).stem}.png' for p in args.images]
     if len(set(names)) != len(names):

@@ -13,7 +13,10 @@ import sys
 from pathlib import Path
 
 from . import config_file, parser_from_doc
-from ..data.custom import MARKER, DatasetError, read_coco, split, write_config
+from ..data.custom import (MARKER, DatasetError, fill_missing_area, read_base, read_coco, split, write_coco,
+                           write_config)
+from ..models import CheckpointMismatchError, CheckpointReadError
+from ..models.fit import check_weights_file
 from ..models.sources import is_remote
 from ..outputs import OutputError, check_file_output
 
@@ -58,25 +61,35 @@ def main(argv: list[str] | None = None) -> int:
         for option, folder in folders:
             if not Path(folder).is_dir():
                 raise DatasetError(f'{option} {folder}: not a folder')
-        if args.load_from and not Path(args.load_from).is_file() and not is_remote(args.load_from):
-            raise DatasetError(f'--load-from {args.load_from} not found')
+        if args.load_from and not is_remote(args.load_from):
+            check_weights_file(args.load_from)  # a JSON or a truncated file stops here, not minutes into mim train
         base = Path(args.base).resolve()
+        base_cfg = read_base(base)
         inputs = [('training annotations', args.train_ann), ('validation annotations', args.val_ann),
                   ('base config', base), ('checkpoint', args.load_from)]
         check_file_output(out, inputs, option='--out', own=_is_ours, force=args.force)
         train = read_coco(args.train_ann)
-        if args.val_ann:
-            val = read_coco(args.val_ann)
+        val = read_coco(args.val_ann) if args.val_ann else None
+        # mmdet's CocoDataset and CocoMetric read every annotation's area: one without gets its box's, in a copy
+        filled = [fill_missing_area(train.data), fill_missing_area(val.data) if val else 0]
+        copies = {part: out.with_name(f'{out.stem}_{part}.json') for part in ('train', 'val')}
+        written = list(copies) if val is None else [part for part, count in zip(copies, filled) if count]
+        for part in written:
+            check_file_output(copies[part], inputs, option='the copy of the annotations', own=lambda p: True)
+        if val is None:
+            train, val = split(train, args.val_split, args.seed, copies['train'], copies['val'])
         else:
-            parts = [out.with_name(f'{out.stem}_{part}.json') for part in ('train', 'val')]
-            for path in parts:
-                check_file_output(path, inputs, option='the split', own=lambda p: True)
-            train, val = split(train, args.val_split, args.seed, *parts)
+            train, val = (write_coco(coco, copies[part]) if part in written else coco
+                          for part, coco in zip(copies, (train, val)))
+        for source, count in zip((args.train_ann, args.val_ann), filled):
+            if count:
+                print(f'{source}: {count} annotations have no "area"; the config reads a copy in which each is its '
+                      'box\'s width x height (the file itself is unchanged)')
         load_from = args.load_from and (args.load_from if is_remote(args.load_from) else
                                         str(Path(args.load_from).resolve()))
-        chosen = write_config(out, base, train, Path(args.train_images).resolve(), val,
+        chosen = write_config(out, base_cfg, train, Path(args.train_images).resolve(), val,
                               Path(args.val_images or args.train_images).resolve(), load_from, args.epochs)
-    except (DatasetError, OutputError) as exc:
+    except (DatasetError, OutputError, CheckpointMismatchError, CheckpointReadError, FileNotFoundError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     print(summary(out, chosen, train, val))

@@ -8,7 +8,7 @@ from . import config_file
 from ..draw import draw_detections
 from ..models import CheckpointMismatchError, CheckpointReadError
 from ..models.detectors import INFERENCE_PATHS
-from ..models.runtimes import RUNTIMES
+from ..models.runtimes import RUNTIMES, openvino_precision
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -25,7 +25,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--model-file', '--onnx', dest='model_file',
                         help='the file from pit-det-export-onnx: ONNX (onnxruntime, openvino) or OpenVINO IR .xml '
                              '(openvino, openvino-int8)')
-    parser.add_argument('--precision', help='OpenVINO\'s inference precision (f32, bf16; default OpenVINO\'s choice '
+    parser.add_argument('--precision', help='OpenVINO\'s inference precision (f32, bf16, f16; default OpenVINO\'s choice '
                                             'for this CPU)')
     parser.add_argument('--force', action='store_true', help='replace an existing --out file (never an input)')
     return parser.parse_args(argv)
@@ -54,6 +54,8 @@ def main(argv=None) -> int:
             raise ValueError(f'--model-file FILE goes with --path {"/".join(RUNTIMES)} (and only with them)')
         if args.precision and not args.path.startswith('openvino'):
             raise ValueError('--precision goes with --path openvino or openvino-int8')
+        if args.precision:
+            args.precision = openvino_precision(args.precision)
         if args.model_file:
             check_exported_file(args.config, args.path, args.model_file)
         inference = dict(path=args.path, **({'model_file': args.model_file} if args.model_file else {}),

@@ -45,7 +45,7 @@ def load_ground_truth(ann_file: str | Path):
     """
     from pycocotools.coco import COCO
 
-    from ..data.custom import DatasetError, read_coco
+    from ..data.custom import DatasetError, fill_missing_area, read_coco
     try:
         data = read_coco(ann_file).data  # COCO detection format, every entry checked
     except DatasetError as exc:
@@ -54,11 +54,7 @@ def load_ground_truth(ann_file: str | Path):
     if not data['annotations']:
         raise EvaluationError(f'annotations {path} hold no annotations (no ground-truth box): there is nothing to '
                               'score against; give the annotation file of the set the results were predicted on')
-    missing_area = 0
-    for ann in data['annotations']:
-        if 'area' not in ann:
-            ann['area'] = float(ann['bbox'][2] * ann['bbox'][3])
-            missing_area += 1
+    missing_area = fill_missing_area(data)
     if missing_area:
         warnings.warn(f'annotations {path}: {missing_area} annotations have no "area"; using box width x height '
                       '(COCO\'s own files give the mask area, which the small/medium/large split uses)',

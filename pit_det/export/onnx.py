@@ -12,7 +12,8 @@ the detector does; only the last step, mmdet's per-image post-processing (a Pyth
 would unroll into a fixed batch), is written here batched, the same operations on a batch axis. mmdet computes the
 levels' shapes with ``torch._shape_as_tensor`` for this; PiT resizes its position embedding to the traced input's
 size; the deformable attention runs :func:`deform_attn_graph` (mmcv's ``grid_sample`` formulation, standard ONNX at
-opset >= 16, with the levels cut by tensors instead of Python ints). Export uses torch's TorchScript exporter
+opset >= 16, with the levels cut by tensors instead of Python ints); while tracing, ``torch.linspace`` of a traced
+size is written in a form that holds for a level of one pixel (:func:`traceable_shapes`). Export uses torch's TorchScript exporter
 (``dynamo=False``): the dynamo exporter stops on a data-dependent access inside mmdet's transformer.
 """
 from __future__ import annotations
@@ -92,6 +93,32 @@ def graph_deform_attn(model: nn.Module):
     finally:
         for module, cls in modules:
             module.__class__ = cls
+
+
+def _traceable_linspace(linspace):
+    def traceable(start, end, steps, *args, dtype=None, device=None, **kwargs):
+        if not isinstance(steps, torch.Tensor):  # a Python int: a constant of the graph, exact as it is
+            return linspace(start, end, steps, *args, dtype=dtype, device=device, **kwargs)
+        index = torch.arange(steps, dtype=dtype or torch.get_default_dtype(), device=device)
+        return start + index * ((end - start) / torch.clamp(steps - 1, min=1))
+    return traceable
+
+
+@contextmanager
+def traceable_shapes():
+    """A context in which ``torch.linspace(start, end, n)`` with ``n`` a traced size is written as
+    ``start + arange(n) * (end - start) / max(n - 1, 1)``.
+
+    mmdet builds the encoder's reference points (``linspace(0.5, H - 0.5, H)``) and the two-stage proposals
+    (``linspace(0, H - 1, H)``) of each level so; the exporter writes linspace's step as ``(end - start) / (n - 1)``,
+    NaN for a level 1 pixel high or wide (any side under 80 px with PiT's strides). Both forms give the same values
+    (the step is exactly 1 in both of mmdet's uses); ``torch.linspace`` is itself again on exit."""
+    linspace = torch.linspace
+    torch.linspace = _traceable_linspace(linspace)
+    try:
+        yield
+    finally:
+        torch.linspace = linspace
 
 
 class DetectorGraph(nn.Module):
@@ -194,7 +221,7 @@ def export(model: nn.Module, height: int, width: int, out: str | Path, opset: in
     axes = {'image': {0: 'batch', 2: 'height', 3: 'width'}, **{name: {0: 'batch'} for name in OUTPUTS}}
 
     def write(tmp: Path) -> None:
-        with torch.no_grad(), warnings.catch_warnings(), graph_deform_attn(model):
+        with torch.no_grad(), warnings.catch_warnings(), graph_deform_attn(model), traceable_shapes():
             warnings.simplefilter('ignore')  # the tracer's notes on mmdet's Python-level shape checks
             torch.onnx.export(graph, (torch.rand(2, 3, height, width) * 255,), str(tmp), opset_version=opset,
                               input_names=['image'], output_names=list(OUTPUTS), dynamic_axes=axes, dynamo=False)

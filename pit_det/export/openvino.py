@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..models.runtimes import FORMAT_KEY, require_openvino
+from ..models.runtimes import BIN_KEY, FORMAT_KEY, file_digest, require_openvino
 from .onnx import ExportError, require_runtime
 
 # name fragments of the ONNX nodes that stay in floating point in the INT8 graph (NNCF ignored scope)
@@ -122,6 +122,20 @@ def to_openvino(onnx_path: str | Path, metadata: dict[str, str], fmt: str,
     return model
 
 
+def record_weights_file(xml: Path) -> None:
+    """Record the sha256 of the ``.bin`` beside ``xml`` in the IR's ``rt_info`` (:data:`BIN_KEY`), which
+    :func:`~pit_det.models.runtimes.exported_metadata` checks: OpenVINO reads any ``.bin`` whose tensors have the
+    sizes the ``.xml`` expects, so another export's weights would run silently. The digest is known only once the
+    ``.bin`` is written, so it goes into the written ``.xml``, beside the metadata :func:`to_openvino` set."""
+    text = xml.read_text(encoding='utf-8')
+    group, name = BIN_KEY.split('.', 1)
+    end = text.rfind(f'</{group}>')
+    if end < 0:
+        raise ExportError(f'{xml}: OpenVINO wrote no <{group}> metadata to record the weights digest in')
+    entry = f'<{name} value="{file_digest(xml.with_suffix(".bin"))}" />\n'
+    xml.write_text(text[:end] + entry + text[end:], encoding='utf-8')
+
+
 def save_ir(model, out: str | Path, check: Callable[[Path], object] | None = None) -> Path:
     """Write ``model`` as ``out`` (``.xml``) and its weights beside it (``.bin``), each renamed into place only when
     both are written and ``check(written_xml)`` (if given) has returned; a failure leaves what was there."""
@@ -131,6 +145,7 @@ def save_ir(model, out: str | Path, check: Callable[[Path], object] | None = Non
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.stem}.', dir=out.parent))
     try:
         ov.save_model(model, str(tmp / 'model.xml'), compress_to_fp16=False)
+        record_weights_file(tmp / 'model.xml')
         if check is not None:
             check(tmp / 'model.xml')
         for suffix in ('.bin', '.xml'):

@@ -11,7 +11,7 @@ from mmengine.structures import InstanceData
 
 from ..ops import use_fused_cpu_deform_attn
 from .fit import CheckpointMismatchError, fit_detector_checkpoint
-from .runtimes import RUNTIMES, open_exported
+from .runtimes import RUNTIMES, open_exported, openvino_precision
 
 CPU_DEFORM_ATTN = ('fused', 'mmcv')
 INFERENCE_PATHS = ('eager', 'bf16', 'compile', *RUNTIMES)
@@ -85,6 +85,8 @@ class FastDeformableDETR(DeformableDETR):
                              'only with them)')
         if precision and not self.inference['path'].startswith('openvino'):
             raise ValueError("inference: precision= goes with the OpenVINO paths ('openvino', 'openvino-int8')")
+        if precision:
+            self.inference['precision'] = openvino_precision(precision)
         super().__init__(*args, **kwargs)
         self._compiled, self._session, self._bf16 = False, None, False
         self.class_layers_differ: list[str] = []

@@ -60,6 +60,29 @@ def extract_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
     return sd
 
 
+def check_weights_file(path) -> int:
+    """Raise unless ``path`` is a local checkpoint that ``load_from`` can load: a readable PyTorch file (read
+    weights-only) holding a state dict of tensors, a detector's or a backbone's. Returns the number of tensors.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointReadError: not a readable PyTorch file, or one that holds code.
+        CheckpointMismatchError: a PyTorch file that holds no state dict of tensors.
+    """
+    from .sources import read_checkpoint
+    checkpoint = read_checkpoint(path)
+    try:
+        sd = extract_state_dict(checkpoint)
+    except CheckpointMismatchError:
+        sd = {}
+    tensors = sum(isinstance(v, torch.Tensor) for v in sd.values())
+    if not tensors:
+        raise CheckpointMismatchError(f'checkpoint {path} holds no weights (a {type(checkpoint).__name__} without a '
+                                      'state dict of tensors): give a .pth written by training a detector '
+                                      '(work_dirs/.../epoch_N.pth) or by pit-det-convert')
+    return tensors
+
+
 def take_prefixed(state_dict: dict, prefix: str) -> dict:
     """Remove the entries under ``prefix`` from ``state_dict`` and return them with the prefix stripped."""
     return {k[len(prefix):]: state_dict.pop(k) for k in [k for k in state_dict if k.startswith(prefix)]}

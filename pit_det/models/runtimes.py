@@ -7,6 +7,9 @@ detector refuses a file of other weights or another number of classes, and a pat
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
 import warnings
 from pathlib import Path
 
@@ -20,8 +23,27 @@ from .utils import EXPORT_METADATA, onnxruntime_session, weights_digest
 RUNTIMES = ('onnxruntime', 'openvino', 'openvino-int8')
 FORMATS = ('onnx', 'openvino', 'openvino-int8')
 FORMAT_KEY = 'pit_det.format'
+BIN_KEY = 'pit_det.bin_sha256'  # an IR's record of its .bin: the weights file must be the one written with it
 # the formats each runtime path runs: OpenVINO reads the ONNX graph as well as its own IR
 RUNS = {'onnxruntime': ('onnx',), 'openvino': ('onnx', 'openvino'), 'openvino-int8': ('openvino-int8',)}
+
+
+# OpenVINO's inference precisions under every spelling users write them; OpenVINO itself takes the first of each
+PRECISIONS = {'f32': 'f32', 'fp32': 'f32', 'float32': 'f32', 'bf16': 'bf16', 'bfloat16': 'bf16', 'f16': 'f16',
+              'fp16': 'f16', 'float16': 'f16'}
+
+
+def openvino_precision(text: str) -> str:
+    """OpenVINO's name (``f32``, ``bf16``, ``f16``) of a precision spelled ``F32``, ``fp32``, ``float32``, ...
+
+    Raises:
+        ValueError: naming the spellings that exist.
+    """
+    name = PRECISIONS.get(str(text).lower())
+    if name is None:
+        raise ValueError(f'precision {text!r}: OpenVINO runs f32, bf16 or f16 (also written fp32/float32, '
+                         'bfloat16, fp16/float16, in any case)')
+    return name
 
 
 def require_openvino():
@@ -31,6 +53,21 @@ def require_openvino():
     except ImportError as exc:
         raise ImportError(f'the OpenVINO paths need openvino ({exc}): pip install "pit-det[export]"') from None
     return openvino
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 22), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes (computed once per size and modification time)."""
+    stat = os.stat(path)
+    return _digest(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 def exported_metadata(path: str | Path) -> dict[str, str]:
@@ -56,6 +93,15 @@ def exported_metadata(path: str | Path) -> dict[str, str]:
         meta = {key: model.get_rt_info(key.split('.', 1)).astype(str) for key in keys
                 if model.has_rt_info(key.split('.', 1))}
         meta.setdefault(FORMAT_KEY, 'openvino')
+        weights = path.with_suffix('.bin')
+        if set(EXPORT_METADATA) <= set(meta) and not model.has_rt_info(BIN_KEY.split('.', 1)):
+            raise CheckpointReadError(f'{path} does not record the digest of its weights file (an older pit-det): '
+                                      f'{again}')
+        if set(EXPORT_METADATA) <= set(meta) and \
+                model.get_rt_info(BIN_KEY.split('.', 1)).astype(str) != file_digest(weights):
+            raise CheckpointReadError(f'{weights} is not the weights file written with {path} (its sha256 differs '
+                                      'from the one the .xml records: another export\'s .bin, or a damaged copy): '
+                                      f'copy the .xml and .bin of one export together, or {again}')
     else:
         try:
             import onnx
@@ -130,7 +176,7 @@ class Runtime:
             raise ValueError(f'runtime {runtime!r}: use one of {", ".join(RUNTIMES)}')
         self.runtime, self.path = runtime, Path(path)
         if runtime == 'onnxruntime':
-            if precision not in (None, 'f32'):
+            if precision is not None and openvino_precision(precision) != 'f32':
                 raise ValueError(f'precision {precision!r}: onnxruntime runs the graph in f32')
             session = onnxruntime_session(path, threads)
             self.precision = 'f32'
@@ -142,7 +188,7 @@ class Runtime:
         if threads:
             config['INFERENCE_NUM_THREADS'] = threads
         if precision:
-            config['INFERENCE_PRECISION_HINT'] = precision
+            config['INFERENCE_PRECISION_HINT'] = openvino_precision(precision)
         compiled = None
         if shape is not None:
             model = core.read_model(str(path))
