@@ -69,8 +69,7 @@ def _config_classes(dataset: dict) -> tuple[str, ...] | None:
 
 
 def _load_annotations(path: str, cache: dict) -> dict | str:
-    """The parsed COCO file, or a problem text when it is not one (:func:`pit_det.data.custom.check_coco`, the
-    dataset command's check, and every annotation's ``area``)."""
+    """The parsed COCO file, or a problem text when it is not one."""
     if path not in cache:
         try:
             with open(path) as f:
@@ -81,20 +80,26 @@ def _load_annotations(path: str, cache: dict) -> dict | str:
             cache[path] = f'annotations {path} are not a COCO json file ({exc})'
             return cache[path]
         cache[path] = ann
-        if 'annotations' in ann:  # an image-info file (COCO's test-dev) lists images only
-            from .data.custom import DatasetError, check_coco, missing_area
-            try:
-                check_coco(ann, path)
-            except DatasetError as exc:
-                cache[path] = str(exc)
-                return cache[path]
-            missing = missing_area(ann)
-            if missing:
-                cache[path] = (f'{path}: {len(missing)} annotations have no "area", e.g. annotation {missing[0]}, '
-                               'and mmdet\'s CocoDataset and CocoMetric read it (the run would stop at the first '
-                               'evaluation): give each its mask\'s or box\'s area, or write the config with '
-                               'pit-det-dataset-config, which reads a copy with the box\'s area')
     return cache[path]
+
+
+def _content_problem(ann: dict, path: str) -> str | None:
+    """What mmdet's ``CocoDataset`` and ``CocoMetric`` would stop on, mid-run, in a parsed COCO file: the dataset
+    command's check (:func:`pit_det.data.custom.check_coco`) and every annotation's ``area``."""
+    from .data.custom import DatasetError, check_coco, missing_area
+    if 'annotations' not in ann:  # an image-info file (COCO's test-dev) lists images only
+        return None
+    try:
+        check_coco(ann, path)
+    except DatasetError as exc:
+        return str(exc)
+    missing = missing_area(ann)
+    if missing:
+        return (f'{path}: {len(missing)} annotations have no "area", e.g. annotation {missing[0]}, and mmdet\'s '
+                'CocoDataset and CocoMetric read it (the run would stop at the first evaluation): give each its '
+                'mask\'s or box\'s area, or write the config with pit-det-dataset-config, which reads a copy with the '
+                'box\'s area')
+    return None
 
 
 def _missing_names(folder: str, names: list[str]) -> list[str]:
@@ -126,6 +131,10 @@ def check_dataset(loader_cfg, role: str, findings: Findings, cache: dict) -> dic
     ann = _load_annotations(ann_path, cache)
     if isinstance(ann, str):
         findings.data_problems.append(ann)
+        return dataset
+    problem = _content_problem(ann, ann_path)
+    if problem:
+        findings.config_problems.append(f'{role}: {problem}')
         return dataset
     if not ann['images']:
         findings.data_problems.append(f'{role} annotations {ann_path} list no images: the {role} set would be empty')

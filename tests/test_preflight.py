@@ -174,3 +174,28 @@ def test_a_checkpoint_of_another_class_set_is_refused_in_test_and_inference(tmp_
         runner_for(cfg).test()
     with pytest.raises(CheckpointMismatchError, match='model.bbox_head.num_classes=5'):
         build_detector(demo_config, path)
+
+
+@pytest.mark.parametrize('split,role', [('train', 'training'), ('val', 'validation')])
+def test_annotations_without_area_stop_before_training(tmp_path, data, split, role):
+    """mmdet's CocoDataset and CocoMetric read every annotation's area: without one, training used to end in
+    KeyError: 'area' (at the first evaluation for the validation set)."""
+    path = data / 'annotations' / f'{split}.json'
+    ann = json.loads(path.read_text())
+    del ann['annotations'][1]['area']
+    path.write_text(json.dumps(ann))
+    cfg = load_demo_config(data, tmp_path / 'work')
+    with pytest.raises(PreflightError, match=rf'{split}.json: 1 annotations have no "area", e\.g\. annotation 1, '
+                                             r'.*pit-det-dataset-config'):
+        runner_for(cfg).train()
+    assert json.loads(path.read_text()) == ann  # the user's file is never filled in
+
+
+def test_the_preflight_checks_coco_as_the_dataset_command_does(tmp_path, data):
+    path = data / 'annotations' / 'train.json'
+    ann = json.loads(path.read_text())
+    ann['annotations'][0]['id'] = ann['annotations'][1]['id']  # mmdet asserts unique annotation ids mid-start
+    path.write_text(json.dumps(ann))
+    cfg = load_demo_config(data, tmp_path / 'work')
+    with pytest.raises(PreflightError, match=r'training: .*train.json, annotation 1 .*an annotation needs an integer "id" of its own'):
+        runner_for(cfg).train()

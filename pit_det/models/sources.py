@@ -61,6 +61,12 @@ def read_checkpoint(path: str | Path, map_location='cpu') -> dict:
     if path.stat().st_size == 0:
         raise CheckpointReadError(f'checkpoint {path} is empty (0 bytes): the download or save did not finish; '
                                   'fetch or save it again')
+    with open(path, 'rb') as f:
+        magic = f.read(2)
+    if magic[:2] != b'PK' and magic[:1] != b'\x80':  # neither torch's zip format nor a (legacy) pickle
+        raise CheckpointReadError(f'checkpoint {path} is not a readable PyTorch file (it starts with {magic!r}, not '
+                                  'a zip archive or a pickle: a JSON, image or text file?): give the .pth file '
+                                  'written by training or by pit-det-convert')
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
