@@ -14,7 +14,8 @@ returns ``boxes`` (N, K, 4) xyxy in input pixels, ``scores`` (N, K) and ``labels
 records the config, the checkpoint, the sha256 of the weights, the classes, the traced size and its format; a
 detector refuses a file whose weights or classes are not its own. The file is run in its runtime (onnxruntime for
 onnx, OpenVINO f32 for the IRs) on --image (default: a generated scene) and its mirror image at --shape, and on the
-image at a second size, and compared with mmdet's predict of each: the top-k boxes within 0.05 px, scores within
+image at two more sizes (three quarters of the height, and the smallest 1:4 size whose coarsest level is one pixel
+high), and compared with mmdet's predict of each: the top-k boxes within 0.05 px, scores within
 1e-4, identical labels; a float file that fails the check is not kept. INT8 changes the numbers by design: its
 differences are printed, and its accuracy is measured with mim test (docs/deployment.md). Needs
 ``pip install "pit-det[export]"``.
@@ -29,7 +30,8 @@ from pathlib import Path
 import torch
 
 from ..benchmark import parse_size
-from ..export.onnx import ExportError, build_exportable, check_shape, compare, export, load_image, metadata
+from ..export.onnx import (ExportError, build_exportable, check_shape, compare, export, load_image, metadata,
+                           one_pixel_size, shape_problem)
 from ..export.openvino import require_tools
 from ..models import CheckpointMismatchError, CheckpointReadError
 from ..models.runtimes import FORMATS, Runtime, exported_metadata
@@ -113,9 +115,12 @@ class _NotReproduced(Exception):
     """The exported file does not reproduce mmdet's predict: it is not kept."""
 
 
-def second_size(height: int, width: int) -> tuple[int, int]:
-    """Another size to check the graph at: three quarters of the height (another aspect ratio)."""
-    return max(32, height * 3 // 4 // 8 * 8), width
+def check_sizes(model, height: int, width: int) -> list[tuple[int, int]]:
+    """The sizes the graph is checked at besides ``--shape``: three quarters of the height (another aspect ratio)
+    and the smallest 1:4 size with a one-pixel level (:func:`~pit_det.export.onnx.one_pixel_size`), each where the
+    detector runs it."""
+    sizes = [(max(32, height * 3 // 4 // 8 * 8), width), one_pixel_size(model)]
+    return [size for size in sizes if size is not None and shape_problem(model, *size) is None]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,10 +138,11 @@ def main(argv: list[str] | None = None) -> int:
             calibration = calibration_images(model.cfg, args.calibration_images or CALIBRATION_IMAGES, args.seed)
         with tempfile.TemporaryDirectory() as tmp:
             source = args.image or _default_image(Path(tmp))
-            images = [load_image(source, height, width), load_image(source, *second_size(height, width))]
+            images = [load_image(source, height, width)] + [load_image(source, *size)
+                                                            for size in check_sizes(model, height, width)]
 
         def check(runtime: Runtime) -> None:
-            for batch in (torch.cat([images[0], images[0].flip(-1)]), images[1]):  # a batch of two, another size
+            for batch in (torch.cat([images[0], images[0].flip(-1)]), *images[1:]):  # a batch of two, other sizes
                 results.append(compare(model, runtime, batch, args.topk))
                 print(results[-1], flush=True)
             if args.format != 'openvino-int8' and not all(result.ok for result in results):

@@ -193,10 +193,49 @@ def build_exportable(config: str | Path, checkpoint: str | Path):
     return model
 
 
-def check_shape(model: nn.Module, height: int, width: int) -> None:
+def level_shapes(model: nn.Module, height: int, width: int) -> list[tuple[int, int]]:
+    """The (height, width) of each feature level the encoder sees for a ``height x width`` input."""
+    with torch.no_grad():
+        features = model.extract_feat(torch.zeros(1, 3, height, width))
+    return [tuple(int(v) for v in f.shape[-2:]) for f in features]
+
+
+def shape_problem(model: nn.Module, height: int, width: int) -> str | None:
+    """Why ``model`` cannot run a ``height x width`` input (the same in mmdet's ``predict`` as in the graph), or
+    None: a side under the backbone's smallest input, or a two-stage detector whose ``num_queries`` proposals are
+    picked (``topk``) among fewer encoder positions than that."""
     patch = getattr(model.backbone, 'patch_size', 1)
     if height < max(32, patch) or width < max(32, patch):
-        raise ExportError(f'shape {height}x{width}: this detector needs at least {max(32, patch)} px per side')
+        return f'this detector needs at least {max(32, patch)} px per side'
+    if getattr(model, 'as_two_stage', False):
+        levels = level_shapes(model, height, width)
+        positions = sum(h * w for h, w in levels)
+        if positions < model.num_queries:
+            return (f'the two-stage detector picks its {model.num_queries} queries among the encoder\'s positions, '
+                    f'and this size has {positions} (levels {", ".join(f"{h}x{w}" for h, w in levels)})')
+    return None
+
+
+def check_shape(model: nn.Module, height: int, width: int) -> None:
+    """Raise unless ``model`` runs a ``height x width`` input (:func:`shape_problem`).
+
+    Raises:
+        ExportError: naming the reason and the smallest square size that works.
+    """
+    problem = shape_problem(model, height, width)
+    if problem:
+        side = next((s for s in range(32, 2049, 8) if shape_problem(model, s, s) is None), None)
+        hint = f': give a larger --shape, e.g. {side}x{side}' if side else ''
+        raise ExportError(f'shape {height}x{width}: {problem}{hint}')
+
+
+def one_pixel_size(model: nn.Module, max_side: int = 512) -> tuple[int, int] | None:
+    """The smallest ``h x 4h`` input (1:4) whose coarsest level is one pixel high and that ``model`` runs; None if no
+    ``h`` up to ``max_side / 4`` gives one. Shape arithmetic of a traced graph goes wrong first at such a size."""
+    for height in range(32, max_side // 4 + 1, 8):
+        if shape_problem(model, height, 4 * height) is None and min(level_shapes(model, height, 4 * height))[0] == 1:
+            return height, 4 * height
+    return None
 
 
 def metadata(model: nn.Module, height: int, width: int) -> dict[str, str]:
