@@ -147,3 +147,35 @@ def test_two_detectors_side_by_side(demo, demo_config, root, tmp_path, capsys):
     assert (tmp_path / 'cmp' / 'comparison.png').stat().st_size > 10_000
     shares = [json.loads(p.read_text())['summary'][-1]['level_share'] for p in runs.values()]
     assert all(np.isclose(sum(s), 1, atol=1e-3) for s in shares)
+
+
+def test_a_pixel_outside_the_image_is_refused_before_the_model_is_built(demo, demo_config, tmp_path, capsys):
+    """It used to draw another pixel's sampling under its name: the corner for 500,500 on a 128-px image, a wrapped
+    index for -100,5; nan and inf ended in tracebacks."""
+    checkpoint, image = demo
+    base = [str(demo_config), str(checkpoint), str(image), '--out', str(tmp_path / 'o')]
+    for points, fact in ((['--points', '500,500'], '--points 500,500: not a pixel of'),
+                         (['--points=-100,5'], '--points -100,5: not a pixel of'),
+                         (['--points', '10,10', '128,5'], '--points 128,5: not a pixel of')):
+        assert main(base + points) == 1
+        err = capsys.readouterr().err
+        assert fact in err and '(128x128 px, width x height): give x in [0, 128) and y in [0, 128)' in err, err
+        assert 'Traceback' not in err
+    for value in ('nan,nan', 'inf,5'):
+        with pytest.raises(SystemExit) as stop:
+            main(base + ['--points', value])
+        assert stop.value.code == 2
+        assert 'a pixel is two finite numbers x,y' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # argparse reads -100,5 as a flag
+        main(base + ['--points', '-100,5'])
+    assert stop.value.code == 2 and 'unless written --points=-100,5' in capsys.readouterr().err
+    assert not (tmp_path / 'o').exists()
+
+
+def test_the_analysis_refuses_a_pixel_outside_the_image(detector, demo):
+    import mmcv
+
+    from pit_det.analysis.sampling import SamplingError
+    image = mmcv.imread(str(demo[1]))
+    with pytest.raises(SamplingError, match='--points 128,0: not a pixel of the image'):
+        SamplingAnalysis(detector).run(image, pixels=[(128.0, 0.0)])
