@@ -19,14 +19,17 @@ def metafile_models(root):
     return {m['Name']: m for path in index['Import'] for m in yaml.safe_load((root / path).read_text())['Models']}
 
 
-def test_the_model_index_lists_every_config_once_with_the_papers_box_ap(root):
+def test_the_model_index_lists_every_config_once_and_no_result_without_our_weights(root):
     models = metafile_models(root)
     configs = sorted(p.relative_to(root).as_posix() for p in (root / 'configs').rglob('*.py')
                      if '_base_' not in p.parts)
     assert sorted(m['Config'] for m in models.values()) == configs
     assert all(Path(m['Config']).stem == name for name, m in models.items())
-    ap = {name: m['Results'][0]['Metrics']['box AP'] for name, m in models.items() if 'Results' in m}
-    assert ap == {'pit_s_deformable_detr': 39.4, 'deformable-detr_vit-s_16xb2-50e_coco-halfres': 36.9}
+    # mmdet's metafiles give Results beside released weights only: pit-det has trained none of its configs on COCO,
+    # so the paper's AP (configs/README.md, labelled as the paper's) is nowhere in the index
+    assert not [name for name, m in models.items() if 'Results' in m or 'Weights' in m]
+    readme = (root / 'configs' / 'README.md').read_text()
+    assert "paper's box AP" in readme and '| 39.4 | not trained yet |' in readme
 
 
 def test_a_config_is_found_by_name_path_or_sub_folder(root, tmp_path, monkeypatch):
@@ -87,13 +90,13 @@ def test_a_wheel_installed_outside_the_checkout_finds_its_configs_and_trains(roo
                   'deformable_detr"))'], work, env).split()
     assert where[0].startswith(purelib) and where[1] == f'{purelib}/pit_det/.mim/configs/pit_s_deformable_detr.py'
     search = _run([python, '-m', 'mim', 'search', 'pit_det'], work, env)
-    assert 'config id: pit_s_deformable_detr' in search and '39.4' in search and '36.9' in search
+    assert 'config id: pit_s_deformable_detr' in search and '39.4' not in search and '36.9' not in search
 
     data = make_synthetic_coco(work / 'mine', num_train=8, num_val=4, seed=5)
     printed = _run([env_dir / 'bin' / 'pit-det-dataset-config', data / 'annotations' / 'train.json', '--train-images',
                     data / 'train', '--val-ann', data / 'annotations' / 'val.json', '--val-images', data / 'val',
                     '--base', 'deformable-detr_pit-ti_synthetic_cpu', '--epochs', '1', '--out', 'mine.py'], work, env)
     assert 'mim train mmdet mine.py' in printed
-    assert f"_base_ = \"{purelib}/pit_det/.mim/configs/demo/" in (work / 'mine.py').read_text()
+    assert f"_base_ = '{purelib}/pit_det/.mim/configs/demo/" in (work / 'mine.py').read_text()
     log = _run([python, '-m', 'mim', 'train', 'mmdet', 'mine.py', '--work-dir', 'work_dirs/mine'], work, env)
     assert 'coco/bbox_mAP' in log and (work / 'work_dirs' / 'mine' / 'epoch_1.pth').is_file()
