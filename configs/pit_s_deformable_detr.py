@@ -3,7 +3,7 @@
 #   mim test mmdet configs/pit_s_deformable_detr.py --checkpoint work_dirs/pit_s_deformable_detr/epoch_50.pth
 _base_ = './_base_/deformable-detr_halfres.py'
 
-# timm's ImageNet weights, fetched and cached on first use (pit_det/models/sources.py); a local file works too:
+# timm's ImageNet weights, fetched and cached on first use (pit_det/checkpoint/sources.py); a local file works too:
 # --cfg-options model.backbone.init_cfg.checkpoint=PATH
 pretrained = 'hf-hub:timm/pit_s_224.in1k'
 pit_channels = [144, 288, 576]  # base_dims * heads: 48 * (3, 6, 12)

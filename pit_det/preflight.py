@@ -216,7 +216,7 @@ def check_weights(model_cfg, findings: Findings) -> None:
     init_cfg = (model_cfg or {}).get('backbone', {}).get('init_cfg')
     if not init_cfg or init_cfg.get('type') != 'Pretrained' or not init_cfg.get('checkpoint'):
         return
-    from .models.sources import unavailable_reason
+    from .checkpoint.sources import unavailable_reason
     problem = unavailable_reason(str(init_cfg['checkpoint']))
     if problem:
         findings.config_problems.append(problem)
@@ -254,54 +254,32 @@ def check_test(cfg) -> None:
 
 def check_model(model_cfg) -> None:
     """The options of a :class:`~pit_det.models.FastDeformableDETR` that its constructor or first ``predict`` would
-    reject inside a traceback: ``cpu_deform_attn``, the inference path, and for an exported-graph path
-    (``onnxruntime``, ``openvino``, ``openvino-int8``) a ``model_file`` that is pit-det's export, of a format the
-    path runs, of a detector with this config's number of classes (its weights are checked against the checkpoint's
-    when the detector opens it).
+    reject inside a traceback: ``cpu_deform_attn``, the inference options
+    (:meth:`~pit_det.models.inference.InferenceOptions.parse`, the detector's own check) and, for an exported-graph
+    path, a ``model_file`` that is pit-det's export, of a format the path runs, of a detector with this config's
+    number of classes (its weights are checked against the checkpoint's when the detector opens it).
 
     Raises:
         PreflightError: naming the option and its valid values.
     """
     if not model_cfg or model_cfg.get('type') != 'FastDeformableDETR':
         return
-    from .models.detectors import CPU_DEFORM_ATTN, INFERENCE_PATHS, runtime_options
-    from .models.runtimes import RUNTIMES, classes_mismatch, exported_metadata, format_mismatch, openvino_precision
-    from .models.sources import CheckpointReadError
+    from .checkpoint import CheckpointMismatchError, CheckpointReadError
+    from .models.detectors import check_cpu_deform_attn
+    from .models.inference import InferenceOptions
     problems = []
-
-    def precision_problem(text) -> str | None:
-        try:
-            openvino_precision(text)
-        except ValueError as exc:
-            return str(exc)
-        return None
-    if model_cfg.get('cpu_deform_attn', 'fused') not in CPU_DEFORM_ATTN:
-        problems.append(f'model.cpu_deform_attn={model_cfg["cpu_deform_attn"]!r}: use one of '
-                        f'{", ".join(CPU_DEFORM_ATTN)}')
-    inference = dict(model_cfg.get('inference') or {})
-    path = inference.get('path', 'eager')
-    model_file, precision = runtime_options(inference)
-    if path not in INFERENCE_PATHS:
-        problems.append(f'model.inference.path={path!r}: use one of {", ".join(INFERENCE_PATHS)}')
-    elif (path in RUNTIMES) != bool(model_file):
-        problems.append(f'model.inference.model_file=FILE goes with model.inference.path={"/".join(RUNTIMES)} (and '
-                        'only with them): export one with pit-det-export-onnx CONFIG CHECKPOINT FILE [--format '
-                        'openvino|openvino-int8]')
-    elif precision and not path.startswith('openvino'):
-        problems.append(f'model.inference.precision={precision}: only the OpenVINO paths take a precision')
-    elif precision and precision_problem(precision):
-        problems.append(f'model.inference.{precision_problem(precision)}')
-    elif model_file:
-        try:
-            meta = exported_metadata(model_file)
-            num_classes = (model_cfg.get('bbox_head') or {}).get('num_classes')
-            problem = format_mismatch(meta, model_file, path) or classes_mismatch(meta, model_file, num_classes,
-                                                                                  'this config')
-            if problem:
-                problems.append(f'model.inference.model_file: {problem}')
-        except ImportError as exc:
-            problems.append(f'model.inference.path={path}: {exc}')
-        except (FileNotFoundError, CheckpointReadError) as exc:
-            problems.append(f'model.inference.model_file: {exc}')
+    try:
+        check_cpu_deform_attn(model_cfg.get('cpu_deform_attn', 'fused'))
+    except ValueError as exc:
+        problems.append(str(exc))
+    try:
+        options = InferenceOptions.parse(model_cfg.get('inference'))
+        options.build().check_file((model_cfg.get('bbox_head') or {}).get('num_classes'), 'this config')
+    except ImportError as exc:
+        problems.append(f'model.inference.path={model_cfg["inference"]["path"]}: {exc}')
+    except (FileNotFoundError, CheckpointReadError, CheckpointMismatchError) as exc:
+        problems.append(f'model.inference.model_file: {exc}')
+    except ValueError as exc:
+        problems.append(str(exc))
     if problems:
         raise PreflightError('\n'.join(['cannot start:'] + [f'  - {p}' for p in problems]))

@@ -19,8 +19,8 @@ from mmengine.registry import OPTIM_WRAPPERS, RUNNERS
 from mmengine.runner import Runner
 from mmengine.visualization import Visualizer
 
-from .models.fit import CheckpointMismatchError
-from .models.sources import CheckpointReadError, WeightsUnavailableError
+from .checkpoint.matching import CheckpointMismatchError
+from .checkpoint.sources import CheckpointReadError, WeightsUnavailableError
 from .outputs import atomic_write
 from .preflight import PreflightError, check_model, check_test, check_train
 

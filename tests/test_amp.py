@@ -137,10 +137,11 @@ def test_bf16_path_runs_backbone_and_encoder_in_bf16_and_the_boxes_in_float32():
     with torch.no_grad():
         fp32 = model.predict(inputs, samples)[0].pred_instances
         seen.clear()
-        model.inference['path'] = 'bf16'
+        model.set_inference(dict(path='bf16'))
         bf16 = model.predict(inputs, samples)[0].pred_instances
     assert seen == dict(backbone=torch.bfloat16, encoder=torch.bfloat16, decoder=torch.float32, boxes=torch.float32)
-    assert not torch.is_autocast_enabled('cpu') and not model._bf16  # nothing left switched on
+    # nothing left switched on: no autocast, no wrapped methods on the detector
+    assert not torch.is_autocast_enabled('cpu') and not {'extract_feat', 'forward_encoder'} & set(vars(model))
     assert bf16.bboxes.dtype == bf16.scores.dtype == torch.float32
     top = fp32.scores.argmax()
     match = ((bf16.bboxes - fp32.bboxes[top]).abs().sum(-1)).argmin()

@@ -6,8 +6,8 @@ import torch
 
 from pit_det import CheckpointMismatchError, PiT, convert_pit_checkpoint, load_pit_weights
 from pit_det.models import ConversionReport
-from pit_det.models.pit_checkpoint import detect_layout
-from pit_det.cli.convert import convert_file
+from pit_det.models.pit_layout import detect_layout
+from pit_det.cli.convert import convert_pit_file
 
 
 
@@ -27,7 +27,7 @@ def test_round_trip_through_files(relayout, layout, tmp_path):
     src = tmp_path / 'src.pth'
     torch.save({'model': relayout(sd, layout)} if layout == 'official' else relayout(sd, layout), src)
     dst = tmp_path / 'out' / 'pit_s.pth'
-    report = convert_file(src, dst, arch='s')
+    report = convert_pit_file(src, dst, arch='s')
     assert report.layout == layout
     assert sorted(report.dropped) == ['head.bias', 'head.weight', 'norm.bias', 'norm.weight']
     written = torch.load(dst, weights_only=True)['state_dict']
@@ -180,7 +180,7 @@ def test_load_from_another_arch_is_an_error(relayout, tmp_path):
     _, sd = reference('b')
     src, converted = tmp_path / 'pit_b_official.pth', tmp_path / 'pit_b.pth'
     torch.save(relayout(sd, 'official'), src)
-    convert_file(src, converted)
+    convert_pit_file(src, converted)
     with pytest.raises(CheckpointMismatchError, match=r'does not fit this PiT.*patch_embed.conv.weight: checkpoint '
                                                       r'\(256, 3, 14, 14\) vs model \(64, 3, 16, 16\)'):
         load_checkpoint(demo_detector(), str(converted))
@@ -221,7 +221,7 @@ def test_detector_checkpoints_that_fit_load(tmp_path, mmengine_log):
     # a backbone-only file from pit-det-convert is a valid load_from
     _, sd = reference('ti')
     torch.save(sd, tmp_path / 'ti.pth')
-    convert_file(tmp_path / 'ti.pth', tmp_path / 'ti_converted.pth')
+    convert_pit_file(tmp_path / 'ti.pth', tmp_path / 'ti_converted.pth')
     model = demo_detector()
     load_checkpoint(model, str(tmp_path / 'ti_converted.pth'))
     torch.testing.assert_close(model.backbone.pos_embed, sd['pos_embed'])
@@ -233,7 +233,7 @@ def test_converted_file_respects_the_umask(tmp_path):
     torch.save(sd, tmp_path / 'src.pth')
     old = os.umask(0o022)
     try:
-        convert_file(tmp_path / 'src.pth', tmp_path / 'dst.pth')
+        convert_pit_file(tmp_path / 'src.pth', tmp_path / 'dst.pth')
     finally:
         os.umask(old)
     assert (tmp_path / 'dst.pth').stat().st_mode & 0o777 == 0o644

@@ -10,10 +10,10 @@ from mmdet.utils import register_all_modules
 from mmengine.config import Config
 
 from pit_det.cli.export_onnx import main
-from pit_det.export.onnx import build_exportable, compare, export, metadata
-from pit_det.export.openvino import save_ir, to_openvino
+from pit_det.deploy.onnx import build_exportable, compare, export, metadata
+from pit_det.deploy.openvino import save_ir, to_openvino
 from pit_det.models import CheckpointMismatchError
-from pit_det.models.runtimes import Runtime, open_exported
+from pit_det.deploy.runtimes import Runtime, open_exported
 
 
 
@@ -91,7 +91,7 @@ def test_inference_paths_of_the_detector(demo_config, demo_checkpoint, tmp_path)
     assert main([str(demo_config), str(demo_checkpoint), str(onnx_file), '--shape', '128x160']) == 0
     inputs = inputs * 255  # the detector's input before normalisation: 0-255
     outputs = {}
-    for path, extra in (('eager', {}), ('bf16', {}), ('compile', {}), ('onnxruntime', {'onnx_file': str(onnx_file)}),
+    for path, extra in (('eager', {}), ('bf16', {}), ('compile', {}), ('onnxruntime', {'model_file': str(onnx_file)}),
                         ('openvino', {'model_file': str(onnx_file), 'precision': 'f32'})):
         options = {f'model.inference.{k}': v for k, v in dict(path=path, **extra).items()}
         model = init_detector(str(demo_config), str(demo_checkpoint), device='cpu', cfg_options=options)
@@ -114,8 +114,8 @@ def test_inference_paths_of_the_detector(demo_config, demo_checkpoint, tmp_path)
         assert (outputs[path].bboxes - eager.bboxes).abs().max() < 0.05, path
         assert torch.equal(outputs[path].labels, eager.labels), path
     assert (outputs['bf16'].scores[:5] - eager.scores[:5]).abs().max() < 0.05
-    with pytest.raises(ValueError, match="model_file=FILE goes with path='onnxruntime' or 'openvino' or "
-                                         "'openvino-int8'"):
+    with pytest.raises(ValueError, match='model.inference.model_file FILE goes with model.inference.path '
+                                         'onnxruntime/openvino/openvino-int8'):
         init_detector(str(demo_config), str(demo_checkpoint), device='cpu',
                       cfg_options={'model.inference.path': 'onnxruntime'})
 
@@ -190,7 +190,7 @@ def test_a_size_the_detector_cannot_run_is_named_with_one_that_it_can(demo_confi
 def test_an_ir_whose_weights_file_is_another_exports_is_refused(demo_config, demo_checkpoint, tmp_path):
     """OpenVINO reads any .bin of the sizes the .xml expects: the .xml records the .bin's digest."""
     from pit_det.models import CheckpointReadError
-    from pit_det.models.runtimes import exported_metadata
+    from pit_det.deploy.metadata import exported_metadata
     model = build_exportable(demo_config, demo_checkpoint)
     onnx_file = export(model, 128, 128, tmp_path / 'a.onnx')
     ir = save_ir(to_openvino(onnx_file, metadata(model, 128, 128), 'openvino'), tmp_path / 'a.xml')
@@ -211,7 +211,7 @@ def test_an_ir_whose_weights_file_is_another_exports_is_refused(demo_config, dem
 
 
 def test_openvino_precision_takes_its_usual_spellings(demo_config, demo_checkpoint, tmp_path):
-    from pit_det.models.runtimes import openvino_precision
+    from pit_det.deploy.runtimes import openvino_precision
     from pit_det.preflight import PreflightError, check_model
     assert [openvino_precision(p) for p in ('F32', 'fp32', 'float32', 'BF16', 'bfloat16', 'FP16')] == \
         ['f32', 'f32', 'f32', 'bf16', 'bf16', 'f16']

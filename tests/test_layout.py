@@ -1,4 +1,5 @@
-"""The package's layering: models and ops never import a tool; every command-line main lives in pit_det/cli.
+"""The package's layering: models and ops never import a tool, models never deployment, ops nothing of pit_det;
+every command-line main lives in pit_det/cli; no module over 400 lines.
 
 ``python tests/test_layout.py`` prints which pit_det module imports which.
 """
@@ -12,21 +13,21 @@ PACKAGE = ROOT / 'pit_det'
 ALLOWED = {
     'outputs': set(),  # a leaf: how every file is written
     'configs': set(),  # a leaf: where the config files are
-    'ops': {'outputs'},
-    'models': {'ops'},
-    'serialization': set(),
+    'ops': set(),  # the kernel and its binding: nothing of pit_det
+    'checkpoint': {'outputs'},  # reading, fitting and converting weights: never a model
+    'models': {'ops', 'checkpoint'},  # models only: never deployment
     'data': {'outputs'},
-    'preflight': {'models'},
-    'runner': {'preflight', 'models', 'outputs'},
+    'preflight': {'models', 'checkpoint', 'data'},
+    'runner': {'preflight', 'models', 'checkpoint', 'outputs'},
     'draw': {'models', 'data', 'outputs'},
     'demo': {'configs', 'data', 'draw'},
-    'benchmark': {'configs', 'models', 'ops', 'data', 'export', 'outputs', '__init__'},  # __init__: registration in a fresh process
-    '__init__': {'models', 'runner', 'serialization'},
-    'analysis': {'models', 'data', 'outputs'},
+    'benchmark': {'configs', 'models', 'ops', 'data', 'deploy', 'outputs', '__init__'},  # __init__: registration in a fresh process
+    '__init__': {'models', 'runner', 'checkpoint', 'deploy'},
+    'analysis': {'models', 'checkpoint', 'data', 'outputs'},
     'evaluation': {'data', 'outputs'},
-    'export': {'models', 'ops', 'outputs'},
-    'cli': {'analysis', 'benchmark', 'configs', 'data', 'demo', 'draw', 'evaluation', 'export', 'models', 'ops', 'outputs',
-            'preflight', 'runner', '__init__'},
+    'deploy': {'models', 'checkpoint', 'ops', 'outputs'},
+    'cli': {'analysis', 'benchmark', 'checkpoint', 'configs', 'data', 'demo', 'deploy', 'draw', 'evaluation', 'models',
+            'ops', 'outputs', 'preflight', 'runner', '__init__'},
 }
 
 
@@ -62,6 +63,20 @@ def test_arrows_point_down():
     upward = [f'{m} imports {t}' for m, targets in graph().items() for t in targets
               if layer(t) != layer(m) and layer(t) not in ALLOWED[layer(m)]]
     assert upward == []
+
+
+def test_models_never_import_deployment_and_ops_import_nothing_of_pit_det():
+    edges = graph()
+    assert not [f'{m} imports {t}' for m, targets in edges.items() if layer(m) == 'models' for t in targets
+                if layer(t) == 'deploy']
+    assert not [f'{m} imports {t}' for m, targets in edges.items() if layer(m) == 'ops' for t in targets
+                if layer(t) != 'ops']
+    assert not [f'{m} imports {t}' for m, targets in edges.items() if layer(m) == 'checkpoint' for t in targets
+                if layer(t) == 'models']
+
+
+def test_no_module_exceeds_400_lines():
+    assert not [f'{module_name(p)}: {n}' for p in PACKAGE.rglob('*.py') if (n := len(p.read_text().splitlines())) > 400]
 
 
 def test_every_main_is_in_cli_and_tools_are_thin():

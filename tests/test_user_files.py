@@ -302,16 +302,16 @@ def test_an_onnx_file_of_other_weights_is_refused(demo_run, exports, tmp_path, c
     config, checkpoints = demo_run
     image = make_synthetic_coco(tmp_path / 'img', num_train=0, num_val=1) / 'val' / '000000.png'
     args = [str(config), str(checkpoints[0]), str(image), '--path', 'onnxruntime']
-    assert infer_main(args + ['--onnx', str(exports[1]), '--out', str(tmp_path / 'a.png')]) == 1
+    assert infer_main(args + ['--model-file', str(exports[1]), '--out', str(tmp_path / 'a.png')]) == 1
     err = capsys.readouterr().err
     assert f'{exports[1]} was exported from other weights ({checkpoints[1]}' in err and 'Traceback' not in err
     assert not (tmp_path / 'a.png').exists()
-    assert infer_main(args + ['--onnx', str(exports[0]), '--out', str(tmp_path / 'b.png')]) == 0
+    assert infer_main(args + ['--model-file', str(exports[0]), '--out', str(tmp_path / 'b.png')]) == 0
     capsys.readouterr()
     not_onnx = tmp_path / 'model.onnx'
     not_onnx.write_bytes(b'\x00not onnx at all')
     for onnx_file, fact in ((tmp_path / 'missing.onnx', 'exported file not found'), (not_onnx, 'is not an ONNX file')):
-        assert infer_main(args + ['--onnx', str(onnx_file), '--out', str(tmp_path / 'c.png')]) == 1
+        assert infer_main(args + ['--model-file', str(onnx_file), '--out', str(tmp_path / 'c.png')]) == 1
         err = capsys.readouterr().err
         assert fact in err and str(onnx_file) in err and 'Traceback' not in err
 
@@ -326,7 +326,7 @@ def test_an_onnx_file_of_another_class_count_is_refused_before_the_model_is_buil
     image = make_synthetic_coco(tmp_path / 'img', num_train=0, num_val=1) / 'val' / '000000.png'
     from pit_det.cli.infer import main as infer_main
     assert infer_main([str(five), str(checkpoints[0]), str(image), '--out', str(tmp_path / 'x.png'), '--path',
-                       'onnxruntime', '--onnx', str(exports[0])]) == 1
+                       'onnxruntime', '--model-file', str(exports[0])]) == 1
     err = capsys.readouterr().err
     assert f'--model-file {exports[0]} was exported from a detector of 3 classes' in err and 'has 5' in err
 

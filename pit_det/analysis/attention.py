@@ -55,7 +55,7 @@ def check_spec(spec: str) -> None:
         FileNotFoundError: SOURCE cannot be had now (the message says the ways out).
     """
     from ..models.pit import ARCH_ZOO
-    from ..models.sources import unavailable_reason
+    from ..checkpoint.sources import unavailable_reason
     name, equals, source = spec.partition('=')
     if not ((name.startswith('pit-') and name[4:] in ARCH_ZOO) or name == 'vit-s'):
         raise ValueError(f'unknown backbone {name!r} in {spec!r}: use pit-<ti|xs|s|b>[-distilled] or vit-s, '

@@ -11,7 +11,7 @@ Model specs:
 Any spec may end in ``@INFERENCE``, the way it runs, named as ``FastDeformableDETR``'s inference paths: ``@eager``
 (the default), ``@bf16`` (eager under CPU/CUDA bf16 autocast; a ``FastDeformableDETR`` in predict mode runs its own
 ``inference=dict(path='bf16')``), ``@fp16`` (CUDA fp16 autocast), ``@compile`` (``torch.compile`` of the backbone,
-inductor; the rest eager), or an exported graph (:mod:`pit_det.export.onnx`; detectors in predict mode, on the
+inductor; the rest eager), or an exported graph (:mod:`pit_det.deploy.onnx`; detectors in predict mode, on the
 CPU, compiled for the timed size as a deployment at one size is): ``@onnxruntime``, ``@openvino`` (OpenVINO's
 precision for the CPU: bf16 where it has bf16 instructions) or ``@openvino-int8`` (NNCF's INT8 calibrated on
 :data:`INT8_CALIBRATION` generated scenes at the timed size: a speed measurement; accuracy is ``mim test``'s). Every
@@ -29,7 +29,7 @@ from torch import nn
 
 from ..configs import ConfigNotFoundError, config_names, find_config
 from ..models import FastDeformableDETR
-from ..models.runtimes import RUNTIMES
+from ..deploy.metadata import RUNTIMES
 from ..models.utils import explicit_attention, image_sample
 from .report import BenchmarkError
 
@@ -136,7 +136,7 @@ def build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device: 
     model, call = built.model, built.call
     if inference in AUTOCAST:
         if inference == 'bf16' and mode == 'predict' and isinstance(model, FastDeformableDETR):
-            model.inference['path'] = 'bf16'  # FastDeformableDETR's own bf16 path, as `mim test` runs it
+            model.set_inference(dict(path='bf16'))  # FastDeformableDETR's own bf16 path, as `mim test` runs it
             return Built(model, call)
 
         def call_autocast(x, inner=call, dtype=AUTOCAST[inference]):
@@ -160,8 +160,8 @@ def check_runtime_spec(spec: str, mode: str, device: str) -> None:
         return
     if not is_detector_spec(base) or mode != 'predict' or device != 'cpu':
         raise BenchmarkError(f'{spec}: the exported graph is a whole detector in predict mode, on the CPU')
-    from ..export.onnx import ExportError
-    from ..export.openvino import require_tools
+    from ..deploy.onnx import ExportError
+    from ..deploy.openvino import require_tools
     try:
         require_tools(inference)
     except ExportError as exc:
@@ -173,14 +173,14 @@ def _runtime_call(model: nn.Module, inference: str, size: tuple[int, int], batch
 
     import numpy as np
 
-    from ..export.onnx import export, metadata
-    from ..models.runtimes import Runtime
+    from ..deploy.onnx import export, metadata
+    from ..deploy.runtimes import Runtime
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         path = export(model, *size, f'{tmp}/model.onnx')
         if inference == 'openvino-int8':
             from ..data import make_synthetic_coco
-            from ..export.openvino import save_ir, to_openvino
+            from ..deploy.openvino import save_ir, to_openvino
             scenes = make_synthetic_coco(f'{tmp}/scenes', num_train=0, num_val=INT8_CALIBRATION, size=max(size))
             images = [np.ascontiguousarray(np.asarray(Image.open(p).convert('RGB').resize(size[::-1]), np.float32)
                                            .transpose(2, 0, 1)[None]) for p in sorted((scenes / 'val').glob('*.png'))]

@@ -7,38 +7,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-import torch
-
-from ..models import (CheckpointMismatchError, CheckpointReadError, ConversionReport, convert_pit_checkpoint,
-                      load_pit_weights)
-from ..models.sources import cached_file, is_remote
-from ..outputs import atomic_write, check_file_output
+from ..checkpoint import CheckpointMismatchError, CheckpointReadError, ConversionReport
+from ..checkpoint.convert import convert_file
+from ..models import PiT, convert_pit_checkpoint, load_pit_weights
+from ..outputs import OutputError
 
 
-def convert_file(src: str | Path, dst: str | Path, arch: str | None = None, force: bool = False) -> ConversionReport:
-    """Read ``src`` (a file, an ``hf-hub:`` tag or a URL; weights only), convert it, optionally check it against
-    ``arch``, write ``dst`` atomically."""
-    src, dst = str(src), Path(dst)
-    remote = is_remote(src)
-    if not remote and not Path(src).exists():
-        raise FileNotFoundError(f'{src} does not exist')
-    source = ('cached download of SRC', cached_file(src)) if remote else ('source checkpoint (SRC)', src)
-    check_file_output(dst, [source], option='DST', force=force)
-    from mmengine.runner import CheckpointLoader
-    report = ConversionReport('')
-    sd = convert_pit_checkpoint(CheckpointLoader.load_checkpoint(src, map_location='cpu'), report=report)
-
-    def write(tmp: Path) -> None:
-        torch.save({'state_dict': {f'backbone.{k}': v for k, v in sd.items()},
-                    'meta': dict(source=str(src), source_layout=report.layout, converter='pit-det')}, tmp)
-        if arch is not None:
-            from ..models import PiT
-            load_pit_weights(PiT(arch=arch), tmp)
-
-    atomic_write(dst, write)
-    return report
+def convert_pit_file(src: str, dst: str, arch: str | None = None, force: bool = False) -> ConversionReport:
+    """A PiT checkpoint of any layout written as pit-det's, checked against ``arch`` when one is given."""
+    check = None if arch is None else (lambda written: load_pit_weights(PiT(arch=arch), written))
+    return convert_file(src, dst, convert_pit_checkpoint, check, force)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,8 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        report = convert_file(args.src, args.dst, args.arch, args.force)
-    except (OSError, ValueError, CheckpointMismatchError, CheckpointReadError) as exc:
+        report = convert_pit_file(args.src, args.dst, args.arch, args.force)
+    except (OSError, ValueError, OutputError, CheckpointMismatchError, CheckpointReadError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     print(f'layout: {report.layout}')

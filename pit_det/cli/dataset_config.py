@@ -15,9 +15,9 @@ from pathlib import Path
 from . import config_file, parser_from_doc
 from ..data.custom import (MARKER, DatasetError, fill_missing_area, read_base, read_coco, split, write_coco,
                            write_config)
-from ..models import CheckpointMismatchError, CheckpointReadError
-from ..models.fit import check_weights_file
-from ..models.sources import is_remote
+from ..checkpoint import CheckpointMismatchError, CheckpointReadError
+from ..checkpoint.matching import check_weights_file
+from ..checkpoint.sources import is_remote
 from ..outputs import OutputError, check_file_output
 
 

@@ -30,11 +30,12 @@ from pathlib import Path
 import torch
 
 from ..benchmark import parse_size
-from ..export.onnx import (ExportError, build_exportable, check_shape, compare, export, load_image, metadata,
+from ..deploy.onnx import (ExportError, build_exportable, check_shape, compare, export, load_image, metadata,
                            one_pixel_size, shape_problem)
-from ..export.openvino import require_tools
-from ..models import CheckpointMismatchError, CheckpointReadError
-from ..models.runtimes import FORMATS, Runtime, exported_metadata
+from ..deploy.openvino import require_tools
+from ..checkpoint import CheckpointMismatchError, CheckpointReadError
+from ..deploy.metadata import FORMATS, exported_metadata
+from ..deploy.runtimes import Runtime
 from ..outputs import OutputError, atomic_write, check_file_output
 from . import config_file, parser_from_doc
 
@@ -117,7 +118,7 @@ class _NotReproduced(Exception):
 
 def check_sizes(model, height: int, width: int) -> list[tuple[int, int]]:
     """The sizes the graph is checked at besides ``--shape``: three quarters of the height (another aspect ratio)
-    and the smallest 1:4 size with a one-pixel level (:func:`~pit_det.export.onnx.one_pixel_size`), each where the
+    and the smallest 1:4 size with a one-pixel level (:func:`~pit_det.deploy.onnx.one_pixel_size`), each where the
     detector runs it."""
     sizes = [(max(32, height * 3 // 4 // 8 * 8), width), one_pixel_size(model)]
     return [size for size in sizes if size is not None and shape_problem(model, *size) is None]
@@ -129,12 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         check_args(args)
-        import pit_det  # noqa: F401
         model = build_exportable(args.config, args.checkpoint)
         check_shape(model, height, width)
         calibration = None
         if args.format == 'openvino-int8':
-            from ..export.openvino import CALIBRATION_IMAGES, calibration_images
+            from ..deploy.openvino import CALIBRATION_IMAGES, calibration_images
             calibration = calibration_images(model.cfg, args.calibration_images or CALIBRATION_IMAGES, args.seed)
         with tempfile.TemporaryDirectory() as tmp:
             source = args.image or _default_image(Path(tmp))
@@ -174,7 +174,7 @@ def write_ir(args: argparse.Namespace, model, calibration, check) -> None:
     """The IR of ``--format openvino``/``openvino-int8``, checked in OpenVINO f32 before it is written."""
     import time
 
-    from ..export.openvino import save_ir, to_openvino
+    from ..deploy.openvino import save_ir, to_openvino
     height, width = args.shape
     with tempfile.TemporaryDirectory() as tmp:
         onnx_file = export(model, height, width, Path(tmp) / 'model.onnx', args.opset)

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
+
+from mmengine.config import Config
 
 from . import config_file
+from ..checkpoint import CheckpointMismatchError, CheckpointReadError
 from ..draw import draw_detections
-from ..models import CheckpointMismatchError, CheckpointReadError
-from ..models.detectors import INFERENCE_PATHS
-from ..models.runtimes import RUNTIMES, openvino_precision
+from ..models.inference import PATHS, InferenceOptions
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -19,10 +21,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--out', required=True, help='output picture (.png or .jpg)')
     parser.add_argument('--score-thr', type=float, default=0.3)
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--path', default='eager', choices=INFERENCE_PATHS,
+    parser.add_argument('--path', default='eager', choices=list(PATHS),
                         help='how the detector runs (the exported-graph paths onnxruntime, openvino and openvino-int8 '
                              'need --model-file)')
-    parser.add_argument('--model-file', '--onnx', dest='model_file',
+    parser.add_argument('--model-file',
                         help='the file from pit-det-export-onnx: ONNX (onnxruntime, openvino) or OpenVINO IR .xml '
                              '(openvino, openvino-int8)')
     parser.add_argument('--precision', help='OpenVINO\'s inference precision (f32, bf16, f16; default OpenVINO\'s choice '
@@ -31,37 +33,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check_exported_file(config: str, path: str, model_file: str) -> None:
-    """The ``--model-file`` exists, is an export of pit-det that ``--path`` runs, and has the config's number of
-    classes; its weights are checked against the checkpoint's when the detector opens it."""
-    from mmengine.config import Config
-
-    from ..models.runtimes import classes_mismatch, exported_metadata, format_mismatch
-    meta = exported_metadata(model_file)
-    num_classes = Config.fromfile(config).model.bbox_head.num_classes
-    problem = format_mismatch(meta, model_file, path) or classes_mismatch(meta, model_file, num_classes, config)
-    if problem:
-        raise CheckpointMismatchError(f'--model-file {problem}')
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        import pit_det  # noqa: F401  (registers PiT for configs without custom_imports)
         if not 0 <= args.score_thr <= 1:
             raise ValueError(f'--score-thr {args.score_thr}: give a score between 0 and 1')
-        if (args.path in RUNTIMES) != bool(args.model_file):
-            raise ValueError(f'--model-file FILE goes with --path {"/".join(RUNTIMES)} (and only with them)')
-        if args.precision and not args.path.startswith('openvino'):
-            raise ValueError('--precision goes with --path openvino or openvino-int8')
-        if args.precision:
-            args.precision = openvino_precision(args.precision)
-        if args.model_file:
-            check_exported_file(args.config, args.path, args.model_file)
-        inference = dict(path=args.path, **({'model_file': args.model_file} if args.model_file else {}),
-                         **({'precision': args.precision} if args.precision else {}))
+        given = dict(path=args.path, model_file=args.model_file, precision=args.precision)
+        inference = InferenceOptions.parse({k: v for k, v in given.items() if v is not None},
+                                           spell=lambda option: f'--{option.replace("_", "-")}')
+        path = inference.build()
+        if path.runs_file:  # the file against the config's classes before any model is built; its weights when
+            path.check_file(Config.fromfile(args.config).model.bbox_head.num_classes, args.config)  # it is opened
         count = draw_detections(args.config, args.checkpoint, args.image, args.out, args.score_thr, args.device,
-                                inference=inference, force=args.force)
+                                inference={k: v for k, v in asdict(inference).items() if v is not None},
+                                force=args.force)
     except (FileNotFoundError, ImportError, ValueError, CheckpointMismatchError, CheckpointReadError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1

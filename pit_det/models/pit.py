@@ -3,7 +3,7 @@
 Paper: Heo et al., "Rethinking Spatial Dimensions of Vision Transformers", https://arxiv.org/abs/2103.16302.
 Reference implementations: https://github.com/naver-ai/pit (``pit.py``) and timm (``timm/models/pit.py``); the
 parameter names follow timm >= 0.9 so its checkpoints load unchanged, other layouts are converted on loading by
-:mod:`pit_det.models.pit_checkpoint`.
+:mod:`pit_det.models.pit_layout`.
 """
 # PiT: Copyright 2021-present NAVER Corp. Apache License v2.0.
 from __future__ import annotations
@@ -18,8 +18,8 @@ from mmengine.model import BaseModule
 from mmdet.registry import MODELS
 from torch import nn
 
-from .fit import ConversionReport, FitsCheckpoints, check_backbone_fit
-from .pit_checkpoint import convert_pit_checkpoint, recognises_pit_checkpoint
+from ..checkpoint.matching import ConversionReport, FitsCheckpoints, check_backbone_fit
+from .pit_layout import convert_pit_checkpoint, recognises_pit_checkpoint
 from .utils import FreezesStages
 
 ARCH_ZOO: dict[str, dict] = {
@@ -209,7 +209,7 @@ class PiT(FitsCheckpoints, FreezesStages, BaseModule):
 
     Every state dict loaded into this module, by ``init_cfg``, mmdet's ``load_from`` or ``load_state_dict``, is
     converted from the layout it is in, its position embedding resized to this model's grid and its shapes checked
-    (:class:`~pit_det.models.fit.FitsCheckpoints`; layouts in :mod:`pit_det.models.pit_checkpoint`).
+    (:class:`~pit_det.checkpoint.matching.FitsCheckpoints`; layouts in :mod:`pit_det.models.pit_layout`).
     :attr:`load_report` describes the last load.
     """
 
@@ -347,7 +347,7 @@ class PiT(FitsCheckpoints, FreezesStages, BaseModule):
 
     def convert_checkpoint(self, state_dict: dict, report: ConversionReport) -> dict:
         """A PiT state dict of any layout converted to this one, ``pos_embed`` resized to this grid, checked
-        against this model (raises :class:`~pit_det.models.fit.CheckpointMismatchError`)."""
+        against this model (raises :class:`~pit_det.checkpoint.matching.CheckpointMismatchError`)."""
         converted = convert_pit_checkpoint(state_dict, num_stages=len(self.transformers), report=report)
         pos = converted.get('pos_embed')
         if pos is not None and pos.ndim == 4 and pos.shape[:2] == self.pos_embed.shape[:2]:

@@ -1,5 +1,5 @@
-"""Helpers shared across models and tools: the attention switch of PiT's and timm's transformers, one image's
-data sample, the digest of a model's weights that an exported graph records."""
+"""What the models share: the attention switch of PiT's and timm's transformers (:func:`explicit_attention`),
+stages kept frozen through ``train()`` (:class:`FreezesStages`), one image's data sample (:func:`image_sample`)."""
 from __future__ import annotations
 
 import contextlib
@@ -40,35 +40,3 @@ def image_sample(height: int, width: int):
     shape = (height, width)
     return DetDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, batch_input_shape=shape, pad_shape=shape,
                                        scale_factor=(1.0, 1.0)))
-
-
-def weights_digest(model: nn.Module) -> str:
-    """sha256 of ``model``'s state dict (names, shapes, dtypes and values): what an exported file records of the
-    weights it was exported from."""
-    import hashlib
-
-    import torch
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(f'{name}:{tuple(tensor.shape)}:{tensor.dtype};'.encode())
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b'')
-    return digest.hexdigest()
-
-
-# What an exported graph carries of its origin (ONNX metadata_props), checked when a detector runs the file.
-EXPORT_METADATA = ('pit_det.config', 'pit_det.checkpoint', 'pit_det.weights_sha256', 'pit_det.num_classes',
-                   'pit_det.classes', 'pit_det.input_size')
-
-
-def onnxruntime_session(path, threads: int | None = None):
-    """An onnxruntime session of ``path`` on the CPU (``threads``: intra-op threads, default onnxruntime's)."""
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise ImportError(f'running an exported graph needs onnxruntime ({exc}): pip install "pit-det[export]"') \
-            from None
-    options = onnxruntime.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return onnxruntime.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])

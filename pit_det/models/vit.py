@@ -18,7 +18,7 @@ from mmengine.model import BaseModule
 from mmdet.registry import MODELS
 from torch import nn
 
-from .fit import (CLASSIFIER_PREFIXES, CheckpointMismatchError, ConversionReport, FitsCheckpoints, check_backbone_fit,
+from ..checkpoint.matching import (CLASSIFIER_PREFIXES, CheckpointMismatchError, ConversionReport, FitsCheckpoints, check_backbone_fit,
                   extract_state_dict)
 from .utils import FreezesStages
 

@@ -23,7 +23,6 @@ from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttention, Mul
                                               multi_scale_deformable_attn_pytorch)
 from torch import nn
 
-from ..outputs import atomic_write
 
 _SOURCE = Path(__file__).parent / 'csrc' / 'ms_deform_attn_cpu.cpp'
 _FLAGS = ['-O3', '-march=native', '-fopenmp']
@@ -79,7 +78,10 @@ def load_extension():
     build_dir.mkdir(parents=True, exist_ok=True)
     source = build_dir / _SOURCE.name
     if not source.is_file() or source.read_bytes() != _SOURCE.read_bytes():
-        atomic_write(source, lambda tmp: tmp.write_bytes(_SOURCE.read_bytes()))
+        # renamed into place: two processes (test workers, DDP ranks) may build at once, neither reads half a file
+        tmp = source.with_name(f'{source.name}.{os.getpid()}.partial')
+        tmp.write_bytes(_SOURCE.read_bytes())
+        os.replace(tmp, source)
     try:
         _ext = load(name='pit_det_ms_deform_attn_cpu', sources=[str(source)], build_directory=str(build_dir),
                     extra_cflags=_FLAGS, extra_ldflags=['-fopenmp'], verbose=False)

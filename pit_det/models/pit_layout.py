@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .fit import CLASSIFIER_PREFIXES, CheckpointMismatchError, ConversionReport, extract_state_dict
-from .sources import is_remote, missing_weights_message
+from ..checkpoint.matching import CLASSIFIER_PREFIXES, CheckpointMismatchError, ConversionReport, extract_state_dict
+from ..checkpoint.sources import is_remote, missing_weights_message
 
 _POOL_KEY = re.compile(r'^(pools\.(\d+)\.|transformers\.(\d+)\.pool\.)')
 

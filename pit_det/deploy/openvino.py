@@ -1,7 +1,7 @@
 """The exported detector as an OpenVINO IR: float (``openvino``) or INT8 by NNCF's post-training quantisation
 (``openvino-int8``), calibrated on images of the config's training set.
 
-OpenVINO reads the ONNX graph of :mod:`pit_det.export.onnx` as it is (any image size); the IR adds pit-det's metadata
+OpenVINO reads the ONNX graph of :mod:`pit_det.deploy.onnx` as it is (any image size); the IR adds pit-det's metadata
 (in its ``rt_info``) and its format. INT8 keeps in floating point what the boxes depend on most finely
 (:data:`KEEP_FLOAT`): the linear layers that predict the deformable attention's sampling offsets and attention weights
 (an offset is a fraction of the feature map: an 8-bit step moves every sampling point of a query), the box
@@ -23,8 +23,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..models.runtimes import BIN_KEY, FORMAT_KEY, file_digest, require_openvino
-from .onnx import ExportError, require_runtime
+from .extras import MissingExtraError, require
+from .metadata import BIN_KEY, FORMAT_KEY, file_digest
+from .onnx import ExportError
 
 # name fragments of the ONNX nodes that stay in floating point in the INT8 graph (NNCF ignored scope)
 KEEP_FLOAT = ('sampling_offsets', 'attention_weights', 'reg_branches', 'cls_branches')
@@ -35,14 +36,6 @@ class QuantizationError(ValueError):
     """A quantisation request that cannot be honoured; the message says why and what to do."""
 
 
-def require_nncf():
-    try:
-        import nncf
-    except ImportError as exc:
-        raise QuantizationError(f'INT8 needs nncf ({exc}): pip install "pit-det[export]"') from None
-    return nncf
-
-
 def require_tools(name: str) -> None:
     """What exporting to, or running, ``name`` (a format or an exported-graph path) needs installed: onnx and
     onnxruntime always, openvino for the OpenVINO ones, nncf for INT8.
@@ -50,13 +43,13 @@ def require_tools(name: str) -> None:
     Raises:
         ExportError: naming the missing package and the extra that brings it.
     """
-    require_runtime()
     try:
+        require('onnx', 'onnxruntime', purpose='ONNX export needs')
         if name.startswith('openvino'):
-            require_openvino()
+            require('openvino', purpose='the OpenVINO paths need')
         if name == 'openvino-int8':
-            require_nncf()
-    except (ImportError, QuantizationError) as exc:
+            require('nncf', purpose='INT8 needs')
+    except MissingExtraError as exc:
         raise ExportError(str(exc)) from None
 
 
@@ -98,10 +91,10 @@ def to_openvino(onnx_path: str | Path, metadata: dict[str, str], fmt: str,
                 calibration: list[np.ndarray] | None = None, keep_float: tuple[str, ...] = KEEP_FLOAT):
     """The OpenVINO model of the ONNX file, quantised to INT8 when ``fmt`` is ``openvino-int8``, with ``metadata``
     and its format in its ``rt_info``."""
-    ov = require_openvino()
+    ov = require('openvino', purpose='the OpenVINO paths need')
     model = ov.Core().read_model(str(onnx_path))
     if fmt == 'openvino-int8':
-        nncf = require_nncf()
+        nncf = require('nncf', purpose='INT8 needs')
         if not calibration:
             raise QuantizationError('INT8 needs calibration images')
         from nncf.common.logging import nncf_logger
@@ -124,7 +117,7 @@ def to_openvino(onnx_path: str | Path, metadata: dict[str, str], fmt: str,
 
 def record_weights_file(xml: Path) -> None:
     """Record the sha256 of the ``.bin`` beside ``xml`` in the IR's ``rt_info`` (:data:`BIN_KEY`), which
-    :func:`~pit_det.models.runtimes.exported_metadata` checks: OpenVINO reads any ``.bin`` whose tensors have the
+    :func:`~pit_det.deploy.metadata.exported_metadata` checks: OpenVINO reads any ``.bin`` whose tensors have the
     sizes the ``.xml`` expects, so another export's weights would run silently. The digest is known only once the
     ``.bin`` is written, so it goes into the written ``.xml``, beside the metadata :func:`to_openvino` set."""
     text = xml.read_text(encoding='utf-8')
@@ -139,7 +132,7 @@ def record_weights_file(xml: Path) -> None:
 def save_ir(model, out: str | Path, check: Callable[[Path], object] | None = None) -> Path:
     """Write ``model`` as ``out`` (``.xml``) and its weights beside it (``.bin``), each renamed into place only when
     both are written and ``check(written_xml)`` (if given) has returned; a failure leaves what was there."""
-    ov = require_openvino()
+    ov = require('openvino', purpose='the OpenVINO paths need')
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.stem}.', dir=out.parent))

@@ -29,8 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.utils import image_sample
 from ..outputs import atomic_write
-from ..models.utils import EXPORT_METADATA, image_sample, weights_digest
+from .extras import require
+from .metadata import EXPORT_METADATA, weights_digest
 
 SUPPORTED = ('DeformableDETR', 'FastDeformableDETR')
 OUTPUTS = ('boxes', 'scores', 'labels')
@@ -38,16 +40,6 @@ OUTPUTS = ('boxes', 'scores', 'labels')
 
 class ExportError(ValueError):
     """A request the exporter cannot honour; the message says why and what to do."""
-
-
-def require_runtime():
-    """``(onnx, onnxruntime)``, or an error naming the extra that brings them."""
-    try:
-        import onnx
-        import onnxruntime
-    except ImportError as exc:
-        raise ExportError(f'ONNX export needs onnx and onnxruntime ({exc}): pip install "pit-det[export]"') from None
-    return onnx, onnxruntime
 
 
 def deform_attn_graph(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
@@ -239,7 +231,7 @@ def one_pixel_size(model: nn.Module, max_side: int = 512) -> tuple[int, int] | N
 
 
 def metadata(model: nn.Module, height: int, width: int) -> dict[str, str]:
-    """What the file records of its origin (:data:`~pit_det.models.utils.EXPORT_METADATA`): the config and checkpoint
+    """What the file records of its origin (:data:`~pit_det.deploy.metadata.EXPORT_METADATA`): the config and checkpoint
     it was exported from (``model.export_origin``, set by :func:`build`), the sha256 of the weights, the classes and
     the input size. A detector that runs the file checks the weights and the number of classes against its own."""
     origin = getattr(model, 'export_origin', {})
@@ -251,7 +243,7 @@ def metadata(model: nn.Module, height: int, width: int) -> dict[str, str]:
 def export(model: nn.Module, height: int, width: int, out: str | Path, opset: int = 17) -> Path:
     """Write ``model`` as ONNX at ``height x width``, with its origin in the metadata (:func:`metadata`), and check
     the file with ``onnx.checker``. Nothing is left at ``out`` if any step fails."""
-    onnx, _ = require_runtime()
+    onnx, _ = require('onnx', 'onnxruntime', purpose='ONNX export needs')
     if opset < 16:
         raise ExportError(f'opset {opset}: GridSample needs opset >= 16')
     check_shape(model, height, width)
@@ -311,12 +303,11 @@ def load_image(path: str | Path, height: int, width: int) -> torch.Tensor:
 
 
 def compare(model: nn.Module, runtime, image: torch.Tensor, topk: int = 20) -> Comparison:
-    """Run the exported graph (``runtime``: a :class:`~pit_det.models.runtimes.Runtime`, or the path of an ONNX file
+    """Run the exported graph (``runtime``: a :class:`~pit_det.deploy.runtimes.Runtime`, or the path of an ONNX file
     for onnxruntime) on the batch ``image`` ``(N, 3, H, W)`` at once, and mmdet's ``predict`` (fused op, as
     deployed) image by image; compare the top-k of every image."""
-    from ..models.runtimes import Runtime
+    from .runtimes import Runtime
     if not isinstance(runtime, Runtime):
-        require_runtime()
         runtime = Runtime('onnxruntime', runtime)
     start = time.perf_counter()
     expected = reference_predict(model, image)

@@ -199,3 +199,39 @@ def fit_detector_checkpoint(model: nn.Module, state_dict: dict, prefix: str = ''
             f'(first checkpoint keys: {sorted(sd)[:3] or "none"}; model keys: {sorted(own)[:3]}). It is not a '
             'checkpoint of this detector: pass one written by training this config (work_dirs/.../epoch_N.pth).')
     return tolerated
+
+
+class FitsDetectorCheckpoints:
+    """A detector that checks every state dict loaded into it (``load_from``, ``--resume``, ``mim test``, inference)
+    with :func:`fit_detector_checkpoint`, tolerating classification layers of another class set (fine-tuning) and
+    remembering them, so that a test or an inference can refuse them (:meth:`refuse_other_classes`). Call
+    :meth:`check_loaded_checkpoints` at the end of ``__init__``."""
+
+    def check_loaded_checkpoints(self) -> None:
+        self.class_layers_differ: list[str] = []
+        self.checkpoint_num_classes: int | None = None
+        self._register_load_state_dict_pre_hook(self._check_fit_on_load)
+
+    def _check_fit_on_load(self, state_dict: dict, prefix: str, *args) -> None:
+        tolerated = fit_detector_checkpoint(self, state_dict, prefix)
+        self.class_layers_differ = tolerated  # fine-tuning tolerates them; testing and inference do not
+        bias = state_dict.get(f'{prefix}bbox_head.cls_branches.0.bias')
+        self.checkpoint_num_classes = int(bias.shape[0]) if bias is not None else None
+        if tolerated:
+            print_log(f'classification layers differ in size (another class set; they keep their initialisation): '
+                      f'{"; ".join(tolerated)}', logger='current', level=30)
+
+    def refuse_other_classes(self, checkpoint) -> None:
+        """Raise unless the last loaded checkpoint's classification layers have this model's number of classes:
+        a test or an inference with another class set would score every class as another.
+
+        Raises:
+            CheckpointMismatchError: naming both numbers and the option to set.
+        """
+        if not self.class_layers_differ:
+            return
+        theirs = self.checkpoint_num_classes
+        raise CheckpointMismatchError(
+            f'{checkpoint} classifies {theirs} classes, this config {self.bbox_head.num_classes} '
+            f'({self.class_layers_differ[0]}): test and infer with the config it was trained with, or set '
+            f'model.bbox_head.num_classes={theirs} and the datasets\' metainfo.classes to its classes')

@@ -13,7 +13,7 @@ Every checkpoint, whoever asks for it, is read through mmengine's ``CheckpointLo
 
 Weights that are not cached are probed once (:func:`unavailable_reason`) before any download, so that no network
 means one message at once, the same in every entry point. In a distributed run rank 0 downloads, the other ranks wait
-at a barrier and read the cache. What a state dict then has to fit is :mod:`pit_det.models.fit`'s concern.
+at a barrier and read the cache. What a state dict then has to fit is :mod:`pit_det.checkpoint.matching`'s concern.
 """
 from __future__ import annotations
 

@@ -1,1 +1,0 @@
-"""Export of whole detectors: ONNX with an onnxruntime check (:mod:`.onnx`)."""
