@@ -44,10 +44,8 @@ class Findings:
 def _dataset(loader_cfg) -> dict | None:
     if not loader_cfg:
         return None
-    dataset = loader_cfg.get('dataset', {})
-    while 'dataset' in dataset:  # RepeatDataset / ClassBalancedDataset wrappers
-        dataset = dataset['dataset']
-    return dataset
+    from .data.coco import unwrap_dataset
+    return unwrap_dataset(loader_cfg.get('dataset', {}))
 
 
 def _under_root(dataset: dict, path: str | None) -> str | None:
@@ -85,8 +83,8 @@ def _load_annotations(path: str, cache: dict) -> dict | str:
 
 def _content_problem(ann: dict, path: str) -> str | None:
     """What mmdet's ``CocoDataset`` and ``CocoMetric`` would stop on, mid-run, in a parsed COCO file: the dataset
-    command's check (:func:`pit_det.data.custom.check_coco`) and every annotation's ``area``."""
-    from .data.custom import DatasetError, check_coco, missing_area
+    command's check (:func:`pit_det.data.coco.check_coco`) and every annotation's ``area``."""
+    from .data.coco import DatasetError, check_coco, missing_area
     if 'annotations' not in ann:  # an image-info file (COCO's test-dev) lists images only
         return None
     try:

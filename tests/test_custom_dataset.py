@@ -10,7 +10,8 @@ from mmengine.config import Config
 
 from pit_det.cli.dataset_config import main
 from pit_det.data import make_synthetic_coco
-from pit_det.data.custom import read_coco, schedule_for
+from pit_det.data.coco import read_coco
+from pit_det.data.dataset_config import schedule_for
 
 NAMES = {1: 'red box', 2: 'grüne Scheibe', 3: 'triangle'}  # a space and unicode
 IDS = {1: 0, 2: 5, 3: 9}  # ids from 0, with gaps

@@ -23,9 +23,9 @@ ALLOWED = {
     'demo': {'configs', 'data', 'draw'},
     'benchmark': {'configs', 'models', 'ops', 'data', 'deploy', 'outputs', '__init__'},  # __init__: registration in a fresh process
     '__init__': {'models', 'runner', 'checkpoint', 'deploy'},
-    'analysis': {'models', 'checkpoint', 'data', 'outputs'},
+    'analysis': {'models', 'checkpoint', 'ops', 'data', 'outputs'},
     'evaluation': {'data', 'outputs'},
-    'deploy': {'models', 'checkpoint', 'ops', 'outputs'},
+    'deploy': {'models', 'checkpoint', 'ops', 'data', 'outputs'},
     'cli': {'analysis', 'benchmark', 'checkpoint', 'configs', 'data', 'demo', 'deploy', 'draw', 'evaluation', 'models',
             'ops', 'outputs', 'preflight', 'runner', '__init__'},
 }

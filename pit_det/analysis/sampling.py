@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..ops.ms_deform_attn import sampling_locations
 from ..outputs import save_figure, write_text
 
 LEVEL_COLOURS = ('#e41a1c', '#ff7f00', '#4daf4a', '#377eb8', '#984ea3', '#a65628')  # one per feature level
@@ -108,7 +109,8 @@ class Recorder:
 
 
 def locations_and_weights(module: nn.Module, record: Record) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(locations, weights)`` as ``module.forward`` computes them (mmcv 2.1.0): locations ``(bs, queries, heads,
+    """``(locations, weights)`` as ``module.forward`` computes them (mmcv 2.1.0's formula, the fused attention's
+    :func:`~pit_det.ops.ms_deform_attn.sampling_locations`): locations ``(bs, queries, heads,
     levels, points, 2)``, x and y normalised to the padded input; weights ``(bs, queries, heads, levels, points)``,
     summing to 1 over levels and points."""
     heads, levels, points = module.num_heads, module.num_levels, module.num_points
@@ -116,12 +118,7 @@ def locations_and_weights(module: nn.Module, record: Record) -> tuple[torch.Tens
     offsets = record.offsets.view(bs, queries, heads, levels, points, 2).float()
     weights = record.logits.view(bs, queries, heads, levels * points).float().softmax(-1)
     weights = weights.view(bs, queries, heads, levels, points)
-    ref = record.reference_points.float()
-    if ref.shape[-1] == 2:
-        normalizer = torch.stack([record.spatial_shapes[..., 1], record.spatial_shapes[..., 0]], -1).float()
-        locations = ref[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
-    else:
-        locations = ref[:, :, None, :, None, :2] + offsets / points * ref[:, :, None, :, None, 2:] * 0.5
+    locations = sampling_locations(record.reference_points.float(), offsets, record.spatial_shapes, points)
     return locations, weights
 
 

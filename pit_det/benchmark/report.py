@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..ops.ms_deform_attn import cpu_model_and_flags
 from ..outputs import save_figure, table, write_text
 
 
@@ -54,11 +55,7 @@ def environment(device: str) -> dict:
     env = dict(date=time.strftime('%Y-%m-%d %H:%M:%S %Z'), python=platform.python_version(),
                torch=torch.__version__, mmcv=mmcv.__version__, mmdet=mmdet.__version__, mmengine=mmengine.__version__,
                timm=timm.__version__, threads=torch.get_num_threads(), machine=platform.machine())
-    try:
-        env['cpu'] = next(line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
-                          if line.startswith('model name'))
-    except (OSError, StopIteration):
-        env['cpu'] = platform.processor()
+    env['cpu'] = cpu_model_and_flags()[0]
     env['isa'], env['bf16_native'] = cpu_isa()
     env['cpu_features'] = cpu_features()
     if device == 'cuda':
@@ -69,10 +66,8 @@ def environment(device: str) -> dict:
 
 def cpu_isa() -> tuple[str, bool]:
     """The CPU's widest vector ISA (AMX / AVX-512 BF16 / AVX-512 / AVX2) and whether it computes bf16 natively."""
-    try:
-        flags = set(next(line for line in Path('/proc/cpuinfo').read_text().splitlines()
-                         if line.startswith('flags')).split(':', 1)[1].split())
-    except (OSError, StopIteration):
+    flags = cpu_model_and_flags()[1]
+    if not flags:
         return 'unknown', False
     native = bool(flags & {'amx_bf16', 'avx512_bf16'})
     for flag, name in (('amx_bf16', 'AMX'), ('avx512_bf16', 'AVX-512 BF16'), ('avx512f', 'AVX-512'), ('avx2', 'AVX2')):
@@ -84,10 +79,8 @@ def cpu_isa() -> tuple[str, bool]:
 def cpu_features() -> str:
     """What the CPU runtimes' fast paths need, present or not: AVX-512, AVX-512 BF16, VNNI (int8 dot products, AVX-512
     or AVX), AMX."""
-    try:
-        flags = set(next(line for line in Path('/proc/cpuinfo').read_text().splitlines()
-                         if line.startswith('flags')).split(':', 1)[1].split())
-    except (OSError, StopIteration):
+    flags = cpu_model_and_flags()[1]
+    if not flags:
         return 'unknown'
     present = {'AVX2': 'avx2' in flags, 'AVX-512': 'avx512f' in flags, 'AVX-512 BF16': 'avx512_bf16' in flags,
                'VNNI': bool(flags & {'avx512_vnni', 'avx_vnni'}), 'AMX': bool(flags & {'amx_bf16', 'amx_int8'})}

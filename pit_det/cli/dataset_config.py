@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from . import config_file, parser_from_doc
-from ..data.custom import (MARKER, DatasetError, fill_missing_area, read_base, read_coco, split, write_coco,
-                           write_config)
+from ..data.coco import DatasetError, fill_missing_area, read_coco, split, write_coco
+from ..data.dataset_config import MARKER, read_base, write_config
 from ..checkpoint import CheckpointMismatchError, CheckpointReadError
 from ..checkpoint.matching import check_weights_file
 from ..checkpoint.sources import is_remote

@@ -55,9 +55,8 @@ def require_tools(name: str) -> None:
 
 def _dataset_cfg(cfg):
     """The training dataset of ``cfg`` (unwrapped from mmdet's dataset wrappers) with the test pipeline."""
-    dataset = cfg.train_dataloader.dataset
-    while 'dataset' in dataset and 'ann_file' not in dataset:  # RepeatDataset, ClassBalancedDataset ...
-        dataset = dataset.dataset
+    from ..data.coco import unwrap_dataset
+    dataset = unwrap_dataset(cfg.train_dataloader.dataset)
     return dict(dataset, pipeline=cfg.test_dataloader.dataset.pipeline, filter_cfg=None)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.coco import is_box, is_finite_number
 from ..outputs import save_figure
 
 METRICS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')
@@ -40,12 +41,12 @@ def load_ground_truth(ann_file: str | Path):
     Annotations without ``area`` get the box's (with a warning), as COCO's small/medium/large split needs one.
 
     Raises:
-        EvaluationError: the file is missing or not COCO detection format (:func:`pit_det.data.custom.read_coco`
+        EvaluationError: the file is missing or not COCO detection format (:func:`pit_det.data.coco.read_coco`
             names the first bad entry), or holds no annotation.
     """
     from pycocotools.coco import COCO
 
-    from ..data.custom import DatasetError, fill_missing_area, read_coco
+    from ..data.coco import DatasetError, fill_missing_area, read_coco
     try:
         data = read_coco(ann_file).data  # COCO detection format, every entry checked
     except DatasetError as exc:
@@ -64,15 +65,6 @@ def load_ground_truth(ann_file: str | Path):
     with _quiet():
         gt.createIndex()
     return gt
-
-
-def _is_number(value) -> bool:
-    """A finite int or float (JSON ``true``/``false`` are not numbers)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_box(box) -> bool:
-    return isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)
 
 
 def load_results(path: str | Path, gt) -> list[dict]:
@@ -101,12 +93,12 @@ def load_results(path: str | Path, gt) -> list[dict]:
         if not isinstance(det, dict) or not {'image_id', 'category_id', 'bbox', 'score'} <= set(det):
             raise EvaluationError(f'{where}: needs image_id, category_id, bbox and score')
         box = det['bbox']
-        if not _is_box(box):
+        if not is_box(box):
             raise EvaluationError(f'{where}: bbox must be four finite numbers [x, y, width, height]')
         if box[2] < 0 or box[3] < 0:
             raise EvaluationError(f'{where}: the box has a negative size (width {box[2]}, height {box[3]}); COCO '
                                   'boxes are [x, y, width, height], not corners')
-        if not _is_number(det['score']):
+        if not is_finite_number(det['score']):
             raise EvaluationError(f'{where}: score must be a finite number, found {json.dumps(det["score"])}')
         for key in ('image_id', 'category_id'):
             if not isinstance(det[key], int) or isinstance(det[key], bool):

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from mmdet.registry import MODELS
+from timm.layers import Attention
+from timm.models.vision_transformer import Block
 from torch import nn
 
 from ..checkpoint.matching import ConversionReport, FitsCheckpoints, check_backbone_fit
@@ -63,77 +66,11 @@ def resolve_arch(arch: str | dict) -> dict:
     return dict(arch)
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention with timm's parameter and module names (``qkv``, ``attn_drop``, ``proj``).
-
-    As in timm, ``fused_attn`` selects ``F.scaled_dot_product_attention``; the explicit path computes the attention
-    matrix, whose probabilities pass through the ``attn_drop`` module (where FLOP counters see the matrix and
-    ``timm.utils.AttentionExtract`` finds it, for PiT and timm's ViT alike).
-    """
-
-    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=True)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-        self.fused_attn = True
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
-        if self.fused_attn:
-            x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
-        else:
-            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-            x = self.attn_drop(attn) @ v
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
-class DropPath(nn.Module):
-    """Stochastic depth per sample."""
-
-    def __init__(self, prob: float) -> None:
-        super().__init__()
-        self.prob = prob
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.prob == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block, as timm's ViT ``Block`` (LayerNorm eps 1e-6, qkv bias)."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop_path: float = 0.0, drop: float = 0.0,
-                 attn_drop: float = 0.0) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, attn_drop, drop)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+def _block(dim: int, num_heads: int, mlp_ratio: float, drop_path: float, drop: float, attn_drop: float) -> Block:
+    """timm's ViT ``Block`` as timm's own PiT builds it (qkv bias, LayerNorm eps 1e-6): the same parameter names, and
+    ``fused_attn`` to switch its attention to explicit matrices."""
+    return Block(dim, num_heads, mlp_ratio, qkv_bias=True, proj_drop=drop, attn_drop=attn_drop, drop_path=drop_path,
+                 norm_layer=partial(nn.LayerNorm, eps=1e-6))
 
 
 class Pooling(nn.Module):
@@ -255,7 +192,7 @@ class PiT(FitsCheckpoints, FreezesStages, BaseModule):
         self.transformers = nn.ModuleList()
         for i in range(num_stages):
             start = sum(cfg['depths'][:i])
-            blocks = [Block(dims[i], cfg['heads'][i], mlp_ratio, dpr[start + j], drop_rate, attn_drop_rate)
+            blocks = [_block(dims[i], cfg['heads'][i], mlp_ratio, dpr[start + j], drop_rate, attn_drop_rate)
                       for j in range(cfg['depths'][i])]
             self.transformers.append(Stage(blocks, Pooling(dims[i - 1], dims[i]) if i > 0 else None))
         self.out_channels = tuple(dims[i] for i in self.out_indices)
@@ -276,7 +213,7 @@ class PiT(FitsCheckpoints, FreezesStages, BaseModule):
     def set_fused_attn(self, enable: bool) -> None:
         """Switch between fused (SDPA) and explicit attention in every block."""
         for module in self.modules():
-            if isinstance(module, Attention):
+            if isinstance(module, Attention):  # timm's, in every block
                 module.fused_attn = enable
 
     # ---------------------------------------------------------------------------------------------- geometry

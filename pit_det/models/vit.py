@@ -83,8 +83,6 @@ class ViTPyramid(FitsCheckpoints, FreezesStages, BaseModule):
         self.register_fit_hook()
         self._freeze_stages()
 
-    recognises = staticmethod(recognises_vit_checkpoint)
-
     def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The token maps after the ``out_indices`` blocks, NCHW: timm's ``forward_intermediates``."""
         return self.vit.forward_intermediates(x, indices=list(self.out_indices), intermediates_only=True)

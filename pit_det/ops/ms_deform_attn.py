@@ -30,13 +30,38 @@ _ext = None
 _ext_error: str | None = None
 
 
-def _cpu_signature() -> str:
-    """CPU model and feature flags: the kernel is built with -march=native."""
+def cpu_model_and_flags() -> tuple[str, set[str]]:
+    """The CPU's model name and feature flags (``/proc/cpuinfo``; the model from ``platform`` and no flags where
+    there is none): what ``-march=native`` builds for, and what the benchmark reports."""
     try:
         lines = Path('/proc/cpuinfo').read_text().splitlines()
-        return ''.join(next((line for line in lines if line.startswith(key)), '') for key in ('model name', 'flags'))
     except OSError:
-        return platform.processor()
+        return platform.processor(), set()
+
+    def field(key: str) -> str:
+        return next((line.split(':', 1)[1].strip() for line in lines if line.startswith(key) and ':' in line), '')
+    return field('model name') or platform.processor(), set(field('flags').split())
+
+
+def _cpu_signature() -> str:
+    """CPU model and feature flags: the kernel is built with -march=native."""
+    model, flags = cpu_model_and_flags()
+    return model + ' '.join(sorted(flags))
+
+
+def sampling_locations(reference_points: torch.Tensor, offsets: torch.Tensor, spatial_shapes: torch.Tensor,
+                       num_points: int) -> torch.Tensor:
+    """mmcv's sampling locations ``(bs, queries, heads, levels, points, 2)``, x and y normalised to the input: from
+    reference points ``(bs, queries, levels, 2)`` plus offsets in pixels of each level, or from reference boxes
+    ``(bs, queries, levels, 4)`` plus offsets in fractions of the half box per point (refined and two-stage
+    models); ``offsets`` is ``(bs, queries, heads, levels, points, 2)``."""
+    if reference_points.shape[-1] == 2:
+        normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1).to(offsets.dtype)
+        return reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+    if reference_points.shape[-1] == 4:
+        return reference_points[:, :, None, :, None, :2] \
+            + offsets / num_points * reference_points[:, :, None, :, None, 2:] * 0.5
+    raise ValueError(f'Last dim of reference_points must be 2 or 4, got {reference_points.shape[-1]}')
 
 
 def _build_inputs() -> str:
@@ -164,14 +189,7 @@ class FusedMultiScaleDeformableAttention(MultiScaleDeformableAttention):
                                                     self.num_points, 2)
         weights = self.attention_weights(query).view(bs, num_query, self.num_heads, -1).softmax(-1)
         weights = weights.view(bs, num_query, self.num_heads, self.num_levels, self.num_points)
-        if reference_points.shape[-1] == 2:
-            normalizer = torch.stack([spatial_shapes[..., 1], spatial_shapes[..., 0]], -1)
-            locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
-        elif reference_points.shape[-1] == 4:
-            locations = reference_points[:, :, None, :, None, :2] \
-                + offsets / self.num_points * reference_points[:, :, None, :, None, 2:] * 0.5
-        else:
-            raise ValueError(f'Last dim of reference_points must be 2 or 4, got {reference_points.shape[-1]}')
+        locations = sampling_locations(reference_points, offsets, spatial_shapes, self.num_points)
         if value.is_cuda:  # mmcv's kernel: float and half only, one dtype for all inputs; autocast mixes them
             output = MultiScaleDeformableAttnFunction.apply(value.float(), spatial_shapes, level_start_index,
                                                             locations.float(), weights.float(),
