@@ -58,7 +58,7 @@ def draw_detections(config: str | Path, checkpoint: str | Path, image: str | Pat
 
     from .models.detectors import build_detector
 
-    model_file = (inference or {}).get('model_file', (inference or {}).get('onnx_file'))
+    model_file = (inference or {}).get('model_file')
     bgr = check_request(config, checkpoint, image, out, device, force, (('exported model file', model_file),))
     options = {f'model.inference.{k}': v for k, v in (inference or {}).items()}
     model = build_detector(config, checkpoint, device=device, cfg_options=options)

@@ -40,13 +40,13 @@ def _check_parent(path: Path, option: str) -> None:
 
 
 def check_file_output(path: str | Path, inputs: Iterable[tuple[str, str | Path | None]] = (), *,
-                      option: str = 'OUT', own: Callable[[Path], bool] | None = None, force: bool = False) -> Path:
+                      option: str = '--out', own: Callable[[Path], bool] | None = None, force: bool = False) -> Path:
     """Refuse to write the file ``path`` over an input, a folder, or an existing file that is not the tool's own.
 
     Args:
         path: the file the tool will write.
         inputs: ``(what, path)`` of every file the tool reads (``None`` paths are skipped).
-        option: how the user gave ``path`` (``--json``, ``OUT``), for the message.
+        option: how the user gave ``path`` (``--out``), for the message.
         own: tells an earlier output of this tool (replaced without asking) from any other file; ``None``: the
             tool cannot tell, so an existing file needs ``force``.
         force: replace an existing file that is not an input.
@@ -72,7 +72,7 @@ def check_file_output(path: str | Path, inputs: Iterable[tuple[str, str | Path |
 
 
 def check_dir_output(folder: str | Path, names: Iterable[str], inputs: Iterable[tuple[str, str | Path | None]] = (),
-                     *, option: str = '--out') -> Path:
+                     *, option: str = '--out-dir') -> Path:
     """Refuse a folder that is a file, or whose files ``names`` (what the tool writes there) include an input.
 
     Existing files of those names are taken as earlier outputs of the tool (the names are its own) and replaced.

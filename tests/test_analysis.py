@@ -50,7 +50,7 @@ def test_command_writes_json_csv_and_png(tmp_path, capsys):
     import timm
     torch.save(timm.create_model('deit_small_patch16_224').state_dict(), deit)
     out = tmp_path / 'out'
-    assert main(['pit-ti', f'vit-s={deit}', '--images', str(data / 'train'), '--size', '64', '--out', str(out)]) == 0
+    assert main(['pit-ti', f'vit-s={deit}', '--images', str(data / 'train'), '--size', '64x64', '--out-dir', str(out)]) == 0
     printed = capsys.readouterr().out
     assert 'pit-ti: 4/4 images' in printed and 'layout timm-vit, 148/148 tensors loaded' in printed
     models = json.loads((out / 'attention.json').read_text())['models']
@@ -78,20 +78,20 @@ def test_every_argument_is_checked_before_the_first_model(tmp_path, capsys):
     data = make_synthetic_coco(tmp_path / 'data', num_train=2, num_val=1)
     images = str(data / 'train')
     # the third model is unknown: nothing is analysed (the first two would take minutes at a real size)
-    assert main(['pit-ti', 'pit-b', 'pit-q', '--images', images, '--size', '64']) == 1
+    assert main(['pit-ti', 'pit-b', 'pit-q', '--images', images, '--size', '64x64']) == 1
     out, err = capsys.readouterr()
     assert "unknown backbone 'pit-q'" in err and 'blocks in' not in out and 'images at' not in out
     assert main(['pit-ti', f'pit-s={tmp_path / "missing.pth"}', '--images', images]) == 1
     assert str(tmp_path / 'missing.pth') in capsys.readouterr().err
     taken = tmp_path / 'taken.txt'
     taken.write_text('a file of the user')
-    assert main(['pit-ti', '--images', images, '--out', str(taken)]) == 1
+    assert main(['pit-ti', '--images', images, '--out-dir', str(taken)]) == 1
     out, err = capsys.readouterr()
-    assert f'--out {taken} is a file' in err and 'images at' not in out and taken.read_text() == 'a file of the user'
+    assert f'--out-dir {taken} is a file' in err and 'images at' not in out and taken.read_text() == 'a file of the user'
     checkpoint = tmp_path / 'out' / 'attention.json'  # a checkpoint where the tool would write its report
     checkpoint.parent.mkdir()
     checkpoint.write_bytes(b'weights')
-    assert main([f'pit-ti={checkpoint}', '--images', images, '--out', str(tmp_path / 'out')]) == 1
+    assert main([f'pit-ti={checkpoint}', '--images', images, '--out-dir', str(tmp_path / 'out')]) == 1
     err = capsys.readouterr().err
     assert f'its file {checkpoint} is the checkpoint' in err and checkpoint.read_bytes() == b'weights'
 

@@ -78,18 +78,25 @@ def test_bad_requests(kwargs, message):
 @pytest.mark.parametrize('argv,message', [
     (['pit-ti', '--threads', '-1'], '--threads -1: give a number of threads >= 1'),
     (['pit-ti', '--reference', 'resnet50'], "--reference 'resnet50' is not one of the models to measure (pit-ti)"),
-    (['pit-ti', '--sizes', '400by666'], "size '400by666': use HxW"),
-    (['pit-ti', '--precision', 'bf16'], '--precision bf16: name the inference path with each model instead, e.g. '
-                                        'pit-ti@bf16'),
 ])
 def test_bad_command_lines_say_what_to_do(argv, message, capsys):
-    assert main(argv) == 2
+    assert main(argv) == 1  # a refused input
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['pit-ti', '--size', '400by666'], "size '400by666': use HxW"),
+    (['pit-ti', '--precision', 'bf16'], 'unrecognized arguments: --precision bf16'),  # MODEL@bf16 names a path
+])
+def test_bad_usage_is_argparses_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message on machines without a GPU')
 def test_cuda_without_gpu(capsys):
-    assert main(['pit-ti', '--device', 'cuda', '--quick']) == 2
+    assert main(['pit-ti', '--device', 'cuda', '--quick']) == 1
     assert 'no CUDA GPU is visible' in capsys.readouterr().err
 
 

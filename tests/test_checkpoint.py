@@ -105,16 +105,16 @@ def test_cli_prints_renames_and_never_overwrites(root, relayout, tmp_path, capsy
     torch.save(relayout(sd, 'official'), src)
     before = src.read_bytes()
     cmd = [sys.executable, str(root / 'tools' / 'convert_checkpoint.py')]
-    run = subprocess.run(cmd + [str(src), str(tmp_path / 'dst.pth'), '--arch', 'ti'], capture_output=True, text=True)
+    run = subprocess.run(cmd + [str(src), '--out', str(tmp_path / 'dst.pth'), '--arch', 'ti'], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert 'pools.0.conv.weight -> transformers.1.pool.conv.weight' in run.stdout
     assert 'dropped: head.weight' in run.stdout
     from pit_det.cli.convert import main as convert
-    assert convert([str(src), str(tmp_path / 'dst.pth')]) == 1
+    assert convert([str(src), '--out', str(tmp_path / 'dst.pth')]) == 1
     assert '--force' in capsys.readouterr().err
-    assert convert([str(src), str(src), '--force']) == 1
-    assert f'DST {src} is the source checkpoint' in capsys.readouterr().err
-    assert convert([str(src), str(tmp_path / 'b.pth'), '--arch', 'b']) == 1
+    assert convert([str(src), '--out', str(src), '--force']) == 1
+    assert f'--out {src} is the source checkpoint' in capsys.readouterr().err
+    assert convert([str(src), '--out', str(tmp_path / 'b.pth'), '--arch', 'b']) == 1
     assert 'differ in shape' in capsys.readouterr().err and not (tmp_path / 'b.pth').exists()
     assert src.read_bytes() == before
 

@@ -193,12 +193,12 @@ def test_hf_hub_tag_loads_from_the_hub_cache_offline(root, tmp_path):
     # the log names the tag and the cached file it resolved to
     assert f'weights hf-hub:timm/pit_ti_224.in1k: {snapshot / "model.safetensors"}' in run.stdout + run.stderr
     convert = subprocess.run([sys.executable, str(root / 'tools' / 'convert_checkpoint.py'),
-                              'hf-hub:timm/pit_ti_224.in1k', str(tmp_path / 'pit_ti.pth'), '--arch', 'ti'],
+                              'hf-hub:timm/pit_ti_224.in1k', '--out', str(tmp_path / 'pit_ti.pth'), '--arch', 'ti'],
                              capture_output=True, text=True, env=env)
     assert convert.returncode == 0 and 'layout: timm' in convert.stdout, convert.stderr[-2000:]
     # offline and not cached: one message with the cache folder and the two ways out, no traceback
     missing = subprocess.run([sys.executable, str(root / 'tools' / 'convert_checkpoint.py'),
-                              'hf-hub:timm/pit_b_224.in1k', str(tmp_path / 'pit_b.pth')],
+                              'hf-hub:timm/pit_b_224.in1k', '--out', str(tmp_path / 'pit_b.pth')],
                              capture_output=True, text=True, env=env)
     assert missing.returncode == 1 and 'Traceback' not in missing.stderr
     assert f"not in the Hugging Face cache {tmp_path / 'hf' / 'hub'}" in missing.stderr
@@ -264,7 +264,8 @@ def test_an_unreachable_hub_fails_at_once_with_one_message(root, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != 'HF_HUB_OFFLINE'}
     env.update(HF_HOME=str(tmp_path / 'hf'), HF_ENDPOINT=f'http://127.0.0.1:{port}')
     outputs = []
-    for argv in ([str(root / 'tools' / 'convert_checkpoint.py'), 'hf-hub:timm/pit_s_224.in1k', str(tmp_path / 'a')],
+    for argv in ([str(root / 'tools' / 'convert_checkpoint.py'), 'hf-hub:timm/pit_s_224.in1k', '--out',
+                  str(tmp_path / 'a')],
                  [str(root / 'tools' / 'analyze_attention.py'), 'pit-s=hf-hub:timm/pit_s_224.in1k', '--images',
                   str(tmp_path)]):
         start = time.perf_counter()

@@ -39,8 +39,8 @@ def test_test_through_onnxruntime_openvino_and_int8_keeps_the_map(trained, tmp_p
     mAP within 0.001, INT8 (NNCF, calibrated on the training images) loses at most 0.02."""
     config, checkpoint = trained
     onnx_file, int8 = tmp_path / 'model.onnx', tmp_path / 'model_int8.xml'
-    assert export_main([str(config), str(checkpoint), str(onnx_file), '--shape', '128x128']) == 0
-    assert export_main([str(config), str(checkpoint), str(int8), '--shape', '128x128', '--format', 'openvino-int8',
+    assert export_main([str(config), str(checkpoint), '--out', str(onnx_file), '--size', '128x128']) == 0
+    assert export_main([str(config), str(checkpoint), '--out', str(int8), '--size', '128x128', '--format', 'openvino-int8',
                         '--calibration-images', '32']) == 0
     maps, images = {}, set()
     for name, inference in (('eager', {}),

@@ -58,7 +58,7 @@ def test_side_by_side_json_and_zero_difference(data, tmp_path, capsys):
     _, ann, files = data
     out = tmp_path / 'eval.json'
     assert coco_eval.main([str(ann), str(files['noisy']), str(files['noisy']), '--names', 'a', 'b',
-                           '--json', str(out)]) == 0
+                           '--out', str(out)]) == 0
     printed = capsys.readouterr().out
     diff_column = [line.split()[-1] for line in printed.split('\n\n')[0].splitlines()[2:]]
     assert len(diff_column) == 12 and set(diff_column) == {'+0.000'}
@@ -81,7 +81,7 @@ def test_perfect_results_are_all_c75_and_have_no_tide_errors(data, tmp_path):
 
 def test_plots_are_written(data, tmp_path, capsys):
     _, ann, files = data
-    assert coco_eval.main([str(ann), str(files['perfect']), str(files['noisy']), '--plots', str(tmp_path)]) == 0
+    assert coco_eval.main([str(ann), str(files['perfect']), str(files['noisy']), '--out-dir', str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert 'COCO error breakdown' in printed and 'TIDE errors' in printed
     for name in ('perfect.bbox_pr.png', 'noisy.bbox_pr.png', 'bbox-noisy.bbox_coco-errors-allarea.png'):
@@ -120,7 +120,7 @@ def test_results_that_predict_nothing_give_zero_with_a_warning(data, tmp_path, c
     _, ann, _ = data
     empty = tmp_path / 'empty.json'
     empty.write_text('[]')
-    assert coco_eval.main([str(ann), str(empty), '--plots', str(tmp_path / 'plots')]) == 0
+    assert coco_eval.main([str(ann), str(empty), '--out-dir', str(tmp_path / 'plots')]) == 0
     captured = capsys.readouterr()
     assert 'the results hold no detection' in captured.err
     assert captured.out.splitlines()[2].split() == ['AP', '0.000']
@@ -176,7 +176,7 @@ def test_subset_run_writes_json_and_png_and_severity_zero_is_clean(detector_chec
     config, checkpoint = detector_checkpoint
     out = tmp_path / 'rob'
     assert test_robustness.main([str(config), str(checkpoint), '--corruptions', 'fog', '--severities', '0', '2',
-                                 '--occlusion', '0.3', '--out', str(out)]) == 0
+                                 '--occlusion', '0.3', '--out-dir', str(out)]) == 0
     result = json.loads((out / 'robustness.json').read_text())
     assert result['corruptions']['fog']['0'] == result['clean']  # severity 0: the clean images, the clean mAP
     assert result['mPC'] == result['corruptions']['fog']['2'] and result['severities_run'] == [2]

@@ -29,7 +29,7 @@ def demo_checkpoint(demo_config, tmp_path_factory):
 
 def test_demo_detector_exports_and_matches_in_onnxruntime(demo_config, demo_checkpoint, tmp_path, capsys):
     out = tmp_path / 'demo.onnx'
-    assert main([str(demo_config), str(demo_checkpoint), str(out), '--shape', '128x160']) == 0
+    assert main([str(demo_config), str(demo_checkpoint), '--out', str(out), '--size', '128x160']) == 0
     printed = capsys.readouterr().out
     assert 'onnx.checker: valid' in printed and 'labels identical' in printed
     graph = onnx.load(str(out)).graph
@@ -60,14 +60,14 @@ def test_pit_s_detectors_export(root, config, tmp_path):
 
 
 def test_unsupported_input_is_a_clear_error(demo_config, demo_checkpoint, tmp_path, capsys):
-    assert main([str(demo_config), str(demo_checkpoint), str(tmp_path / 'a.onnx'), '--shape', '16x200']) == 1
+    assert main([str(demo_config), str(demo_checkpoint), '--out', str(tmp_path / 'a.onnx'), '--size', '16x200']) == 1
     assert 'needs at least 32 px per side' in capsys.readouterr().err
     retina = tmp_path / 'retina.py'
     retina.write_text("_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'\n")
-    assert main([str(retina), str(demo_checkpoint), str(tmp_path / 'b.onnx'), '--shape', '128x128']) == 1
+    assert main([str(retina), str(demo_checkpoint), '--out', str(tmp_path / 'b.onnx'), '--size', '128x128']) == 1
     assert 'a RetinaNet detector; the exporter knows Deformable DETR' in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main([str(demo_config), str(demo_checkpoint), str(tmp_path / 'c.onnx'), '--shape', '128'])
+        main([str(demo_config), str(demo_checkpoint), '--out', str(tmp_path / 'c.onnx'), '--size', '128'])
     assert "'128': use HxW" in capsys.readouterr().err
     assert not list(tmp_path.glob('*.onnx'))
 
@@ -75,8 +75,8 @@ def test_unsupported_input_is_a_clear_error(demo_config, demo_checkpoint, tmp_pa
 def test_without_the_extra_the_message_names_it(demo_config, demo_checkpoint, tmp_path):
     script = ('import sys; sys.modules["onnxruntime"] = None\n'  # as if the extra were not installed
               'from pit_det.cli.export_onnx import main\n'
-              f'sys.exit(main([{str(demo_config)!r}, {str(demo_checkpoint)!r}, {str(tmp_path / "x.onnx")!r}, '
-              '"--shape", "128x128"]))')
+              f'sys.exit(main([{str(demo_config)!r}, {str(demo_checkpoint)!r}, "--out", {str(tmp_path / "x.onnx")!r}, '
+              '"--size", "128x128"]))')
     run = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True)
     assert run.returncode == 1 and 'pip install "pit-det[export]"' in run.stderr and 'Traceback' not in run.stderr
 
@@ -88,7 +88,7 @@ def test_inference_paths_of_the_detector(demo_config, demo_checkpoint, tmp_path)
     from test_configs import tiny_batch
     inputs, samples = tiny_batch(128, 160)
     onnx_file = tmp_path / 'demo.onnx'
-    assert main([str(demo_config), str(demo_checkpoint), str(onnx_file), '--shape', '128x160']) == 0
+    assert main([str(demo_config), str(demo_checkpoint), '--out', str(onnx_file), '--size', '128x160']) == 0
     inputs = inputs * 255  # the detector's input before normalisation: 0-255
     outputs = {}
     for path, extra in (('eager', {}), ('bf16', {}), ('compile', {}), ('onnxruntime', {'model_file': str(onnx_file)}),
@@ -155,23 +155,23 @@ def test_openvino_files_of_another_model_or_format_are_refused(demo_config, demo
         open_exported('openvino', ir, other)
     args = [str(demo_config), str(demo_checkpoint)]
     for extra, fact in ((['x.onnx', '--format', 'tflite'], '--format tflite: use one of onnx, openvino, openvino-int8'),
-                        (['x.onnx', '--format', 'openvino'], 'OUT x.onnx: a --format openvino file is named *.xml'),
+                        (['x.onnx', '--format', 'openvino'], '--out x.onnx: a --format openvino file is named *.xml'),
                         (['x.xml', '--calibration-images', '8'], '--calibration-images goes with --format '
                                                                  'openvino-int8')):
-        assert main(args + [str(tmp_path / extra[0]), '--shape', '128x128', *extra[1:]]) == 1
+        assert main(args + ['--out', str(tmp_path / extra[0]), '--size', '128x128', *extra[1:]]) == 1
         assert fact.replace('x.', str(tmp_path / 'x.')) in capsys.readouterr().err
     assert not list(tmp_path.glob('x.*'))
     (tmp_path / 'b.bin').write_bytes(b'a file of the user')  # the weights file an IR named b.xml would replace
-    assert main(args + [str(tmp_path / 'b.xml'), '--shape', '128x128', '--format', 'openvino']) == 1
-    assert "OUT's weights file" in capsys.readouterr().err
+    assert main(args + ['--out', str(tmp_path / 'b.xml'), '--size', '128x128', '--format', 'openvino']) == 1
+    assert "--out's weights file" in capsys.readouterr().err
     assert (tmp_path / 'b.bin').read_bytes() == b'a file of the user'
 
 
 def test_without_openvino_the_message_names_the_extra(demo_config, demo_checkpoint, tmp_path):
     script = ('import sys; sys.modules["openvino"] = None\n'  # as if openvino were not installed
               'from pit_det.cli.export_onnx import main\n'
-              f'sys.exit(main([{str(demo_config)!r}, {str(demo_checkpoint)!r}, {str(tmp_path / "x.xml")!r}, '
-              '"--shape", "128x128", "--format", "openvino"]))')
+              f'sys.exit(main([{str(demo_config)!r}, {str(demo_checkpoint)!r}, "--out", {str(tmp_path / "x.xml")!r}, '
+              '"--size", "128x128", "--format", "openvino"]))')
     run = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True)
     assert run.returncode == 1 and 'Traceback' not in run.stderr, run.stderr[-2000:]
     assert 'the OpenVINO paths need openvino' in run.stderr and 'pip install "pit-det[export]"' in run.stderr
@@ -180,10 +180,10 @@ def test_without_openvino_the_message_names_the_extra(demo_config, demo_checkpoi
 def test_a_size_the_detector_cannot_run_is_named_with_one_that_it_can(demo_config, demo_checkpoint, tmp_path,
                                                                       capsys):
     out = tmp_path / 'x.onnx'
-    assert main([str(demo_config), str(demo_checkpoint), str(out), '--shape', '32x32']) == 1
+    assert main([str(demo_config), str(demo_checkpoint), '--out', str(out), '--size', '32x32']) == 1
     err = capsys.readouterr().err
     assert 'shape 32x32: the two-stage detector picks its 30 queries among the encoder\'s positions, and this size ' \
-           'has 15 (levels 3x3, 2x2, 1x1, 1x1): give a larger --shape, e.g. 48x48' in err, err
+           'has 15 (levels 3x3, 2x2, 1x1, 1x1): give a larger --size, e.g. 48x48' in err, err
     assert 'Traceback' not in err and not out.exists()
 
 

@@ -119,7 +119,7 @@ def test_cuda_tensors_keep_mmcv_kernel_and_agree_with_cpu():
 def test_side_by_side_benchmark_smoke(tmp_path):
     from pit_det.cli.benchmark_deform_attn import main
     out = tmp_path / 'bench.json'
-    assert main(['--sizes', '64x96', '--warmup', '0', '--iters', '2', '--skip', 'predict', 'train',
+    assert main(['--size', '64x96', '--warmup', '0', '--iters', '2', '--skip', 'predict', 'train',
                  '--out', str(out)]) == 0
     import json
     op = json.loads(out.read_text())['op'][0]

@@ -94,7 +94,7 @@ def test_detections_are_mmdets_and_each_is_its_own_query(detector, demo):
 def test_command_writes_pictures_json_and_says_when_nothing_is_drawn(demo, demo_config, tmp_path, capsys):
     checkpoint, image = demo
     out = tmp_path / 'out'
-    assert main([str(demo_config), str(checkpoint), str(image), '--out', str(out), '--topk', '3', '--score-thr', '0',
+    assert main([str(demo_config), str(checkpoint), str(image), '--out-dir', str(out), '--topk', '3', '--score-thr', '0',
                  '--points', '64,64']) == 0
     printed = capsys.readouterr().out
     assert '3 detections with score >= 0.0 drawn, 1 encoder pixels' in printed and 'decoder layer' in printed
@@ -107,7 +107,7 @@ def test_command_writes_pictures_json_and_says_when_nothing_is_drawn(demo, demo_
     assert len(data['images']['000000.png']['pixels']) == 1
     assert (out / 'sampling_000000.png').stat().st_size > 10_000
     # nothing scores 1.0: an empty panel, and the command says so
-    assert main([str(demo_config), str(checkpoint), str(image), '--out', str(tmp_path / 'none'),
+    assert main([str(demo_config), str(checkpoint), str(image), '--out-dir', str(tmp_path / 'none'),
                  '--score-thr', '1']) == 0
     assert 'no detection with score >= 1.0: an empty panel' in capsys.readouterr().out
     assert (tmp_path / 'none' / 'sampling_000000.png').is_file()
@@ -118,12 +118,12 @@ def test_bad_requests_are_clear_errors(demo, demo_config, tmp_path, capsys):
     checkpoint, image = demo
     retina = tmp_path / 'retina.py'
     retina.write_text("_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'\n")
-    assert main([str(retina), 'none', str(image), '--out', str(tmp_path / 'o')]) == 1
+    assert main([str(retina), 'none', str(image), '--out-dir', str(tmp_path / 'o')]) == 1
     assert 'a RetinaNet, not a Deformable DETR' in capsys.readouterr().err
     for argv, fact in (([str(demo_config), str(checkpoint), str(image), '--topk', '0'], '--topk is at least 1'),
                        ([str(demo_config), str(tmp_path / 'no.pth'), str(image)], 'no.pth not found'),
                        ([str(demo_config), str(checkpoint), str(checkpoint)], 'not an image file')):
-        assert main(argv + ['--out', str(tmp_path / 'o')]) == 1
+        assert main(argv + ['--out-dir', str(tmp_path / 'o')]) == 1
         err = capsys.readouterr().err
         assert fact in err and 'Traceback' not in err
     assert not (tmp_path / 'o').exists()
@@ -137,11 +137,11 @@ def test_two_detectors_side_by_side(demo, demo_config, root, tmp_path, capsys):
     for name, config, weights in (('demo', demo_config, str(checkpoint)),
                                   ('pit-s', root / 'configs' / 'pit_s_deformable_detr.py', 'none'),
                                   ('r50', root / 'configs' / 'deformable-detr_r50_16xb2-50e_coco-halfres.py', 'none')):
-        assert main([str(config), weights, str(image), '--out', str(tmp_path / name), '--topk', '2',
+        assert main([str(config), weights, str(image), '--out-dir', str(tmp_path / name), '--topk', '2',
                      '--score-thr', '0']) == 0, capsys.readouterr().err
         runs[name] = tmp_path / name / 'sampling.json'
     capsys.readouterr()
-    assert main(['--compare', *(f'{n}={p}' for n, p in runs.items()), '--out', str(tmp_path / 'cmp')]) == 0
+    assert main(['--compare', *(f'{n}={p}' for n, p in runs.items()), '--out-dir', str(tmp_path / 'cmp')]) == 0
     printed = capsys.readouterr().out
     assert all(f'  {n}: levels ' in printed for n in runs)
     assert (tmp_path / 'cmp' / 'comparison.png').stat().st_size > 10_000
@@ -153,7 +153,7 @@ def test_a_pixel_outside_the_image_is_refused_before_the_model_is_built(demo, de
     """It used to draw another pixel's sampling under its name: the corner for 500,500 on a 128-px image, a wrapped
     index for -100,5; nan and inf ended in tracebacks."""
     checkpoint, image = demo
-    base = [str(demo_config), str(checkpoint), str(image), '--out', str(tmp_path / 'o')]
+    base = [str(demo_config), str(checkpoint), str(image), '--out-dir', str(tmp_path / 'o')]
     for points, fact in ((['--points', '500,500'], '--points 500,500: not a pixel of'),
                          (['--points=-100,5'], '--points -100,5: not a pixel of'),
                          (['--points', '10,10', '128,5'], '--points 128,5: not a pixel of')):

@@ -41,7 +41,7 @@ def test_an_existing_file_is_replaced_only_when_it_is_the_tools_own_or_forced(tm
     theirs = tmp_path / 'notes.json'
     theirs.write_text('{"mine": 1}')
     with pytest.raises(OutputError, match='exists and is not an output of this tool.*--force'):
-        check_file_output(theirs, [], option='--json', own=lambda p: False)
+        check_file_output(theirs, [], option='--out', own=lambda p: False)
     assert check_file_output(theirs, [], own=lambda p: True) == theirs
     assert check_file_output(theirs, [], force=True) == theirs
     folder = tmp_path / 'folder'
@@ -85,9 +85,9 @@ def test_coco_eval_json_never_replaces_an_input(coco, capsys, target):
     ann, results, _ = coco
     before = digest(ann), digest(results)
     path = results if target == 'results' else ann
-    code, out, err = run_eval(capsys, ann, results, '--json', path)
-    assert code == 1 and f'--json {path} is the' in err and 'AP' not in out
-    code, _, err = run_eval(capsys, ann, results, '--json', path.parent / '.' / path.name, '--force')
+    code, out, err = run_eval(capsys, ann, results, '--out', path)
+    assert code == 1 and f'--out {path} is the' in err and 'AP' not in out
+    code, _, err = run_eval(capsys, ann, results, '--out', path.parent / '.' / path.name, '--force')
     assert code == 1 and 'is the' in err
     assert (digest(ann), digest(results)) == before
 
@@ -95,16 +95,16 @@ def test_coco_eval_json_never_replaces_an_input(coco, capsys, target):
 def test_coco_eval_json_replaces_its_own_report_only(coco, tmp_path, capsys):
     ann, results, _ = coco
     report = tmp_path / 'report.json'
-    assert run_eval(capsys, ann, results, '--json', report)[0] == 0
-    assert run_eval(capsys, ann, results, '--json', report)[0] == 0  # an earlier report: replaced
+    assert run_eval(capsys, ann, results, '--out', report)[0] == 0
+    assert run_eval(capsys, ann, results, '--out', report)[0] == 0  # an earlier report: replaced
     assert set(json.loads(report.read_text())['results']) == {'results.json'}
     theirs = tmp_path / 'theirs.json'
     theirs.write_text('[1, 2]')
-    code, _, err = run_eval(capsys, ann, results, '--json', theirs)
+    code, _, err = run_eval(capsys, ann, results, '--out', theirs)
     assert code == 1 and 'not an output of this tool' in err and theirs.read_text() == '[1, 2]'
     folder = tmp_path / 'folder'
     folder.mkdir()
-    code, _, err = run_eval(capsys, ann, results, '--json', folder)
+    code, _, err = run_eval(capsys, ann, results, '--out', folder)
     assert code == 1 and 'is a folder' in err and 'Traceback' not in err
 
 
@@ -142,7 +142,7 @@ def test_ground_truth_without_annotations_or_area(coco, tmp_path, capsys):
     data = json.loads(ann.read_text())
     empty = tmp_path / 'empty.json'
     empty.write_text(json.dumps(dict(data, annotations=[])))
-    code, out, err = run_eval(capsys, empty, results, '--plots', tmp_path / 'plots')
+    code, out, err = run_eval(capsys, empty, results, '--out-dir', tmp_path / 'plots')
     assert code == 1 and f'annotations {empty} hold no annotations' in err and 'Traceback' not in err
     no_area = tmp_path / 'no_area.json'
     no_area.write_text(json.dumps(dict(data, annotations=[{k: v for k, v in a.items() if k != 'area'}
@@ -155,13 +155,13 @@ def test_ground_truth_without_annotations_or_area(coco, tmp_path, capsys):
 def test_plots_of_names_with_one_stem_do_not_overwrite_each_other(coco, tmp_path, capsys):
     ann, results, _ = coco
     plots = tmp_path / 'plots'
-    code, _, err = run_eval(capsys, ann, results, results, '--names', 'm.a', 'm.b', '--plots', plots)
+    code, _, err = run_eval(capsys, ann, results, results, '--names', 'm.a', 'm.b', '--out-dir', plots)
     assert code == 0, err
     assert {'m.a_pr.png', 'm.b_pr.png'} <= {p.name for p in plots.iterdir()}
     taken = tmp_path / 'taken'
     taken.write_text('x')
-    code, out, err = run_eval(capsys, ann, results, '--plots', taken)
-    assert code == 1 and f'--plots {taken} is a file' in err and out == '' and taken.read_text() == 'x'
+    code, out, err = run_eval(capsys, ann, results, '--out-dir', taken)
+    assert code == 1 and f'--out-dir {taken} is a file' in err and out == '' and taken.read_text() == 'x'
 
 
 # -------------------------------------------------------------------------------------------- robustness
@@ -183,9 +183,9 @@ def test_robustness_argument_errors(tmp_path, capsys):
     checkpoint.write_bytes(b'w')
     out = tmp_path / 'out.txt'
     out.write_text('mine')
-    assert test_robustness.main([str(config), str(checkpoint), '--corruptions', '--occlusion', '--out',
+    assert test_robustness.main([str(config), str(checkpoint), '--corruptions', '--occlusion', '--out-dir',
                                  str(out)]) == 1
-    assert f'--out {out} is a file' in capsys.readouterr().err and out.read_text() == 'mine'
+    assert f'--out-dir {out} is a file' in capsys.readouterr().err and out.read_text() == 'mine'
     for content, fact in (('[1, 2]', 'a JSON list'), ('{"clean": 0.5}', 'no corruptions, occlusion, mPC, rPC'),
                           ('{"clean": "x", "corruptions": {}, "occlusion": {}, "mPC": null, "rPC": null}',
                            'clean: a number')):
@@ -277,7 +277,7 @@ def exports(demo_run, tmp_path_factory):
     tmp = tmp_path_factory.mktemp('exports')
     files = [tmp / 'model_0.onnx', tmp / 'model_1.onnx']
     for checkpoint, out in zip(checkpoints, files):
-        assert export_main([str(config), str(checkpoint), str(out), '--shape', '128x128']) == 0
+        assert export_main([str(config), str(checkpoint), '--out', str(out), '--size', '128x128']) == 0
     return files
 
 
@@ -367,14 +367,14 @@ def test_export_refuses_its_inputs_and_checks_every_argument_first(demo_run, exp
     config, checkpoints = demo_run
     before = digest(config), digest(checkpoints[0])
     for out, fact in ((checkpoints[0], 'is the checkpoint'), (config, 'is the config'), (tmp_path, 'is a folder')):
-        assert export_main([str(config), str(checkpoints[0]), str(out), '--shape', '128x128', '--force']) == 1
-        assert f'OUT {out} {fact}' in capsys.readouterr().err
-    assert export_main([str(config), str(checkpoints[0]), str(tmp_path / 'a.onnx'), '--shape', '128x128',
+        assert export_main([str(config), str(checkpoints[0]), '--out', str(out), '--size', '128x128', '--force']) == 1
+        assert f'--out {out} {fact}' in capsys.readouterr().err
+    assert export_main([str(config), str(checkpoints[0]), '--out', str(tmp_path / 'a.onnx'), '--size', '128x128',
                         '--topk', '0']) == 1
     assert '--topk 0: compare at least 1 detection' in capsys.readouterr().err
     theirs = tmp_path / 'theirs.onnx'
     theirs.write_bytes(b'a file of the user')
-    assert export_main([str(config), str(checkpoints[0]), str(theirs), '--shape', '128x128']) == 1
+    assert export_main([str(config), str(checkpoints[0]), '--out', str(theirs), '--size', '128x128']) == 1
     assert 'not an output of this tool' in capsys.readouterr().err and theirs.read_bytes() == b'a file of the user'
     assert (digest(config), digest(checkpoints[0])) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ['theirs.onnx']

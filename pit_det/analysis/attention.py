@@ -134,8 +134,9 @@ def _blocks(model: nn.Module) -> list[tuple[str, int, int]]:
     return [(f'vit.blocks.{j}.attn.attn_drop', 0, model.vit.num_prefix_tokens) for j in range(len(model.vit.blocks))]
 
 
-def load_images(folder: str | Path, size: int, limit: int | None = None) -> torch.Tensor:
-    """The images of ``folder`` (sorted), resized to ``size x size``, RGB, ImageNet-normalised: ``(N, 3, S, S)``.
+def load_images(folder: str | Path, size: tuple[int, int], limit: int | None = None) -> torch.Tensor:
+    """The images of ``folder`` (sorted), resized to ``size`` (height, width), RGB, ImageNet-normalised:
+    ``(N, 3, H, W)``.
 
     Raises:
         FileNotFoundError: no such folder, or no image in it.
@@ -152,7 +153,7 @@ def load_images(folder: str | Path, size: int, limit: int | None = None) -> torc
     for path in paths:
         try:
             with Image.open(path) as img:
-                arrays.append(np.asarray(img.convert('RGB').resize((size, size), Image.BILINEAR), dtype=np.float32))
+                arrays.append(np.asarray(img.convert('RGB').resize((size[1], size[0]), Image.BILINEAR), dtype=np.float32))
         except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
             raise ValueError(f'--images {folder}: {path.name} is not an image PIL can read ({exc}); remove it or '
                              'give a folder of images') from None

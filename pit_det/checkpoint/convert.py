@@ -32,7 +32,7 @@ def convert_file(src: str | Path, dst: str | Path, convert: Callable[..., dict],
     if not remote and not Path(src).exists():
         raise FileNotFoundError(f'{src} does not exist')
     source = ('cached download of SRC', cached_file(src)) if remote else ('source checkpoint (SRC)', src)
-    check_file_output(dst, [source], option='DST', force=force)
+    check_file_output(dst, [source], option='--out', force=force)
     report = ConversionReport('')
     state_dict = convert(CheckpointLoader.load_checkpoint(src, map_location='cpu'), report=report)
 

@@ -151,8 +151,8 @@ def unavailable_message(source: str, reason: str) -> str:
     else:
         where = f"torch.hub's cache {osp.dirname(url_cache_path(source))} (set by TORCH_HOME)"
     return (f'weights {source} are not in {where} and cannot be downloaded ({reason}). Two ways out: fetch them on a '
-            f'machine with network access (e.g. `pit-det-convert {source} pit.pth` there) and copy that cache folder '
-            'here; or convert a local file with `pit-det-convert SRC data/pretrained/NAME.pth` and pass its path '
+            f'machine with network access (e.g. `pit-det-convert {source} --out pit.pth` there) and copy that cache folder '
+            'here; or convert a local file with `pit-det-convert SRC --out data/pretrained/NAME.pth` and pass its path '
             '(--cfg-options model.backbone.init_cfg.checkpoint=PATH).')
 
 
@@ -292,6 +292,6 @@ def unavailable_reason(source: str) -> str | None:
 def missing_weights_message(path: str | None) -> str:
     return (f'PiT pretrained weights not found at {path!r}. The configs load timm\'s ImageNet weights by their tag '
             '(hf-hub:timm/pit_s_224.in1k); to use a file instead, convert it with `python tools/convert_checkpoint.py '
-            'SRC data/pretrained/pit_s.pth` (or `pit-det-convert`; SRC may be a file, a tag or a URL) and point the '
+            'SRC --out data/pretrained/pit_s.pth` (or `pit-det-convert`; SRC may be a file, a tag or a URL) and point the '
             "config at it (--cfg-options model.backbone.init_cfg.checkpoint=PATH). To train from scratch on purpose, "
             'pass --cfg-options model.backbone.init_cfg=None.')

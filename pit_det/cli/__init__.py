@@ -1,4 +1,10 @@
-"""Command-line entry points; each is also a thin script in ``tools/``."""
+"""Command-line entry points; each is also a thin script in ``tools/``.
+
+One vocabulary (docs/cli.md lists every command and flag): ``--out`` is always a file and ``--out-dir`` always a
+folder; a size is ``--size HxW``; a checkpoint is positional where one is needed (``none``: random weights, where a
+tool can run them); a refused input exits 1 with ``error: MESSAGE``, bad usage 2 (argparse); every parser is built by
+:func:`parser_from_doc`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +15,15 @@ def parser_from_doc(doc: str, epilog: str | None = None) -> argparse.ArgumentPar
     as written."""
     return argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                    epilog=epilog if epilog is not None else doc.split('\n\n', 1)[1])
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """An argparse ``type``: an image size ``HxW`` (``400x666``), the one spelling of every command's ``--size``."""
+    from ..benchmark import BenchmarkError, parse_size
+    try:
+        return parse_size(text)
+    except BenchmarkError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def config_file(value: str) -> str:

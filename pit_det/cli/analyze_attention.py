@@ -13,35 +13,35 @@ import time
 from ..analysis.attention import OUTPUTS, analyze, build_backbone, check_spec, load_images, write_outputs
 from ..models import CheckpointMismatchError, CheckpointReadError
 from ..outputs import check_dir_output
-from . import parser_from_doc
+from . import image_size, parser_from_doc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = parser_from_doc(__doc__)
     parser.add_argument('models', nargs='+', help='backbones to analyse (see below)')
     parser.add_argument('--images', required=True, help='folder of images (.jpg, .png)')
-    parser.add_argument('--size', type=int, default=224, help='images are resized to SIZE x SIZE (default 224)')
+    parser.add_argument('--size', type=image_size, default=(224, 224), help='HxW the images are resized to '
+                                                                           '(default 224x224)')
     parser.add_argument('--max-images', type=int, default=32, help='use at most this many images (default 32)')
     parser.add_argument('--batch', type=int, default=8)
-    parser.add_argument('--out', default='work_dirs/attention', help='folder for attention.{json,csv,png}')
+    parser.add_argument('--out-dir', default='work_dirs/attention', help='folder for attention.{json,csv,png}')
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        if args.size < 32 or args.max_images < 1 or args.batch < 1:
+        if min(args.size) < 32 or args.max_images < 1 or args.batch < 1:
             raise ValueError('--size must be at least 32, --max-images and --batch at least 1')
         for spec in args.models:
             check_spec(spec)
         if len(set(args.models)) != len(args.models):
             raise ValueError(f'a model is named twice ({" ".join(args.models)}): its results would replace each other')
-        check_dir_output(args.out, OUTPUTS, [('checkpoint', spec.partition('=')[2]) for spec in args.models])
-        import pit_det  # noqa: F401
+        check_dir_output(args.out_dir, OUTPUTS, [('checkpoint', spec.partition('=')[2]) for spec in args.models])
         from mmengine.logging import MMLogger
         MMLogger.get_instance('pit_det_analysis', log_level='WARNING')  # not mmengine's per-parameter init log
         images = load_images(args.images, args.size, args.max_images)
-        print(f'{len(images)} images at {args.size}x{args.size} from {args.images}', flush=True)
+        print(f'{len(images)} images at {args.size[0]}x{args.size[1]} from {args.images}', flush=True)
         results = {}
         for spec in args.models:
             label, model = build_backbone(spec)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         for b in blocks:
             print(f'  {b.index:5d} {b.stage:5d} {b.tokens:6d} {b.entropy:8.3f} {b.distance_px:12.1f} '
                   f'{b.distance_frac:14.3f}')
-    for path in write_outputs(results, args.out):
+    for path in write_outputs(results, args.out_dir):
         print(f'wrote {path}')
     return 0
 

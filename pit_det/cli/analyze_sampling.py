@@ -1,4 +1,4 @@
-"""Where the detector looks: ``pit-det-analyze-sampling CONFIG CHECKPOINT IMAGE [IMAGE ...] --out DIR``.
+"""Where the detector looks: ``pit-det-analyze-sampling CONFIG CHECKPOINT IMAGE [IMAGE ...] --out-dir DIR``.
 
 Draws Deformable DETR's sampling points and attention weights on each image: for the top-k detections (--topk,
 --score-thr) the last decoder layer's cross-attention of the detection's query (every head's and level's points,
@@ -6,7 +6,7 @@ sized by weight, one colour per level; the reference point as a white cross; the
 encoder's last-layer self-attention of the query at that pixel. Writes sampling_<image>.png per image and
 sampling.json (every point and weight, and per decoder layer the attention-weighted distance to the reference point
 and each level's share of the weight). CHECKPOINT ``none`` runs random weights. ``--compare NAME=sampling.json ...
---out DIR`` draws earlier runs side by side (comparison.png) without running a model.
+--out-dir DIR`` draws earlier runs side by side (comparison.png) without running a model.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('config', nargs='?', type=config_file, help='a config path, or a config name')
     parser.add_argument('checkpoint', nargs='?', help='a checkpoint of CONFIG, or none for random weights')
     parser.add_argument('images', nargs='*', metavar='IMAGE')
-    parser.add_argument('--out', required=True, help='folder for sampling.json and the pictures')
+    parser.add_argument('--out-dir', required=True, help='folder for sampling.json and the pictures')
     parser.add_argument('--topk', type=int, default=5, help='detections drawn per image (default 5)')
     parser.add_argument('--score-thr', type=float, default=0.3, help='smallest score drawn (default 0.3)')
     parser.add_argument('--points', nargs='+', type=point, default=[], metavar='X,Y',
@@ -86,7 +86,7 @@ def check_args(args: argparse.Namespace) -> list:
     names = [f'sampling_{Path(p).stem}.png' for p in args.images]
     if len(set(names)) != len(names):
         raise SamplingError('two images share a file name: their pictures would replace each other')
-    check_dir_output(args.out, [*OUTPUTS, *names], inputs + [('image', p) for p in args.images])
+    check_dir_output(args.out_dir, [*OUTPUTS, *names], inputs + [('image', p) for p in args.images])
     return images
 
 
@@ -102,9 +102,9 @@ def run_compare(args: argparse.Namespace) -> int:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SamplingError(f'--compare {path}: not a sampling.json of this tool ({exc})') from None
         reports[name] = data
-    check_dir_output(args.out, ['comparison.png'], [('report', s.partition('=')[2] or s) for s in args.compare])
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    path = compare(reports, Path(args.out) / 'comparison.png')
+    check_dir_output(args.out_dir, ['comparison.png'], [('report', s.partition('=')[2] or s) for s in args.compare])
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    path = compare(reports, Path(args.out_dir) / 'comparison.png')
     print('last decoder layer: share of the weight per level, weighted distance / box size')
     for name, data in reports.items():
         last = data['summary'][-1]
@@ -122,7 +122,6 @@ def main(argv: list[str] | None = None) -> int:
         images = check_args(args)
         import mmcv
 
-        import pit_det  # noqa: F401
         from ..models.detectors import build_detector
         from mmengine.config import Config
         cfg = Config.fromfile(args.config)
@@ -133,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         analysis = SamplingAnalysis(model)
         classes = (model.dataset_meta or {}).get('classes')
         results = {}
-        out = Path(args.out)
+        out = Path(args.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for path, image in zip(args.images, images):
             result = analysis.run(image, args.topk, args.score_thr, args.points)

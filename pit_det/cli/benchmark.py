@@ -6,20 +6,19 @@ import sys
 
 import torch
 
-from ..benchmark import (INFERENCE, MODES, OUTPUTS, BenchmarkError, environment, format_table, parse_size, ratios,
-                         run_benchmark, write_outputs)
+from ..benchmark import MODES, OUTPUTS, BenchmarkError, environment, format_table, ratios, run_benchmark, write_outputs
 from ..benchmark import builders
 from ..outputs import OutputError, check_dir_output
-from . import parser_from_doc
+from . import image_size, parser_from_doc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = parser_from_doc(__doc__, epilog=builders.__doc__.split('\n\n', 1)[1])
     parser.add_argument('models', nargs='+', help='model specs (see below)')
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--sizes', nargs='+', default=['400x666', '800x1333'], help='HxW (default: the paper\'s)')
+    parser.add_argument('--size', nargs='+', type=image_size, default=[(400, 666), (800, 1333)],
+                        help='HxW, one or more (default: the paper\'s 400x666 800x1333)')
     parser.add_argument('--batch', type=int, default=1)
-    parser.add_argument('--precision', help=argparse.SUPPRESS)  # replaced by MODEL@bf16 / MODEL@fp16
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--iters', type=int, default=20)
     parser.add_argument('--mode', default='backbone', choices=MODES,
@@ -38,12 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.quick:
-        args.warmup, args.iters, args.sizes = 1, 2, ['64x96']
+        args.warmup, args.iters, args.size = 1, 2, [(64, 96)]
     try:
-        if args.precision is not None:
-            raise BenchmarkError(f'--precision {args.precision}: name the inference path with each model instead, '
-                                 f'e.g. {args.models[0].split("@")[0]}@{args.precision} (paths: '
-                                 f'{", ".join(INFERENCE)})')
         if args.threads is not None and args.threads < 1:
             raise BenchmarkError(f'--threads {args.threads}: give a number of threads >= 1, or leave it out')
         if args.reference is not None and args.reference not in args.models:
@@ -54,15 +49,13 @@ def main(argv: list[str] | None = None) -> int:
                          option='--out-dir')
         if args.threads:
             torch.set_num_threads(args.threads)
-        import pit_det  # noqa: F401
-        sizes = [parse_size(s) for s in args.sizes]
-        results = run_benchmark(args.models, sizes, progress=lambda msg: print(msg, flush=True),
+        results = run_benchmark(args.models, args.size, progress=lambda msg: print(msg, flush=True),
                                 device=args.device, batch=args.batch,
                                 warmup=args.warmup, iters=args.iters, mode=args.mode, checkpoint=args.checkpoint,
                                 cpu_deform_attn=args.cpu_deform_attn, count_macs=not args.no_macs)
     except (BenchmarkError, OutputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
-        return 2
+        return 1
     env = environment(args.device)
     if any(m.endswith('@bf16') for m in args.models) and not env['bf16_native']:
         print(f'warning: this CPU ({env["isa"]}) has no bf16 instructions: bf16 is emulated and slower than fp32',

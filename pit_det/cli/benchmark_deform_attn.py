@@ -1,4 +1,8 @@
-"""Fused CPU deformable attention vs mmcv's op: ``pit-det-benchmark-deform-attn [--sizes 400x666 ...]``."""
+"""Fused CPU deformable attention vs mmcv's op: ``pit-det-benchmark-deform-attn [--size 400x666 ...]``.
+
+Times the op alone at each --size, the PiT-S detector's predict (--config) at the first, and a training iteration of
+the demo detector (--train-config), each with mmcv's op and with the fused kernel; writes --out (JSON).
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,14 +10,15 @@ import json
 import sys
 from pathlib import Path
 
-from . import config_file
-from ..benchmark import BenchmarkError, environment, parse_size
+from . import config_file, image_size, parser_from_doc
+from ..benchmark import BenchmarkError, environment
 from ..benchmark.deform_attn import bench_op, bench_predict, bench_train_iter
 from ..outputs import OutputError, check_file_output, write_text
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--sizes', nargs='+', default=['400x666', '800x1333'])
+    parser = parser_from_doc(__doc__)
+    parser.add_argument('--size', nargs='+', type=image_size, default=[(400, 666), (800, 1333)],
+                        help='HxW, one or more (default 400x666 800x1333)')
     parser.add_argument('--config', default='pit_s_deformable_detr', type=config_file)
     parser.add_argument('--train-config', default='demo/deformable-detr_pit-ti_synthetic_cpu', type=config_file)
     parser.add_argument('--warmup', type=int, default=2)
@@ -35,7 +40,7 @@ def _is_report(path: Path) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        sizes = [parse_size(s) for s in args.sizes]
+        sizes = args.size
         if args.iters < 1 or args.warmup < 0:
             raise BenchmarkError('--iters must be >= 1 and --warmup >= 0')
         for option, path in (('--config', args.config), ('--train-config', args.train_config)):
@@ -45,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                           own=_is_report)
     except (BenchmarkError, OutputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
-        return 2
+        return 1
     from ..ops import load_extension
     if load_extension() is None:
         print('error: the fused kernel is not available (see the warning above); nothing to compare',

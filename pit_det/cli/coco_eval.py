@@ -2,7 +2,7 @@
 
 RESULTS are COCO detection results files, e.g. written by ``mim test ... --cfg-options
 test_evaluator.outfile_prefix=work_dirs/pit_s`` (``work_dirs/pit_s.bbox.json``). Prints the 12 COCO numbers per file
-(with a difference column for two files) and per-class AP; ``--plots DIR`` adds PR curves, the COCO error breakdown
+(with a difference column for two files) and per-class AP; ``--out-dir DIR`` adds PR curves, the COCO error breakdown
 (C75, C50, Loc, Sim, Oth, BG, FN; mmdet's coco_error_analysis) and TIDE's error types per file.
 """
 from __future__ import annotations
@@ -25,11 +25,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('ann', help='COCO annotation file the results refer to')
     parser.add_argument('results', nargs='+', help='COCO results JSON files')
     parser.add_argument('--names', nargs='+', help='a name per results file (default: the file names)')
-    parser.add_argument('--json', help='write every number (all digits) to this file (replaces an earlier report of '
+    parser.add_argument('--out', help='write every number (all digits) to this file (replaces an earlier report of '
                                        'this tool; any other existing file only with --force)')
-    parser.add_argument('--force', action='store_true', help='let --json replace an existing file that is not a '
+    parser.add_argument('--force', action='store_true', help='let --out replace an existing file that is not a '
                                                              'report of this tool (never an input)')
-    parser.add_argument('--plots', help='folder for PR curves and error analyses (also prints their numbers)')
+    parser.add_argument('--out-dir', help='folder for PR curves and error analyses (also prints their numbers)')
     return parser.parse_args(argv)
 
 
@@ -50,7 +50,7 @@ def _is_report(path: Path) -> bool:
 
 
 def check_args(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
-    """Names and plot prefixes of the results files; ``--json`` and ``--plots`` checked against the inputs.
+    """Names and plot prefixes of the results files; ``--out`` and ``--out-dir`` checked against the inputs.
 
     Raises:
         EvaluationError, OutputError: before anything is read or computed.
@@ -63,11 +63,11 @@ def check_args(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         raise EvaluationError(f'--names {" ".join(names)}: their plots would share file names '
                               f'({", ".join(prefixes.values())}); give names that differ in letters or digits')
     inputs = [('annotation file', args.ann)] + [('results file', r) for r in args.results]
-    if args.json:
-        check_file_output(args.json, inputs, option='--json', own=_is_report, force=args.force)
-    if args.plots:
+    if args.out:
+        check_file_output(args.out, inputs, option='--out', own=_is_report, force=args.force)
+    if args.out_dir:
         written = [f'{p}{suffix}' for p in prefixes.values() for suffix in ('_pr.png', '_coco-errors-allclass.png')]
-        check_dir_output(args.plots, written, inputs, option='--plots')
+        check_dir_output(args.out_dir, written, inputs, option='--out-dir')
     return names, prefixes
 
 
@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     print('\nper class')
     print(table(['class', *(f'{n} {m}' if len(names) > 1 else m for n in names for m in CLASS_METRICS)],
                 [[c, *(fmt(report[n]['per_class'][c][m]) for n in names for m in CLASS_METRICS)] for c in classes]))
-    if args.plots:
-        plots = Path(args.plots)
+    if args.out_dir:
+        plots = Path(args.out_dir)
         plots.mkdir(parents=True, exist_ok=True)
         for name, results in files.items():
             stem = prefixes[name]
@@ -116,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         print(table(['name', *TIDE_ERRORS], [[n, *(fmt(report[n]['tide_errors'][t], 2) for t in TIDE_ERRORS)]
                                              for n in names]))
         print(f'\nplots in {plots}')
-    if args.json:
+    if args.out:
         out = {n: {k: v for k, v in r.items() if not k.startswith('_')} for n, r in report.items()}
-        write_text(args.json, json.dumps({'results': out}, indent=2))
-        print(f'wrote {args.json}')
+        write_text(args.out, json.dumps({'results': out}, indent=2))
+        print(f'wrote {args.out}')
     return 0
 
 

@@ -1,7 +1,8 @@
-"""Convert a PiT checkpoint (file, hf-hub: tag or URL; official, timm or legacy timm layout) to an mmdet-ready file.
+"""Convert a PiT checkpoint (file, hf-hub: tag or URL; official, timm or legacy timm layout) to an mmdet-ready file:
+``pit-det-convert SRC --out OUT.pth [--arch ARCH]``.
 
 The output holds ``{'state_dict': {'backbone.<key>': tensor}, 'meta': {...}}``: it works as the backbone's
-``init_cfg=dict(type='Pretrained', checkpoint=DST)`` and as mmdet's ``load_from`` (backbone weights only).
+``init_cfg=dict(type='Pretrained', checkpoint=OUT)`` and as mmdet's ``load_from`` (backbone weights only).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ..checkpoint import CheckpointMismatchError, CheckpointReadError, Conversio
 from ..checkpoint.convert import convert_file
 from ..models import PiT, convert_pit_checkpoint, load_pit_weights
 from ..outputs import OutputError
+from . import parser_from_doc
 
 
 def convert_pit_file(src: str, dst: str, arch: str | None = None, force: bool = False) -> ConversionReport:
@@ -21,19 +23,19 @@ def convert_pit_file(src: str, dst: str, arch: str | None = None, force: bool = 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = parser_from_doc(__doc__)
     parser.add_argument('src', help='checkpoint to convert: a file, an hf-hub: tag (hf-hub:timm/pit_s_224.in1k) or a '
                                     'URL')
-    parser.add_argument('dst', help='output file')
+    parser.add_argument('--out', required=True, help='the converted checkpoint to write (.pth)')
     parser.add_argument('--arch', help='check the result loads into this PiT arch (ti, xs, s, b, *-distilled)')
-    parser.add_argument('--force', action='store_true', help='overwrite DST if it exists')
+    parser.add_argument('--force', action='store_true', help='replace an existing --out (never the source)')
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        report = convert_pit_file(args.src, args.dst, args.arch, args.force)
+        report = convert_pit_file(args.src, args.out, args.arch, args.force)
     except (OSError, ValueError, OutputError, CheckpointMismatchError, CheckpointReadError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'{old} -> {new}')
     for key in report.dropped:
         print(f'dropped: {key}')
-    print(f'wrote {args.dst} ({len(report.renamed)} renamed, {len(report.dropped)} dropped)')
+    print(f'wrote {args.out} ({len(report.renamed)} renamed, {len(report.dropped)} dropped)')
     return 0
 
 

@@ -1,4 +1,7 @@
-"""The end-to-end demo: ``pit-det-demo`` generates synthetic data, trains, evaluates and draws predictions."""
+"""The end-to-end demo: ``pit-det-demo`` generates synthetic data, trains, evaluates and draws predictions.
+
+It writes the data to --data-root and the run (checkpoints, logs, the evaluation, the pictures) to --work-dir.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..demo import run_demo
+from . import parser_from_doc
 
 
 def epochs(text: str) -> int:
@@ -16,7 +20,7 @@ def epochs(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = parser_from_doc(__doc__)
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--data-root', default='data/synthetic')
     parser.add_argument('--epochs', type=epochs, default=None, help='override the config (default: its max_epochs)')

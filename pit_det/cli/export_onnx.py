@@ -1,4 +1,4 @@
-"""Export a Deformable DETR for CPU runtimes and check it: ``pit-det-export-onnx CONFIG CKPT OUT [--format F]``.
+"""Export a Deformable DETR for CPU runtimes and check it: ``pit-det-export-onnx CONFIG CKPT --out OUT --size HxW``.
 
 Formats (--format):
   onnx            OUT.onnx, run by onnxruntime or OpenVINO (pit-det-infer --path onnxruntime|openvino)
@@ -9,11 +9,11 @@ Formats (--format):
                   offsets, attention weights, box regression and classification stay in floating point
                   (--path openvino-int8)
 
-The graph takes ``image`` (N, 3, H, W) float32 RGB 0-255 of any size (traced at --shape), normalises inside and
+The graph takes ``image`` (N, 3, H, W) float32 RGB 0-255 of any size (traced at --size), normalises inside and
 returns ``boxes`` (N, K, 4) xyxy in input pixels, ``scores`` (N, K) and ``labels`` (N, K) int64, best first. The file
 records the config, the checkpoint, the sha256 of the weights, the classes, the traced size and its format; a
 detector refuses a file whose weights or classes are not its own. The file is run in its runtime (onnxruntime for
-onnx, OpenVINO f32 for the IRs) on --image (default: a generated scene) and its mirror image at --shape, and on the
+onnx, OpenVINO f32 for the IRs) on --image (default: a generated scene) and its mirror image at --size, and on the
 image at two more sizes (three quarters of the height, and the smallest 1:4 size whose coarsest level is one pixel
 high), and compared with mmdet's predict of each: the top-k boxes within 0.05 px, scores within
 1e-4, identical labels; a float file that fails the check is not kept. INT8 changes the numbers by design: its
@@ -29,7 +29,6 @@ from pathlib import Path
 
 import torch
 
-from ..benchmark import parse_size
 from ..deploy.onnx import (ExportError, build_exportable, check_shape, compare, export, load_image, metadata,
                            one_pixel_size, shape_problem)
 from ..deploy.openvino import require_tools
@@ -37,33 +36,27 @@ from ..checkpoint import CheckpointMismatchError, CheckpointReadError
 from ..deploy.metadata import FORMATS, exported_metadata
 from ..deploy.runtimes import Runtime
 from ..outputs import OutputError, atomic_write, check_file_output
-from . import config_file, parser_from_doc
-
-
-def shape(text: str) -> tuple[int, int]:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+from . import config_file, image_size, parser_from_doc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = parser_from_doc(__doc__)
     parser.add_argument('config', type=config_file, help='a config path, or a config name')
     parser.add_argument('checkpoint')
-    parser.add_argument('out', help='the file to write: .onnx (--format onnx) or .xml (the IRs, with a .bin beside '
-                                    'it); replaces an earlier export, any other existing file only with --force')
+    parser.add_argument('--out', required=True, help='the file to write: .onnx (--format onnx) or .xml (the IRs, '
+                                                     'with a .bin beside it); replaces an earlier export, any other '
+                                                     'existing file only with --force')
     parser.add_argument('--format', default='onnx', help=f'one of {", ".join(FORMATS)} (default onnx)')
-    parser.add_argument('--shape', type=shape, required=True, help='HxW the graph is traced and checked at, e.g. '
-                                                                   '400x666 (it runs at any size)')
+    parser.add_argument('--size', type=image_size, required=True,
+                        help='HxW the graph is traced and checked at, e.g. 400x666 (it runs at any size)')
     parser.add_argument('--image', help='image for the check (default: a generated scene)')
     parser.add_argument('--calibration-images', type=int, default=None,
                         help='openvino-int8: images of the training set to calibrate with (default 64)')
     parser.add_argument('--seed', type=int, default=0, help='openvino-int8: seed of the calibration pick')
     parser.add_argument('--opset', type=int, default=17)
     parser.add_argument('--topk', type=int, default=20, help='detections compared (default 20)')
-    parser.add_argument('--force', action='store_true', help='replace an existing OUT that is not an export of this '
-                                                             'tool (never an input)')
+    parser.add_argument('--force', action='store_true', help='replace an existing --out that is not an export of '
+                                                             'this tool (never an input)')
     return parser.parse_args(argv)
 
 
@@ -102,13 +95,13 @@ def check_args(args: argparse.Namespace) -> None:
     if args.opset < 16:
         raise ExportError(f'--opset {args.opset}: GridSample needs opset >= 16')
     inputs = [('config', args.config), ('checkpoint', args.checkpoint), ('image', args.image)]
-    check_file_output(args.out, inputs, option='OUT', own=is_export, force=args.force)
+    check_file_output(args.out, inputs, option='--out', own=is_export, force=args.force)
     suffix = '.onnx' if args.format == 'onnx' else '.xml'
     if Path(args.out).suffix != suffix:
-        raise ExportError(f'OUT {args.out}: a --format {args.format} file is named *{suffix}')
+        raise ExportError(f'--out {args.out}: a --format {args.format} file is named *{suffix}')
     if suffix == '.xml':  # the weights file beside it
         bin_file = Path(args.out).with_suffix('.bin')
-        check_file_output(bin_file, inputs, option='OUT\'s weights file', force=args.force or is_export(args.out)
+        check_file_output(bin_file, inputs, option='--out\'s weights file', force=args.force or is_export(args.out)
                           or not bin_file.exists())
 
 
@@ -117,7 +110,7 @@ class _NotReproduced(Exception):
 
 
 def check_sizes(model, height: int, width: int) -> list[tuple[int, int]]:
-    """The sizes the graph is checked at besides ``--shape``: three quarters of the height (another aspect ratio)
+    """The sizes the graph is checked at besides ``--size``: three quarters of the height (another aspect ratio)
     and the smallest 1:4 size with a one-pixel level (:func:`~pit_det.deploy.onnx.one_pixel_size`), each where the
     detector runs it."""
     sizes = [(max(32, height * 3 // 4 // 8 * 8), width), one_pixel_size(model)]
@@ -126,7 +119,7 @@ def check_sizes(model, height: int, width: int) -> list[tuple[int, int]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    height, width = args.shape
+    height, width = args.size
     results = []
     try:
         check_args(args)
@@ -175,7 +168,7 @@ def write_ir(args: argparse.Namespace, model, calibration, check) -> None:
     import time
 
     from ..deploy.openvino import save_ir, to_openvino
-    height, width = args.shape
+    height, width = args.size
     with tempfile.TemporaryDirectory() as tmp:
         onnx_file = export(model, height, width, Path(tmp) / 'model.onnx', args.opset)
         start = time.perf_counter()

@@ -1,4 +1,9 @@
-"""Draw detections: ``pit-det-infer CONFIG CHECKPOINT IMAGE --out OUT.png``."""
+"""Draw detections: ``pit-det-infer CONFIG CHECKPOINT IMAGE --out OUT.png``.
+
+--path chooses how the detector runs (docs/inference.md); the
+exported-graph paths take the file from pit-det-export-onnx as --model-file, checked against the config's classes
+before the model is built and against the checkpoint's weights when it is opened.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,14 +12,14 @@ from dataclasses import asdict
 
 from mmengine.config import Config
 
-from . import config_file
+from . import config_file, parser_from_doc
 from ..checkpoint import CheckpointMismatchError, CheckpointReadError
 from ..draw import draw_detections
 from ..models.inference import PATHS, InferenceOptions
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = parser_from_doc(__doc__)
     parser.add_argument('config', type=config_file, help='a config path, or a config name')
     parser.add_argument('checkpoint')
     parser.add_argument('image')

@@ -21,7 +21,6 @@ def run_mmdet_tool(name: str, argv: list[str]) -> int:
     the message and exit status 1 instead of a traceback. The config (the first argument) may be a path or the name
     of one of pit-det's configs.
     """
-    import pit_det  # noqa: F401  (registers PiT even for configs without custom_imports)
     from ..configs import ConfigNotFoundError, find_config
     from ..runner import STOP_ERRORS
 

@@ -1,4 +1,4 @@
-"""Detection robustness: ``pit-det-test-robustness CONFIG CHECKPOINT --out DIR [--corruptions ...] [--occlusion]``.
+"""Detection robustness: ``pit-det-test-robustness CONFIG CHECKPOINT --out-dir DIR [--corruptions ...] [--occlusion]``.
 
 Evaluates the checkpoint on the clean test set, under the corruptions of Michaelis et al. 2019 (default: all 15)
 at the chosen severities (default 1-5), and, with --occlusion, with 10/30/50% of each image occluded. Prints mAP per
@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from mmengine.config import DictAction
 
 from ..evaluation.robustness import (CORRUPTIONS, OUTPUTS, SEVERITIES, RobustnessError, check_request,
                                      evaluate_robustness, format_report, read_report, write_outputs)
@@ -26,18 +28,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--severities', nargs='+', type=int, default=list(SEVERITIES), help='subset of 1-5')
     parser.add_argument('--occlusion', nargs='*', type=float, metavar='RATIO',
                         help='occlusion test; ratios of the image area (default 0.1 0.3 0.5)')
-    parser.add_argument('--out', default='work_dirs/robustness', help='folder for robustness.{json,png}')
-    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+    parser.add_argument('--out-dir', default='work_dirs/robustness', help='folder for robustness.{json,png}')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={}, metavar='KEY=VALUE',
                         help='config overrides, e.g. test_dataloader.dataset.data_root=DIR/')
     parser.add_argument('--compare', nargs='+', metavar='JSON', help='robustness.json files to put side by side')
     return parser.parse_args(argv)
-
-
-def _options(pairs: list[str]) -> dict:
-    from mmengine.config import DictAction
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--o', nargs='+', action=DictAction, default={})
-    return parser.parse_args(['--o', *pairs]).o if pairs else {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,15 +45,14 @@ def main(argv: list[str] | None = None) -> int:
             raise RobustnessError('give CONFIG and CHECKPOINT (or --compare JSON ...)')
         occlusion = [] if args.occlusion is None else (args.occlusion or [0.1, 0.3, 0.5])
         check_request(args.config, args.checkpoint, args.corruptions, args.severities, occlusion)
-        check_dir_output(args.out, OUTPUTS, [('config', args.config), ('checkpoint', args.checkpoint)])
-        import pit_det  # noqa: F401
-        result = evaluate_robustness(args.config, args.checkpoint, args.corruptions, args.severities, occlusion, args.out,
-                     _options(args.cfg_options), progress=lambda msg: print(msg, flush=True))
+        check_dir_output(args.out_dir, OUTPUTS, [('config', args.config), ('checkpoint', args.checkpoint)])
+        result = evaluate_robustness(args.config, args.checkpoint, args.corruptions, args.severities, occlusion, args.out_dir,
+                     args.cfg_options, progress=lambda msg: print(msg, flush=True))
     except (RobustnessError, OutputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     print('\n' + format_report({Path(args.checkpoint).name: result}))
-    for path in write_outputs(result, args.out):
+    for path in write_outputs(result, args.out_dir):
         print(f'wrote {path}')
     return 0
 

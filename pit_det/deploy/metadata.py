@@ -54,7 +54,7 @@ def exported_metadata(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'exported file not found: {path}')
-    again = 'export it again with pit-det-export-onnx CONFIG CHECKPOINT OUT [--format ...]'
+    again = 'export it again with pit-det-export-onnx CONFIG CHECKPOINT --out OUT --size HxW [--format ...]'
     if path.suffix == '.xml':
         ov = require('openvino', purpose='the OpenVINO paths need')
         try:
@@ -98,7 +98,7 @@ def classes_mismatch(meta: dict[str, str], path: str | Path, num_classes: int, s
         return None
     return (f'{path} was exported from a detector of {meta["pit_det.num_classes"]} classes ({meta["pit_det.config"]}), '
             f'{source} has {num_classes}: export this config and checkpoint with pit-det-export-onnx CONFIG '
-            f'CHECKPOINT {path}')
+            f'CHECKPOINT --out {path} --size HxW')
 
 
 def format_mismatch(meta: dict[str, str], path: str | Path, runtime: str) -> str | None:
@@ -108,7 +108,7 @@ def format_mismatch(meta: dict[str, str], path: str | Path, runtime: str) -> str
         return None
     fits = [r for r, formats in RUNS.items() if fmt in formats]
     return (f'{path} is exported as {fmt}, which the {runtime} path does not run: use the path {" or ".join(fits)}, '
-            f'or export with pit-det-export-onnx CONFIG CHECKPOINT OUT --format {RUNS[runtime][-1]}')
+            f'or export with pit-det-export-onnx CONFIG CHECKPOINT --out OUT --size HxW --format {RUNS[runtime][-1]}')
 
 
 def check_exported(meta: dict[str, str], path: str | Path, model: nn.Module, runtime: str) -> None:
@@ -124,7 +124,7 @@ def check_exported(meta: dict[str, str], path: str | Path, model: nn.Module, run
     if meta['pit_det.weights_sha256'] != weights_digest(model):
         raise CheckpointMismatchError(
             f'{path} was exported from other weights ({meta["pit_det.checkpoint"]}, config {meta["pit_det.config"]}) '
-            f'than this detector holds: export this checkpoint with pit-det-export-onnx CONFIG CHECKPOINT {path}')
+            f'than this detector holds: export this checkpoint with pit-det-export-onnx CONFIG CHECKPOINT --out {path} --size HxW')
 
 
 def weights_digest(model: nn.Module) -> str:

@@ -217,7 +217,7 @@ def check_shape(model: nn.Module, height: int, width: int) -> None:
     problem = shape_problem(model, height, width)
     if problem:
         side = next((s for s in range(32, 2049, 8) if shape_problem(model, s, s) is None), None)
-        hint = f': give a larger --shape, e.g. {side}x{side}' if side else ''
+        hint = f': give a larger --size, e.g. {side}x{side}' if side else ''
         raise ExportError(f'shape {height}x{width}: {problem}{hint}')
 
 
