@@ -171,7 +171,7 @@ def test_unreadable_checkpoint_is_a_clear_error_everywhere(tmp_path, capsys, con
     with pytest.raises(CheckpointReadError, match=message):  # load_from, --resume, mim test, infer
         load_checkpoint(demo_detector(), str(path))
     from pit_det.cli.convert import main as convert
-    assert convert([str(path), str(tmp_path / 'out.pth')]) == 1  # the command: its error line, exit 1
+    assert convert([str(path), '--out', str(tmp_path / 'out.pth')]) == 1  # the command: its error line, exit 1
     assert any(line.startswith('error: ') and message in line for line in capsys.readouterr().err.splitlines())
 
 

@@ -242,16 +242,16 @@ def test_two_urls_with_one_file_name_never_share_a_cached_file(official_pit, tmp
     from pit_det.cli.convert import main as convert
     ti, s = official_pit('ti', tmp_path / 'ti.pth'), official_pit('s', tmp_path / 's.pth')
     server.files['d1/model.pth'], server.files['d2/model.pth'] = ti.read_bytes(), s.read_bytes()
-    assert convert([server.url('d1/model.pth'), str(tmp_path / 'a.pth'), '--arch', 'ti']) == 0
+    assert convert([server.url('d1/model.pth'), '--out', str(tmp_path / 'a.pth'), '--arch', 'ti']) == 0
     # another model behind the same file name: downloaded for itself, not read from the first one's cache
-    assert convert([server.url('d2/model.pth'), str(tmp_path / 'b.pth'), '--arch', 's']) == 0
+    assert convert([server.url('d2/model.pth'), '--out', str(tmp_path / 'b.pth'), '--arch', 's']) == 0
     assert server.gets == {'d1/model.pth': 1, 'd2/model.pth': 1}
     a = torch.load(tmp_path / 'a.pth', weights_only=True)['state_dict']
     b = torch.load(tmp_path / 'b.pth', weights_only=True)['state_dict']
     assert a['backbone.pos_embed'].shape[1] == 64 and b['backbone.pos_embed'].shape[1] == 144  # ti and s
     cached_files = sorted(p.relative_to(torch_home).parts[-1] for p in torch_home.rglob('*.pth'))
     assert cached_files == ['model.pth', 'model.pth'] and len(list(torch_home.iterdir())) == 2
-    assert convert([server.url('d1/model.pth'), str(tmp_path / 'c.pth'), '--arch', 'ti']) == 0
+    assert convert([server.url('d1/model.pth'), '--out', str(tmp_path / 'c.pth'), '--arch', 'ti']) == 0
     assert server.gets['d1/model.pth'] == 1  # the cache still serves each URL its own file
 
 

@@ -337,7 +337,7 @@ def test_mim_test_through_an_onnx_file_of_other_weights_stops_with_the_message(d
     tool = Path(mmdet.__file__).parent / '.mim' / 'tools' / 'test.py'  # what `mim test mmdet` runs
     base = [sys.executable, str(tool), str(config), str(checkpoints[0]), '--work-dir', str(tmp_path / 'w')]
     other = subprocess.run(base + ['--cfg-options', 'model.inference.path=onnxruntime',
-                                   f'model.inference.onnx_file={exports[1]}'], capture_output=True, text=True)
+                                   f'model.inference.model_file={exports[1]}'], capture_output=True, text=True)
     assert other.returncode == 1 and 'Traceback' not in other.stderr, other.stderr[-3000:]
     assert 'was exported from other weights' in other.stderr and 'bbox_mAP' not in other.stdout
     from mmdet.registry import RUNNERS
@@ -354,7 +354,7 @@ def test_mim_test_through_an_onnx_file_of_other_weights_stops_with_the_message(d
                           ({'model.inference.path': 'openvino'}, 'model.inference.model_file=FILE goes with '
                                                                  'model.inference.path=onnxruntime/openvino'),
                           ({'model.inference.precision': 'bf16'}, 'model.inference.precision=bf16: only the '
-                                                                  'OpenVINO paths take a precision')):
+                                                                  'paths openvino and openvino-int8 take a precision')):
         cfg = Config.fromfile(str(config))
         cfg.merge_from_dict({**options, 'work_dir': str(tmp_path / 'w')})
         with pytest.raises(PreflightError) as stop:

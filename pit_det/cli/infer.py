@@ -45,10 +45,14 @@ def main(argv=None) -> int:
             raise ValueError(f'--score-thr {args.score_thr}: give a score between 0 and 1')
         given = dict(path=args.path, model_file=args.model_file, precision=args.precision)
         inference = InferenceOptions.parse({k: v for k, v in given.items() if v is not None},
-                                           spell=lambda option: f'--{option.replace("_", "-")}')
+                                           spell=lambda option, value=None: f'--{option.replace("_", "-")}'
+                                           + ('' if value is None else f' {value}'))
         path = inference.build()
         if path.runs_file:  # the file against the config's classes before any model is built; its weights when
-            path.check_file(Config.fromfile(args.config).model.bbox_head.num_classes, args.config)  # it is opened
+            try:            # the detector opens it
+                path.check_file(Config.fromfile(args.config).model.bbox_head.num_classes, args.config)
+            except CheckpointMismatchError as exc:
+                raise CheckpointMismatchError(f'--model-file {exc}') from None
         count = draw_detections(args.config, args.checkpoint, args.image, args.out, args.score_thr, args.device,
                                 inference={k: v for k, v in asdict(inference).items() if v is not None},
                                 force=args.force)

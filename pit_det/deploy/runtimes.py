@@ -28,15 +28,16 @@ PRECISIONS = {'f32': 'f32', 'fp32': 'f32', 'float32': 'f32', 'bf16': 'bf16', 'bf
               'fp16': 'f16', 'float16': 'f16'}
 
 
-def openvino_precision(text: str, option: str = 'precision') -> str:
+def openvino_precision(text: str, given: str | None = None) -> str:
     """OpenVINO's name (``f32``, ``bf16``, ``f16``) of a precision spelled ``F32``, ``fp32``, ``float32``, ...
 
     Raises:
-        ValueError: starting with ``option``, naming the spellings that exist.
+        ValueError: starting with ``given`` (how the user wrote it; default ``precision 'TEXT'``), naming the
+            spellings that exist.
     """
     name = PRECISIONS.get(str(text).lower())
     if name is None:
-        raise ValueError(f'{option} {text!r}: OpenVINO runs f32, bf16 or f16 (also written fp32/float32, '
+        raise ValueError(f'{given or f"precision {text!r}"}: OpenVINO runs f32, bf16 or f16 (also written fp32/float32, '
                          'bfloat16, fp16/float16, in any case)')
     return name
 

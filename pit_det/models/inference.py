@@ -25,9 +25,9 @@ def register_path(cls: type[InferencePath]) -> type[InferencePath]:
     return cls
 
 
-def config_key(option: str) -> str:
-    """How a config names an inference option (the preflight's and the detector's messages)."""
-    return f'model.inference.{option}'
+def config_key(option: str, value: str | None = None) -> str:
+    """How a config sets an inference option (the preflight's and the detector's messages)."""
+    return f'model.inference.{option}' + ('' if value is None else f'={value}')
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,12 @@ class InferenceOptions:
 
     @classmethod
     def parse(cls, options: dict | InferenceOptions | None,
-              spell: Callable[[str], str] = config_key) -> InferenceOptions:
+              spell: Callable[..., str] = config_key) -> InferenceOptions:
         """The options of ``options`` (a config's ``model.inference`` dict), each rule of every path checked.
 
         Args:
-            spell: how the caller's user writes an option (``model.inference.path``, or a command's ``--path``), for
-                the messages.
+            spell: how the caller's user writes an option and its value (``spell('path', 'bf16')``:
+                ``model.inference.path=bf16``, or a command's ``--path bf16``), for the messages.
 
         Raises:
             ValueError: naming the option as ``spell`` writes it, and its valid values.
@@ -58,19 +58,20 @@ class InferenceOptions:
                              f'{", ".join(map(spell, OPTIONS))}')
         parsed = cls(**options)
         if parsed.path not in PATHS:
-            raise ValueError(f'{spell("path")}={parsed.path!r}: use one of {", ".join(PATHS)}')
+            raise ValueError(f'{spell("path", repr(parsed.path))}: use one of {", ".join(PATHS)}')
         runtimes = [name for name, path in PATHS.items() if path.runs_file]
         if PATHS[parsed.path].runs_file != bool(parsed.model_file):
-            raise ValueError(f'{spell("model_file")} FILE goes with {spell("path")} {"/".join(runtimes)} (and only '
+            raise ValueError(f'{spell("model_file", "FILE")} goes with {spell("path", "/".join(runtimes))} (and only '
                              'with them): export one with pit-det-export-onnx CONFIG CHECKPOINT --out FILE --size HxW [--format '
                              'openvino|openvino-int8]')
         if parsed.precision is not None:
             path = PATHS[parsed.path]
             if not path.takes_precision:
                 takes = [name for name, other in PATHS.items() if other.takes_precision]
-                raise ValueError(f'{spell("precision")} {parsed.precision}: only {spell("path")} '
-                                 f'{" or ".join(takes)} takes a precision')
-            parsed = replace(parsed, precision=path.parse_precision(parsed.precision, spell('precision')))
+                raise ValueError(f'{spell("precision", parsed.precision)}: only the paths {" and ".join(takes)} take a '
+                                 'precision')
+            given = spell('precision', repr(parsed.precision))
+            parsed = replace(parsed, precision=path.parse_precision(parsed.precision, given))
         return parsed
 
     def build(self) -> InferencePath:
@@ -92,13 +93,14 @@ class InferencePath:
         self.options = options
 
     @staticmethod
-    def parse_precision(text: str, option: str) -> str:
+    def parse_precision(text: str, given: str) -> str:
         """The path's name of the precision ``text`` (for a path that ``takes_precision``).
 
         Raises:
-            ValueError: a spelling the path does not know, the message starting with ``option``.
+            ValueError: a spelling the path does not know, the message starting with ``given`` (the option as the
+                user wrote it).
         """
-        raise ValueError(f'{option} {text!r}: this path takes no precision')
+        raise ValueError(f'{given}: this path takes no precision')
 
     def check_file(self, num_classes: int, source: str) -> None:
         """Raise unless the options' ``model_file`` fits a detector of ``num_classes`` (of ``source``, a config or a
