@@ -1,4 +1,6 @@
-"""What every tool that writes files checks first, and how it writes them.
+"""What every tool that writes files checks first, and how it writes them: :func:`check_file_output` and
+:func:`check_dir_output` (the checks), :func:`atomic_write` and :func:`write_text` (the writing), :func:`table` and
+:func:`save_figure` (the text tables and figures the reports write).
 
 A destination is refused when it is one of the tool's inputs (by any spelling of the path: relative, ``..``, a
 symbolic or hard link), when it is a folder where a file is due (or a file where a folder is due), and when it is an

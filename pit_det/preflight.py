@@ -2,7 +2,7 @@
 
 Without them a missing ``data/coco``, a class list that matches no annotation, or an evaluator scoring against
 another dataset's ground truth surfaces as a traceback minutes (or an epoch) into a run, or not at all.
-:class:`pit_det.runner.PiTRunner` calls :func:`check_train` and :func:`check_test`.
+:class:`pit_det.runner.CheckedRunner` calls :func:`check_train` and :func:`check_test`.
 """
 from __future__ import annotations
 

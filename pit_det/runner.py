@@ -1,6 +1,6 @@
 """A Runner that checks a run before it starts, never leaves a half-written checkpoint, and runs distributed on CPUs.
 
-Selected in our configs with ``runner_type='PiTRunner'``; mmdet's ``tools/train.py`` and ``tools/test.py`` (what
+Selected in our configs with ``runner_type='CheckedRunner'``; mmdet's ``tools/train.py`` and ``tools/test.py`` (what
 ``mim train``/``mim test`` run) build it from the config. The checks are in :mod:`pit_det.preflight`.
 """
 from __future__ import annotations
@@ -118,7 +118,7 @@ class BF16AutocastOptimWrapper(OptimWrapper):
     """Mixed precision on the CPU: the forward pass and loss under ``torch.autocast('cpu', dtype=torch.bfloat16)``.
 
     bfloat16 keeps float32's exponent range, so no loss scaling is needed; parameters, gradients and the optimiser
-    stay in float32. mmengine's ``AmpOptimWrapper`` is for GPUs only; :class:`PiTRunner` uses this one for ``--amp``
+    stay in float32. mmengine's ``AmpOptimWrapper`` is for GPUs only; :class:`CheckedRunner` uses this one for ``--amp``
     on a machine without CUDA.
     """
 
@@ -129,9 +129,9 @@ class BF16AutocastOptimWrapper(OptimWrapper):
 
 
 # mmengine's root registry: mmdet's tools/train.py builds the runner before any default scope is set, so a runner in
-# mmdet's child registry is not found there ('PiTRunner is not in the runner registry'); children see the root's.
+# mmdet's child registry is not found there ('CheckedRunner is not in the runner registry'); children see the root's.
 @RUNNERS.register_module()
-class PiTRunner(Runner):
+class CheckedRunner(Runner):
     """mmengine's Runner with preflight checks in :meth:`train` and :meth:`test`, one training run per work dir
     (:class:`WorkDirLock`), atomic checkpoint files, a config dump that never replaces the run's own config file, a
     log dir and a visualizer of its own, ``--amp`` as bf16 autocast on the CPU, and a run stopped by one of
@@ -182,9 +182,9 @@ class PiTRunner(Runner):
         """The visualizer of this run, writing under this run's log dir.
 
         mmengine keeps one visualizer per name for the whole process and mmdet's configs all name theirs
-        ``'visualizer'``: a second run in the same process (a notebook, a sweep, a test session) got the first run's
-        visualizer back and wrote its config, scalars and drawings into the first run's work dir (or failed once that
-        dir was gone). A name already taken gets this run's log dir appended.
+        ``'visualizer'``: a second run in the same process (a notebook, a sweep, a test session) would get the first
+        run's visualizer back and write its config, scalars and drawings into the first run's work dir (or fail once
+        that dir is gone). A name already taken gets this run's log dir appended.
         """
         if isinstance(visualizer, dict) and visualizer.get('name') and \
                 Visualizer.check_instance_created(visualizer['name']):

@@ -78,3 +78,31 @@ def _relayout(sd: dict, layout: str) -> dict:
             k = f'pools.{i - 1}.{rest}' if layout == 'official' else f'transformers.{i - 1}.pool.{rest}'
         out[k] = v
     return out
+
+
+@pytest.fixture(scope='module')
+def demo_run(tmp_path_factory):
+    """A demo config over a small generated set, and two random-weight checkpoints of it (seeds 0 and 1)."""
+    import copy
+
+    import torch
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    from pit_det.data import make_synthetic_coco
+    from pit_det.demo import load_demo_config
+    tmp = tmp_path_factory.mktemp('demo')
+    data = make_synthetic_coco(tmp / 'data', num_train=8, num_val=4)
+    cfg = load_demo_config(data, tmp / 'work', max_epochs=50)
+    cfg.train_dataloader.batch_size = cfg.val_dataloader.batch_size = 4
+    config = tmp / 'config.py'
+    cfg.dump(str(config))
+    register_all_modules()
+    checkpoints = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = MODELS.build(copy.deepcopy(cfg.model))
+        model.init_weights()
+        checkpoints.append(tmp / f'model_{seed}.pth')
+        torch.save({'state_dict': model.state_dict(), 'meta': {}}, checkpoints[-1])
+    return config, checkpoints

@@ -129,7 +129,7 @@ def test_train_command_prints_the_preflight_message_without_a_traceback(root, de
     import sys
 
     import mmdet
-    # ours, and mmdet's own script (what `mim train mmdet CONFIG` runs), whose runner is the config's PiTRunner
+    # ours, and mmdet's own script (what `mim train mmdet CONFIG` runs), whose runner is the config's CheckedRunner
     path = root / script if script.startswith('tools') else Path(mmdet.__file__).parents[1] / script
     # the demo config, whose generated data does not exist in tmp_path
     run = subprocess.run([sys.executable, str(path), str(demo_config), '--work-dir', str(tmp_path / 'work')],

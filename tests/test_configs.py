@@ -73,7 +73,7 @@ def test_fused_and_mmcv_attention_give_the_same_detections(root):
         b = plain.eval()._forward(inputs, samples)
     for x, y in zip(torch.utils._pytree.tree_leaves(a), torch.utils._pytree.tree_leaves(b)):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="cpu_deform_attn must be one of \\('fused', 'mmcv'\\)"):
+    with pytest.raises(ValueError, XX):
         MODELS.build(dict(copy.deepcopy(cfg.model), cpu_deform_attn='fast'))
 
 

@@ -133,7 +133,8 @@ def test_read_coco_accepts_ids_from_zero_with_gaps_and_keeps_the_file_order(tmp_
 # config ({{$ENV:default}}, {{ _base_.x }}, {{ fileDirname }}): the red team's three names first.
 HOSTILE = ['{{$X:.*\\}}', ",__import__('os').system('touch PWNED'),", ')#', "'''", '"""\nimport os',
            "a\nimport os; os.system('touch PWNED')  #", 'a\r__import__("os").system("touch PWNED")', 'ends in \\',
-           '{{ _base_.model }}', '{{ fileDirname }}', '}}', 'nul\x00byte', 'tab\tand\x0bvt', 'ünï ✓ \u2028 \U0001f600']
+           '{{ _base_.model }}', '{{ fileDirname }}', '}}', 'nul\x00byte', 'tab\tand\x0bvt',
+           'ünï ✓ \u2028 \U0001f600']
 HOSTILE_FOLDER = "d{{$HOME:x}}'\"\n),__import__('os').system('touch PWNED')#\\"
 
 

@@ -1,4 +1,4 @@
-"""What a run checks before it starts (pit_det.preflight through PiTRunner): each case once stopped late or not at all."""
+"""What a run checks before it starts (pit_det.preflight through CheckedRunner): each case once stopped late or not at all."""
 import json
 import logging
 import os
@@ -144,7 +144,7 @@ def test_config_classes_missing_from_the_data_stop_before_training(tmp_path, dat
 @pytest.mark.parametrize('num_classes', [2, 5])
 def test_num_classes_must_match_the_dataset_in_train_and_test(tmp_path, data, num_classes):
     """Fewer classes than the data ended in an IndexError after training; more trained phantom classes silently."""
-    from pit_det.preflight import check_test, check_train  # what PiTRunner.train()/test() run first
+    from pit_det.preflight import check_test, check_train  # what CheckedRunner.train()/test() run first
     cfg = load_demo_config(data, tmp_path / 'work')
     cfg.model.bbox_head.num_classes = num_classes
     for check, role in ((check_train, 'training'), (check_test, 'test')):

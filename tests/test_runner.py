@@ -1,4 +1,4 @@
-"""PiTRunner writes checkpoints so that a file under a final name is always whole."""
+"""CheckedRunner writes checkpoints so that a file under a final name is always whole."""
 import subprocess
 import sys
 
@@ -10,7 +10,7 @@ import torch
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 import pit_det
-from pit_det.runner import PiTRunner
+from pit_det.runner import CheckedRunner
 
 class Toy(BaseModel):
     def __init__(self):
@@ -19,7 +19,7 @@ class Toy(BaseModel):
     def forward(self, inputs, data_samples=None, mode='tensor'):
         return self.linear(inputs)
 
-runner_cls = PiTRunner if sys.argv[2] == 'pit' else Runner
+runner_cls = CheckedRunner if sys.argv[2] == 'pit' else Runner
 loader = torch.utils.data.DataLoader([torch.zeros(256)])
 runner = runner_cls(model=Toy(), work_dir=sys.argv[1], train_dataloader=loader,
                     train_cfg=dict(by_epoch=True, max_epochs=1),
@@ -94,7 +94,7 @@ def test_two_runs_in_one_process_write_into_their_own_work_dirs(tmp_path):
     data = make_synthetic_coco(tmp_path / 'data', num_train=2, num_val=2)
     runners = [RUNNERS.build(load_demo_config(data, tmp_path / name)) for name in ('first', 'second')]
     for runner, name in zip(runners, ('first', 'second')):
-        assert type(runner).__name__ == 'PiTRunner'
+        assert type(runner).__name__ == 'CheckedRunner'
         assert runner.visualizer._vis_backends['LocalVisBackend']._save_dir.startswith(str(tmp_path / name))
         assert list((tmp_path / name).glob('*/vis_data/config.py'))  # each run's config beside its own logs
     # mmengine's own Runner, in a fresh process: the second run gets the first run's visualizer back

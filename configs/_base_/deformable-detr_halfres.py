@@ -6,7 +6,7 @@
 _base_ = 'mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py'
 
 custom_imports = dict(imports=['pit_det'], allow_failed_imports=False)
-runner_type = 'PiTRunner'  # checks data, classes, evaluator files and weights before building anything
+runner_type = 'CheckedRunner'  # checks data, classes, evaluator files and weights before building anything
 
 model = dict(
     type='FastDeformableDETR',

@@ -43,7 +43,7 @@ class BlockStats:
     distance_frac: float
 
 
-OUTPUTS = ('attention.json', 'attention.csv', 'attention.png')  # what write_outputs writes into its folder
+REPORT_FILES = ('attention.json', 'attention.csv', 'attention.png')  # what write_outputs writes into its folder
 
 
 def check_spec(spec: str) -> None:
@@ -201,7 +201,7 @@ def write_outputs(results: dict[str, list[BlockStats]], out_dir: str | Path) -> 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / name for name in OUTPUTS]
+    paths = [out / name for name in REPORT_FILES]
     write_text(paths[0], json.dumps({'models': [{'name': name, 'blocks': [asdict(b) for b in blocks]}
                                                for name, blocks in results.items()]}, indent=2))
     with paths[1].open('w', newline='') as f:

@@ -30,7 +30,7 @@ from ..ops.ms_deform_attn import sampling_locations
 from ..outputs import save_figure, write_text
 
 LEVEL_COLOURS = ('#e41a1c', '#ff7f00', '#4daf4a', '#377eb8', '#984ea3', '#a65628')  # one per feature level
-OUTPUTS = ('sampling.json',)  # and one sampling_<image>.png per image
+REPORT_FILES = ('sampling.json',)  # and one sampling_<image>.png per image
 
 
 class SamplingError(ValueError):

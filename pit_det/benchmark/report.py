@@ -114,14 +114,14 @@ def ratios(results: list[Result], reference: str) -> list[str]:
     return lines
 
 
-OUTPUTS = ('benchmark.json', 'benchmark.csv', 'benchmark.png')  # what write_outputs writes into its folder
+REPORT_FILES = ('benchmark.json', 'benchmark.csv', 'benchmark.png')  # what write_outputs writes into its folder
 
 
 def write_outputs(results: list[Result], env: dict, out_dir: str | Path, plot: bool = False) -> list[Path]:
     """Write ``benchmark.json`` (with every sample), ``benchmark.csv`` and optionally ``benchmark.png``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / name for name in OUTPUTS[:2]]
+    paths = [out / name for name in REPORT_FILES[:2]]
     write_text(paths[0], json.dumps(dict(environment=env, results=[asdict(r) for r in results]), indent=2))
     table = io.StringIO()
     names = [k for k in asdict(results[0]) if k != 'samples_ms']
@@ -131,7 +131,7 @@ def write_outputs(results: list[Result], env: dict, out_dir: str | Path, plot: b
         writer.writerow({k: v for k, v in asdict(r).items() if k != 'samples_ms'})
     write_text(paths[1], table.getvalue())
     if plot:
-        paths.append(_plot(results, out / OUTPUTS[2]))
+        paths.append(_plot(results, out / REPORT_FILES[2]))
     return paths
 
 

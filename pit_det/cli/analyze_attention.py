@@ -10,7 +10,7 @@ import argparse
 import sys
 import time
 
-from ..analysis.attention import OUTPUTS, analyze, build_backbone, check_spec, load_images, write_outputs
+from ..analysis.attention import REPORT_FILES, analyze, build_backbone, check_spec, load_images, write_outputs
 from ..models import CheckpointMismatchError, CheckpointReadError
 from ..outputs import check_dir_output
 from . import image_size, parser_from_doc
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             check_spec(spec)
         if len(set(args.models)) != len(args.models):
             raise ValueError(f'a model is named twice ({" ".join(args.models)}): its results would replace each other')
-        check_dir_output(args.out_dir, OUTPUTS, [('checkpoint', spec.partition('=')[2]) for spec in args.models])
+        check_dir_output(args.out_dir, REPORT_FILES, [('checkpoint', spec.partition('=')[2]) for spec in args.models])
         from mmengine.logging import MMLogger
         MMLogger.get_instance('pit_det_analysis', log_level='WARNING')  # not mmengine's per-parameter init log
         images = load_images(args.images, args.size, args.max_images)

@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from ..analysis.sampling import (OUTPUTS, SamplingAnalysis, SamplingError, check_pixel, compare, draw, report,
+from ..analysis.sampling import (REPORT_FILES, SamplingAnalysis, SamplingError, check_pixel, compare, draw, report,
                                  write_json)
 from ..data import IMAGE_SUFFIXES
 from ..models import CheckpointMismatchError, CheckpointReadError
@@ -86,7 +86,7 @@ def check_args(args: argparse.Namespace) -> list:
     names = [f'sampling_{Path(p).stem}.png' for p in args.images]
     if len(set(names)) != len(names):
         raise SamplingError('two images share a file name: their pictures would replace each other')
-    check_dir_output(args.out_dir, [*OUTPUTS, *names], inputs + [('image', p) for p in args.images])
+    check_dir_output(args.out_dir, [*REPORT_FILES, *names], inputs + [('image', p) for p in args.images])
     return images
 
 
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                   f'{path}: no detection with score >= {args.score_thr}: an empty panel', end='')
             print(f', {len(result["encoder"])} encoder pixels -> {picture}')
         data = report(results, args.config, None if args.checkpoint == 'none' else args.checkpoint)
-        write_json(data, out / OUTPUTS[0])
+        write_json(data, out / REPORT_FILES[0])
     except (SamplingError, OutputError, CheckpointMismatchError, CheckpointReadError, FileNotFoundError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         for s in data['summary']:
             print(f'  {s["layer"]:12d}  {s["distance_px"]:11.1f}  {s["distance_box"]:14.3f}  '
                   + ', '.join(f'{v:.3f}' for v in s['level_share']))
-    print(f'wrote {out / OUTPUTS[0]}')
+    print(f'wrote {out / REPORT_FILES[0]}')
     return 0
 
 

@@ -6,7 +6,8 @@ import sys
 
 import torch
 
-from ..benchmark import MODES, OUTPUTS, BenchmarkError, environment, format_table, ratios, run_benchmark, write_outputs
+from ..benchmark import (MODES, REPORT_FILES, BenchmarkError, environment, format_table, ratios, run_benchmark,
+                         write_outputs)
 from ..benchmark import builders
 from ..outputs import OutputError, check_dir_output
 from . import image_size, parser_from_doc
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.reference is not None and args.reference not in args.models:
             raise BenchmarkError(f'--reference {args.reference!r} is not one of the models to measure '
                                  f'({", ".join(args.models)}); name one of them')
-        check_dir_output(args.out_dir, OUTPUTS, [('checkpoint', args.checkpoint)]
+        check_dir_output(args.out_dir, REPORT_FILES, [('checkpoint', args.checkpoint)]
                          + [('config', m.split('@')[0]) for m in args.models if m.split('@')[0].endswith('.py')],
                          option='--out-dir')
         if args.threads:

@@ -32,8 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--model-file',
                         help='the file from pit-det-export-onnx: ONNX (onnxruntime, openvino) or OpenVINO IR .xml '
                              '(openvino, openvino-int8)')
-    parser.add_argument('--precision', help='OpenVINO\'s inference precision (f32, bf16, f16; default OpenVINO\'s choice '
-                                            'for this CPU)')
+    parser.add_argument('--precision', help='OpenVINO\'s inference precision (f32, bf16, f16; default OpenVINO\'s '
+                                            'choice for this CPU)')
     parser.add_argument('--force', action='store_true', help='replace an existing --out file (never an input)')
     return parser.parse_args(argv)
 

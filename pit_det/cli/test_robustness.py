@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mmengine.config import DictAction
 
-from ..evaluation.robustness import (CORRUPTIONS, OUTPUTS, SEVERITIES, RobustnessError, check_request,
+from ..evaluation.robustness import (CORRUPTIONS, REPORT_FILES, SEVERITIES, RobustnessError, check_request,
                                      evaluate_robustness, format_report, read_report, write_outputs)
 from ..outputs import OutputError, check_dir_output
 from . import config_file, parser_from_doc
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             raise RobustnessError('give CONFIG and CHECKPOINT (or --compare JSON ...)')
         occlusion = [] if args.occlusion is None else (args.occlusion or [0.1, 0.3, 0.5])
         check_request(args.config, args.checkpoint, args.corruptions, args.severities, occlusion)
-        check_dir_output(args.out_dir, OUTPUTS, [('config', args.config), ('checkpoint', args.checkpoint)])
+        check_dir_output(args.out_dir, REPORT_FILES, [('config', args.config), ('checkpoint', args.checkpoint)])
         result = evaluate_robustness(args.config, args.checkpoint, args.corruptions, args.severities, occlusion, args.out_dir,
                      args.cfg_options, progress=lambda msg: print(msg, flush=True))
     except (RobustnessError, OutputError) as exc:

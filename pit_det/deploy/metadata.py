@@ -124,7 +124,8 @@ def check_exported(meta: dict[str, str], path: str | Path, model: nn.Module, run
     if meta['pit_det.weights_sha256'] != weights_digest(model):
         raise CheckpointMismatchError(
             f'{path} was exported from other weights ({meta["pit_det.checkpoint"]}, config {meta["pit_det.config"]}) '
-            f'than this detector holds: export this checkpoint with pit-det-export-onnx CONFIG CHECKPOINT --out {path} --size HxW')
+            f'than this detector holds: export this checkpoint with pit-det-export-onnx CONFIG CHECKPOINT --out {path} '
+            '--size HxW')
 
 
 def weights_digest(model: nn.Module) -> str:

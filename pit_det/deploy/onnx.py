@@ -35,7 +35,7 @@ from .extras import require
 from .metadata import EXPORT_METADATA, weights_digest
 
 SUPPORTED = ('DeformableDETR', 'FastDeformableDETR')
-OUTPUTS = ('boxes', 'scores', 'labels')
+GRAPH_OUTPUTS = ('boxes', 'scores', 'labels')
 
 
 class ExportError(ValueError):
@@ -249,13 +249,13 @@ def export(model: nn.Module, height: int, width: int, out: str | Path, opset: in
     check_shape(model, height, width)
     graph = DetectorGraph(model, height, width).eval()
     props = metadata(model, height, width)
-    axes = {'image': {0: 'batch', 2: 'height', 3: 'width'}, **{name: {0: 'batch'} for name in OUTPUTS}}
+    axes = {'image': {0: 'batch', 2: 'height', 3: 'width'}, **{name: {0: 'batch'} for name in GRAPH_OUTPUTS}}
 
     def write(tmp: Path) -> None:
         with torch.no_grad(), warnings.catch_warnings(), graph_deform_attn(model), traceable_shapes():
             warnings.simplefilter('ignore')  # the tracer's notes on mmdet's Python-level shape checks
             torch.onnx.export(graph, (torch.rand(2, 3, height, width) * 255,), str(tmp), opset_version=opset,
-                              input_names=['image'], output_names=list(OUTPUTS), dynamic_axes=axes, dynamo=False)
+                              input_names=['image'], output_names=list(GRAPH_OUTPUTS), dynamic_axes=axes, dynamo=False)
         proto = onnx.load(str(tmp))
         onnx.helper.set_model_props(proto, props)
         onnx.checker.check_model(proto)

@@ -7,9 +7,8 @@ OpenVINO reads the ONNX graph of :mod:`pit_det.deploy.onnx` as it is (any image 
 (an offset is a fraction of the feature map: an 8-bit step moves every sampling point of a query), the box
 regression branches with the reference-point arithmetic after them, and the classification branches (one small
 linear layer per decoder layer: no measurable time, and their error moves every score); GridSample itself is never
-quantised. NNCF's SmoothQuant (which moves activation outliers into the weights of matrix products) is off. On a
-briefly trained demo detector (tests/test_deployment.py's, eager 0.227 mAP on 24 images): as here 0.219; with the
-classification branches in INT8 0.214; with SmoothQuant on (classification branches in float) 0.207.
+quantised. NNCF's SmoothQuant (which moves activation outliers into the weights of matrix products) is off: both
+choices are measured in docs/deployment.md (INT8).
 """
 from __future__ import annotations
 

@@ -37,8 +37,9 @@ def openvino_precision(text: str, given: str | None = None) -> str:
     """
     name = PRECISIONS.get(str(text).lower())
     if name is None:
-        raise ValueError(f'{given or f"precision {text!r}"}: OpenVINO runs f32, bf16 or f16 (also written fp32/float32, '
-                         'bfloat16, fp16/float16, in any case)')
+        given = given or f'precision {text!r}'
+        raise ValueError(f'{given}: OpenVINO runs f32, bf16 or f16 (also written fp32/float32, bfloat16, '
+                         'fp16/float16, in any case)')
     return name
 
 def onnxruntime_session(path, threads: int | None = None):

@@ -36,7 +36,7 @@ CORRUPTIONS = ('gaussian_noise', 'shot_noise', 'impulse_noise', 'defocus_blur', 
 EXTRA_CORRUPTIONS = ('speckle_noise', 'gaussian_blur', 'spatter', 'saturate')  # the package's held-out four
 ALL_CORRUPTIONS = CORRUPTIONS + EXTRA_CORRUPTIONS
 SEVERITIES = (1, 2, 3, 4, 5)
-OUTPUTS = ('robustness.json', 'robustness.png')  # what write_outputs writes into its folder
+REPORT_FILES = ('robustness.json', 'robustness.png')  # what write_outputs writes into its folder
 IMAGENET_MEAN_RGB = (124, 116, 104)
 
 
@@ -252,7 +252,7 @@ def write_outputs(result: dict, out_dir: str | Path) -> list[Path]:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / name for name in OUTPUTS]
+    paths = [out / name for name in REPORT_FILES]
     write_text(paths[0], json.dumps(result, indent=2))
     panels = 1 + bool(result['occlusion'])
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5), squeeze=False)

@@ -62,8 +62,8 @@ class InferenceOptions:
         runtimes = [name for name, path in PATHS.items() if path.runs_file]
         if PATHS[parsed.path].runs_file != bool(parsed.model_file):
             raise ValueError(f'{spell("model_file", "FILE")} goes with {spell("path", "/".join(runtimes))} (and only '
-                             'with them): export one with pit-det-export-onnx CONFIG CHECKPOINT --out FILE --size HxW [--format '
-                             'openvino|openvino-int8]')
+                             'with them): export one with pit-det-export-onnx CONFIG CHECKPOINT --out FILE --size HxW '
+                             '[--format openvino|openvino-int8]')
         if parsed.precision is not None:
             path = PATHS[parsed.path]
             if not path.takes_precision:
