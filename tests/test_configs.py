@@ -73,7 +73,7 @@ def test_fused_and_mmcv_attention_give_the_same_detections(root):
         b = plain.eval()._forward(inputs, samples)
     for x, y in zip(torch.utils._pytree.tree_leaves(a), torch.utils._pytree.tree_leaves(b)):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, XX):
+    with pytest.raises(ValueError, match="model.cpu_deform_attn='fast': use one of fused, mmcv"):
         MODELS.build(dict(copy.deepcopy(cfg.model), cpu_deform_attn='fast'))
 
 
