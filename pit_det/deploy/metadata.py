@@ -3,8 +3,8 @@
 An ONNX file keeps :data:`EXPORT_METADATA` in its ``metadata_props``; an OpenVINO IR in its ``rt_info``, with its
 format (:data:`FORMAT_KEY`) and the sha256 of its ``.bin`` (:data:`BIN_KEY`). :func:`exported_metadata` reads them
 back (the one reader), :func:`check_exported` refuses a file of another format, class count or weights than a
-detector's, :func:`format_mismatch` and :func:`classes_mismatch` say why a file does not fit a config before any
-model is built.
+detector's, :func:`check_fits` (with :func:`format_mismatch` and :func:`classes_mismatch`) a file that does not fit a
+config, before any model is built.
 """
 from __future__ import annotations
 
@@ -67,15 +67,15 @@ def exported_metadata(path: str | Path) -> dict[str, str]:
         meta = {key: model.get_rt_info(key.split('.', 1)).astype(str) for key in keys
                 if model.has_rt_info(key.split('.', 1))}
         meta.setdefault(FORMAT_KEY, 'openvino')
-        weights = path.with_suffix('.bin')
-        if set(EXPORT_METADATA) <= set(meta) and not model.has_rt_info(BIN_KEY.split('.', 1)):
-            raise CheckpointReadError(f'{path} does not record the digest of its weights file (an older pit-det): '
-                                      f'{again}')
-        if set(EXPORT_METADATA) <= set(meta) and \
-                model.get_rt_info(BIN_KEY.split('.', 1)).astype(str) != file_digest(weights):
-            raise CheckpointReadError(f'{weights} is not the weights file written with {path} (its sha256 differs '
-                                      'from the one the .xml records: another export\'s .bin, or a damaged copy): '
-                                      f'copy the .xml and .bin of one export together, or {again}')
+        bin_key, weights = BIN_KEY.split('.', 1), path.with_suffix('.bin')
+        if set(EXPORT_METADATA) <= set(meta):  # pit-det's IR: its .bin must be the one written with it
+            if not model.has_rt_info(bin_key):
+                raise CheckpointReadError(f'{path} does not record the digest of its weights file (an older '
+                                          f'pit-det): {again}')
+            if model.get_rt_info(bin_key).astype(str) != file_digest(weights):
+                raise CheckpointReadError(f'{weights} is not the weights file written with {path} (its sha256 differs '
+                                          'from the one the .xml records: another export\'s .bin, or a damaged '
+                                          f'copy): copy the .xml and .bin of one export together, or {again}')
     else:
         onnx = require('onnx', purpose='reading an ONNX file needs')
         try:
@@ -111,16 +111,25 @@ def format_mismatch(meta: dict[str, str], path: str | Path, runtime: str) -> str
             f'or export with pit-det-export-onnx CONFIG CHECKPOINT --out OUT --size HxW --format {RUNS[runtime][-1]}')
 
 
+def check_fits(meta: dict[str, str], path: str | Path, runtime: str, num_classes: int, source: str) -> None:
+    """Refuse a file of another format than ``runtime`` runs, or of another number of classes than ``source`` (a
+    config or a detector) has: what can be checked before any model is built.
+
+    Raises:
+        CheckpointMismatchError: naming both sides and the export command.
+    """
+    problem = format_mismatch(meta, path, runtime) or classes_mismatch(meta, path, num_classes, source)
+    if problem:
+        raise CheckpointMismatchError(problem)
+
+
 def check_exported(meta: dict[str, str], path: str | Path, model: nn.Module, runtime: str) -> None:
     """Refuse a file of another format than ``runtime`` runs, or whose classes or weights differ from ``model``'s.
 
     Raises:
         CheckpointMismatchError: naming both sides and the export command.
     """
-    problem = format_mismatch(meta, path, runtime) or classes_mismatch(meta, path, model.bbox_head.num_classes,
-                                                                       'this detector')
-    if problem:
-        raise CheckpointMismatchError(problem)
+    check_fits(meta, path, runtime, model.bbox_head.num_classes, 'this detector')
     if meta['pit_det.weights_sha256'] != weights_digest(model):
         raise CheckpointMismatchError(
             f'{path} was exported from other weights ({meta["pit_det.checkpoint"]}, config {meta["pit_det.config"]}) '
@@ -131,8 +140,6 @@ def check_exported(meta: dict[str, str], path: str | Path, model: nn.Module, run
 def weights_digest(model: nn.Module) -> str:
     """sha256 of ``model``'s state dict (names, shapes, dtypes and values): what an exported file records of the
     weights it was exported from."""
-    import hashlib
-
     import torch
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):

@@ -13,8 +13,9 @@ would unroll into a fixed batch), is written here batched, the same operations o
 levels' shapes with ``torch._shape_as_tensor`` for this; PiT resizes its position embedding to the traced input's
 size; the deformable attention runs :func:`deform_attn_graph` (mmcv's ``grid_sample`` formulation, standard ONNX at
 opset >= 16, with the levels cut by tensors instead of Python ints); while tracing, ``torch.linspace`` of a traced
-size is written in a form that holds for a level of one pixel (:func:`traceable_shapes`). Export uses torch's TorchScript exporter
-(``dynamo=False``): the dynamo exporter stops on a data-dependent access inside mmdet's transformer.
+size is written in a form that holds for a level of one pixel (:func:`traceable_shapes`). Export uses torch's
+TorchScript exporter (``dynamo=False``): the dynamo exporter stops on a data-dependent access inside mmdet's
+transformer.
 """
 from __future__ import annotations
 
@@ -192,15 +193,21 @@ def level_shapes(model: nn.Module, height: int, width: int) -> list[tuple[int, i
     return [tuple(int(v) for v in f.shape[-2:]) for f in features]
 
 
-def shape_problem(model: nn.Module, height: int, width: int) -> str | None:
+def min_side(model: nn.Module) -> int:
+    """The smallest input side ``model`` takes: 32 px, or the backbone's patch if larger."""
+    return max(32, getattr(model.backbone, 'patch_size', 1))
+
+
+def shape_problem(model: nn.Module, height: int, width: int,
+                  levels: list[tuple[int, int]] | None = None) -> str | None:
     """Why ``model`` cannot run a ``height x width`` input (the same in mmdet's ``predict`` as in the graph), or
     None: a side under the backbone's smallest input, or a two-stage detector whose ``num_queries`` proposals are
-    picked (``topk``) among fewer encoder positions than that."""
-    patch = getattr(model.backbone, 'patch_size', 1)
-    if height < max(32, patch) or width < max(32, patch):
-        return f'this detector needs at least {max(32, patch)} px per side'
+    picked (``topk``) among fewer encoder positions than that (``levels``: :func:`level_shapes` of the size, when
+    the caller has them)."""
+    if min(height, width) < min_side(model):
+        return f'this detector needs at least {min_side(model)} px per side'
     if getattr(model, 'as_two_stage', False):
-        levels = level_shapes(model, height, width)
+        levels = levels or level_shapes(model, height, width)
         positions = sum(h * w for h, w in levels)
         if positions < model.num_queries:
             return (f'the two-stage detector picks its {model.num_queries} queries among the encoder\'s positions, '
@@ -224,15 +231,16 @@ def check_shape(model: nn.Module, height: int, width: int) -> None:
 def one_pixel_size(model: nn.Module, max_side: int = 512) -> tuple[int, int] | None:
     """The smallest ``h x 4h`` input (1:4) whose coarsest level is one pixel high and that ``model`` runs; None if no
     ``h`` up to ``max_side / 4`` gives one. Shape arithmetic of a traced graph goes wrong first at such a size."""
-    for height in range(32, max_side // 4 + 1, 8):
-        if shape_problem(model, height, 4 * height) is None and min(level_shapes(model, height, 4 * height))[0] == 1:
+    for height in (h for h in range(32, max_side // 4 + 1, 8) if h >= min_side(model)):  # a side it takes
+        levels = level_shapes(model, height, 4 * height)
+        if min(levels)[0] == 1 and shape_problem(model, height, 4 * height, levels) is None:
             return height, 4 * height
     return None
 
 
 def metadata(model: nn.Module, height: int, width: int) -> dict[str, str]:
     """What the file records of its origin (:data:`~pit_det.deploy.metadata.EXPORT_METADATA`): the config and checkpoint
-    it was exported from (``model.export_origin``, set by :func:`build`), the sha256 of the weights, the classes and
+    it was exported from (``model.export_origin``, set by :func:`build_exportable`), the sha256 of the weights, the classes and
     the input size. A detector that runs the file checks the weights and the number of classes against its own."""
     origin = getattr(model, 'export_origin', {})
     values = (origin.get('config', ''), origin.get('checkpoint', ''), weights_digest(model),

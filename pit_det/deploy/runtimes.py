@@ -18,10 +18,9 @@ from mmengine.logging import print_log
 from mmengine.structures import InstanceData
 from torch import nn
 
-from ..checkpoint import CheckpointMismatchError
 from ..models.inference import InferencePath, register_path
 from .extras import require
-from .metadata import RUNTIMES, check_exported, classes_mismatch, exported_metadata, format_mismatch
+from .metadata import RUNTIMES, check_exported, check_fits, exported_metadata
 
 # OpenVINO's inference precisions under every spelling users write them; OpenVINO itself takes the first of each
 PRECISIONS = {'f32': 'f32', 'fp32': 'f32', 'float32': 'f32', 'bf16': 'bf16', 'bfloat16': 'bf16', 'f16': 'f16',
@@ -139,11 +138,7 @@ class RuntimePath(InferencePath):
             CheckpointMismatchError: another format or number of classes, with the export command.
             MissingExtraError: the runtime is not installed.
         """
-        meta = exported_metadata(self.options.model_file)
-        problem = format_mismatch(meta, self.options.model_file, self.name) or \
-            classes_mismatch(meta, self.options.model_file, num_classes, source)
-        if problem:
-            raise CheckpointMismatchError(problem)
+        check_fits(exported_metadata(self.options.model_file), self.options.model_file, self.name, num_classes, source)
 
     def predict(self, detector, predict, batch_inputs, batch_data_samples, rescale):
         if self.session is None:
