@@ -3,7 +3,9 @@
 Backbones that load checkpoints of their own kind (:class:`~pit_det.models.PiT`, :class:`~pit_det.models.ViTPyramid`)
 derive from :class:`FitsCheckpoints`: one load-state-dict pre-hook converts, checks and reports every state dict
 loaded into them, by ``init_cfg``, ``load_from`` or ``load_state_dict``. A detector checks the rest with
-:func:`fit_detector_checkpoint`. Nothing loads half a model with warnings only.
+:func:`fit_detector_checkpoint`, through the :class:`FitsDetectorCheckpoints` base, which also refuses another class
+set for testing and inference. :func:`check_weights_file` tells, before any run, whether a file holds weights at all.
+Nothing loads half a model with warnings only.
 """
 from __future__ import annotations
 
