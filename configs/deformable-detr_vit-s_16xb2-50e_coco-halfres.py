@@ -1,28 +1,7 @@
 # ViT-S (DeiT-S) Deformable DETR, the paper's ViT baseline, in the half-resolution setting every backbone here shares.
-# ViT has one stride-16 map; pit_det's ViTPyramid taps blocks 4, 8 and 12 and turns them into strides 8/16/32 with a
-# ViTDet-style simple pyramid (our construction: the paper does not say how it fed the levels). Inputs are padded on
-# the right and bottom to a multiple of 16 inside the backbone (timm's dynamic_img_pad).
-_base_ = './_base_/deformable-detr_halfres.py'
+# The backbone (ViTPyramid over DeiT-S) is configs/_base_/vit-s_backbone.py, shared with the DINO baseline.
+_base_ = ['./_base_/deformable-detr_halfres.py', './_base_/vit-s_backbone.py']
 
-# DeiT-S ImageNet weights (what the paper's ViT-S used), fetched and cached on first use
-pretrained = 'hf-hub:timm/deit_small_patch16_224.fb_in1k'
-
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='ViTPyramid',
-        model_name='deit_small_patch16_224',
-        out_indices=(3, 7, 11),
-        frozen_stages=-1,
-        drop_path_rate=0.1,
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
-    neck=dict(in_channels=[384, 384, 384]))
-
-# no weight decay on the position embedding and class token; the longest matching key wins, so these repeat the
-# backbone's lr_mult (backbone, sampling_offsets and reference_points come from mmdet's config)
-optim_wrapper = dict(
-    paramwise_cfg=dict(
-        custom_keys={
-            'backbone.vit.pos_embed': dict(lr_mult=0.1, decay_mult=0.0),
-            'backbone.vit.cls_token': dict(lr_mult=0.1, decay_mult=0.0),
-        }))
+model = dict(backbone={{_base_.vit_backbone}}, neck=dict(in_channels={{_base_.vit_channels}}))
+# backbone, sampling_offsets and reference_points come from mmdet's config
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.vit_custom_keys}}))

@@ -23,7 +23,7 @@ ALLOWED = {
     'demo': {'configs', 'data', 'draw'},
     'benchmark': {'configs', 'models', 'ops', 'data', 'deploy', 'outputs', '__init__'},  # __init__: registration in a fresh process
     '__init__': {'models', 'runner', 'checkpoint', 'deploy'},
-    'analysis': {'models', 'checkpoint', 'ops', 'data', 'outputs'},
+    'analysis': {'models', 'checkpoint', 'ops', 'data', 'outputs', 'configs', 'demo'},  # demo: the convergence study trains the demos
     'evaluation': {'data', 'outputs'},
     'deploy': {'models', 'checkpoint', 'ops', 'data', 'outputs'},
     'cli': {'analysis', 'benchmark', 'checkpoint', 'configs', 'data', 'demo', 'deploy', 'draw', 'evaluation', 'models',

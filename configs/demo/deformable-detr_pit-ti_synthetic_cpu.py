@@ -3,12 +3,9 @@
 # two-stage (the plain variant learns far slower from scratch), constant lr 1e-3.
 #   pit-det-demo                         (generates the data, trains, evaluates, draws predictions)
 #   mim train mmdet configs/demo/deformable-detr_pit-ti_synthetic_cpu.py
-_base_ = '../pit_s_deformable_detr.py'
+_base_ = ['../pit_s_deformable_detr.py', '../_base_/synthetic_cpu.py']  # the head; the data
 
-data_root = 'data/synthetic/'
-missing_data_hint = 'the demo data is generated, not downloaded: run `pit-det-demo` (or `make demo`) first.'
-classes = ('square', 'disc', 'triangle')
-image_size = 128
+data_root = {{_base_.synthetic_root}}
 num_queries = 30
 
 model = dict(
@@ -25,38 +22,19 @@ model = dict(
                                               ffn_cfg=dict(embed_dims=128, feedforward_channels=256,
                                                            ffn_drop=0.0))),
     positional_encoding=dict(num_feats=64),
-    bbox_head=dict(num_classes=len(classes), embed_dims=128),
+    bbox_head=dict(num_classes=3, embed_dims=128),
     test_cfg=dict(max_per_img=50))  # at most num_queries * num_classes = 90
 
-train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
-    dict(type='Resize', scale=(image_size, image_size), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-dataset = dict(type='CocoDataset', data_root=data_root, metainfo=dict(classes=classes), backend_args=None)
-train_dataloader = dict(
-    batch_size=16, num_workers=0, persistent_workers=False,
-    dataset=dict(dataset, ann_file='annotations/train.json', data_prefix=dict(img='train/'),
-                 filter_cfg=dict(filter_empty_gt=False), pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=16, num_workers=0, persistent_workers=False,
-    dataset=dict(dataset, ann_file='annotations/val.json', data_prefix=dict(img='val/'), test_mode=True,
-                 pipeline=test_pipeline))
+train_pipeline = {{_base_.synthetic_train_pipeline}}
+test_pipeline = {{_base_.synthetic_test_pipeline}}
+train_dataloader = {{_base_.synthetic_train_dataloader}}
+val_dataloader = {{_base_.synthetic_val_dataloader}}
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/val.json')
+val_evaluator = {{_base_.synthetic_evaluator}}
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(optimizer=dict(lr=1e-3), paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=1.0)}))
-max_epochs = 24
-train_cfg = dict(max_epochs=max_epochs, val_interval=4)
+train_cfg = {{_base_.synthetic_train_cfg}}
 param_scheduler = []
-default_hooks = dict(logger=dict(interval=4), checkpoint=dict(interval=4, max_keep_ckpts=2, save_best='auto'))
-auto_scale_lr = dict(enable=False, base_batch_size=16)  # this config's own batch: --auto-scale-lr keeps lr
+default_hooks = {{_base_.synthetic_hooks}}
+auto_scale_lr = {{_base_.synthetic_auto_scale_lr}}

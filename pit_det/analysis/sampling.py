@@ -160,7 +160,7 @@ class SamplingAnalysis:
     """Runs a Deformable DETR on images and collects its sampling (see the module docstring).
 
     Args:
-        model: a ``DeformableDETR`` (or ``FastDeformableDETR``) in eval mode, with ``cfg`` (mmdet's
+        model: a ``DeformableDETR`` (``FastDeformableDETR``, ``DINO``, ``FastDINO``) in eval mode, with ``cfg`` (mmdet's
             ``init_detector`` sets it) for its test pipeline.
     """
 
@@ -168,7 +168,8 @@ class SamplingAnalysis:
         from mmdet.models.detectors import DeformableDETR
         if not isinstance(model, DeformableDETR):
             raise SamplingError(f'{type(model).__name__} is not a Deformable DETR: the sampling analysis reads the '
-                                'deformable attention of DeformableDETR and its variants (plain, refine, two-stage)')
+                                'deformable attention of DeformableDETR and its variants (plain, refine, two-stage, '
+                                'DINO)')
         self.model = model
         self.decoder = attention_modules(model, 'decoder')
         self.encoder = attention_modules(model, 'encoder')

@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 
 from ..configs import ConfigNotFoundError, config_names, find_config
-from ..models import FastDeformableDETR
+from ..models.detectors import PitDetDetector
 from ..deploy.metadata import RUNTIMES
 from ..models.utils import explicit_attention, image_sample
 from .report import BenchmarkError
@@ -135,8 +135,8 @@ def build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device: 
     built = _build_eager(base, mode, size, batch, device, cpu_deform_attn, checkpoint)
     model, call = built.model, built.call
     if inference in AUTOCAST:
-        if inference == 'bf16' and mode == 'predict' and isinstance(model, FastDeformableDETR):
-            model.set_inference(dict(path='bf16'))  # FastDeformableDETR's own bf16 path, as `mim test` runs it
+        if inference == 'bf16' and mode == 'predict' and isinstance(model, PitDetDetector):
+            model.set_inference(dict(path='bf16'))  # the detector's own bf16 path, as `mim test` runs it
             return Built(model, call)
 
         def call_autocast(x, inner=call, dtype=AUTOCAST[inference]):
@@ -145,7 +145,7 @@ def build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device: 
         return Built(model, call_autocast)
     if inference == 'compile':
         if is_detector_spec(base):
-            model.backbone.compile()  # in place, as FastDeformableDETR(inference=dict(path='compile')) does
+            model.backbone.compile()  # in place, as inference=dict(path='compile') does
             return Built(model, detector_call(model, mode, size, batch))
         return Built(model, torch.compile(call))
     if inference in RUNTIMES:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..ops.ms_deform_attn import cpu_model_and_flags
+from ..ops.ms_deform_attn import cpu_isa, cpu_model_and_flags
 from ..outputs import save_figure, table, write_text
 
 
@@ -62,18 +62,6 @@ def environment(device: str) -> dict:
         env['gpu'] = torch.cuda.get_device_name()
         env['cuda'] = torch.version.cuda
     return env
-
-
-def cpu_isa() -> tuple[str, bool]:
-    """The CPU's widest vector ISA (AMX / AVX-512 BF16 / AVX-512 / AVX2) and whether it computes bf16 natively."""
-    flags = cpu_model_and_flags()[1]
-    if not flags:
-        return 'unknown', False
-    native = bool(flags & {'amx_bf16', 'avx512_bf16'})
-    for flag, name in (('amx_bf16', 'AMX'), ('avx512_bf16', 'AVX-512 BF16'), ('avx512f', 'AVX-512'), ('avx2', 'AVX2')):
-        if flag in flags:
-            return name, native
-    return 'SSE', native
 
 
 def cpu_features() -> str:

@@ -21,7 +21,7 @@ MIN_MATCH = 0.5  # a checkpoint must hold at least this fraction of a model's te
 CLASSIFIER_PREFIXES = ('norm.', 'fc_norm.', 'head.', 'head_dist.')
 # Layers whose size is the number of classes: a checkpoint trained on another class set differs only there, which
 # is how a detector is fine-tuned on a new dataset (those layers keep their initialisation, with a warning).
-_CLASS_LAYERS = re.compile(r'^bbox_head\.cls_branches\.')
+_CLASS_LAYERS = re.compile(r'^(bbox_head\.cls_branches\.|dn_query_generator\.label_embedding\.)')
 
 
 class CheckpointMismatchError(ValueError):

@@ -21,6 +21,7 @@ from ..analysis.sampling import (REPORT_FILES, SamplingAnalysis, SamplingError, 
                                  write_json)
 from ..data import IMAGE_SUFFIXES
 from ..models import CheckpointMismatchError, CheckpointReadError
+from ..models.detectors import DETR_TYPES
 from ..outputs import OutputError, check_dir_output
 from . import config_file, parser_from_doc
 
@@ -125,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         from ..models.detectors import build_detector
         from mmengine.config import Config
         cfg = Config.fromfile(args.config)
-        if 'DeformableDETR' not in str(cfg.model.get('type')):
-            raise SamplingError(f'{args.config}: a {cfg.model.get("type")}, not a Deformable DETR: the tool reads the '
-                                'deformable attention of DeformableDETR and its variants')
+        if cfg.model.get('type') not in DETR_TYPES:
+            raise SamplingError(f'{args.config}: a {cfg.model.get("type")}, not a Deformable DETR or DINO: the tool '
+                                f'reads the deformable attention of {", ".join(DETR_TYPES)}')
         model = build_detector(cfg, None if args.checkpoint == 'none' else args.checkpoint)
         analysis = SamplingAnalysis(model)
         classes = (model.dataset_meta or {}).get('classes')

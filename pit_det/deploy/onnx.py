@@ -1,4 +1,4 @@
-"""A whole Deformable DETR as one ONNX graph, for any image size, checked against mmdet's ``predict``.
+"""A whole Deformable DETR or DINO as one ONNX graph, for any image size, checked against mmdet's ``predict``.
 
 The graph takes ``image``: float32 ``(N, 3, H, W)``, RGB, 0-255, any batch N and any size H x W (the spatial axes are
 dynamic: it is traced at one size, and every shape after the input is computed from the input's); it normalises
@@ -30,12 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.detectors import DETR_TYPES
 from ..models.utils import image_sample
 from ..outputs import atomic_write
 from .extras import require
 from .metadata import EXPORT_METADATA, weights_digest
 
-SUPPORTED = ('DeformableDETR', 'FastDeformableDETR')
+SUPPORTED = DETR_TYPES
 GRAPH_OUTPUTS = ('boxes', 'scores', 'labels')
 
 
@@ -115,7 +116,8 @@ def traceable_shapes():
 
 
 class DetectorGraph(nn.Module):
-    """``image (N, 3, H, W) RGB 0-255 -> boxes, scores, labels`` through a Deformable DETR, batched.
+    """``image (N, 3, H, W) RGB 0-255 -> boxes, scores, labels`` through a Deformable DETR or a DINO, batched (DINO
+    along its test path: the matching queries only, no denoising queries).
 
     The head's post-processing is mmdet's ``DETRHead._predict_by_feat_single`` for sigmoid classifiers (Deformable
     DETR's focal loss) without rescaling: the top ``max_per_img`` of all query-class scores, boxes from cx, cy, w, h
@@ -125,7 +127,7 @@ class DetectorGraph(nn.Module):
     def __init__(self, detector: nn.Module, height: int, width: int) -> None:
         super().__init__()
         if not detector.bbox_head.loss_cls.use_sigmoid:
-            raise ExportError('the exporter knows Deformable DETR heads with sigmoid scores (focal loss), as in '
+            raise ExportError('the exporter knows DETR heads with sigmoid scores (focal loss), as in '
                               'mmdet\'s and this package\'s configs; this head uses softmax')
         self.detector = detector
         preprocessor = detector.data_preprocessor
@@ -175,8 +177,8 @@ def build_exportable(config: str | Path, checkpoint: str | Path):
     register_all_modules()
     cfg = Config.fromfile(str(config))
     if cfg.model.get('type') not in SUPPORTED:
-        raise ExportError(f'{config}: a {cfg.model.get("type")} detector; the exporter knows Deformable DETR '
-                          f'({", ".join(SUPPORTED)}: plain, refine and two-stage)')
+        raise ExportError(f'{config}: a {cfg.model.get("type")} detector; the exporter knows Deformable DETR (plain, '
+                          f'refine and two-stage) and DINO: {", ".join(SUPPORTED)}')
     model = build_detector(cfg, checkpoint)
     # the config's own class list first: mmdet names COCO's classes for a checkpoint that records none
     classes = (cfg.get('test_dataloader', {}).get('dataset', {}).get('metainfo') or {}).get('classes') or \

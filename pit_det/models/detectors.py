@@ -1,10 +1,11 @@
-"""pit-det's detectors: Deformable DETR with the fused CPU kernel, the inference paths and checked checkpoints, and
-the one builder of a detector from a config and a checkpoint (:func:`build_detector`)."""
+"""pit-det's detectors: Deformable DETR and DINO with the fused CPU kernel, the inference paths and checked
+checkpoints (all three from :class:`PitDetDetector`), and the one builder of a detector from a config and a
+checkpoint (:func:`build_detector`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from mmdet.models.detectors import DeformableDETR
+from mmdet.models.detectors import DINO, DeformableDETR
 from mmdet.registry import MODELS
 
 from ..checkpoint.matching import FitsDetectorCheckpoints
@@ -12,6 +13,8 @@ from ..ops import use_fused_cpu_deform_attn
 from .inference import InferenceOptions, RunsInferencePaths
 
 CPU_DEFORM_ATTN = ('fused', 'mmcv')
+# the detectors pit-det's tools (export, the sampling analysis) take: mmdet's multi-scale deformable DETRs and ours
+DETR_TYPES = ('DeformableDETR', 'FastDeformableDETR', 'DINO', 'FastDINO')
 
 
 def check_cpu_deform_attn(value: str, option: str = 'model.cpu_deform_attn') -> None:
@@ -49,12 +52,10 @@ def build_detector(config, checkpoint: str | Path | None = None, device: str = '
     return model
 
 
-@MODELS.register_module()
-class FastDeformableDETR(RunsInferencePaths, FitsDetectorCheckpoints, DeformableDETR):
-    """mmdet's ``DeformableDETR`` with a choice of CPU deformable attention (identical on CUDA), the inference paths
-    of :mod:`pit_det.models.inference`, and checkpoints checked as they load
-    (:class:`~pit_det.checkpoint.matching.FitsDetectorCheckpoints`). Also lets two-stage models use ``embed_dims``
-    other than 256 (see :meth:`get_proposal_pos_embed`).
+class PitDetDetector(RunsInferencePaths, FitsDetectorCheckpoints):
+    """What every pit-det detector adds to its mmdet class (put it first in the bases): a choice of CPU deformable
+    attention (identical on CUDA), the inference paths of :mod:`pit_det.models.inference`, and checkpoints checked as
+    they load (:class:`~pit_det.checkpoint.matching.FitsDetectorCheckpoints`).
 
     Args:
         cpu_deform_attn: ``'fused'`` (pit_det's C++ kernel, default) or ``'mmcv'`` (mmcv's pure-PyTorch
@@ -67,7 +68,7 @@ class FastDeformableDETR(RunsInferencePaths, FitsDetectorCheckpoints, Deformable
             ``'openvino-int8'`` (an INT8 IR). Each image runs at its own size; a file exported from other weights or
             classes is refused. E.g. ``mim test ... --cfg-options model.inference.path=bf16``. Training is always
             eager.
-        **kwargs: everything ``DeformableDETR`` takes.
+        **kwargs: everything the mmdet detector takes.
     """
 
     def __init__(self, *args, cpu_deform_attn: str = 'fused', inference: dict | None = None, **kwargs) -> None:
@@ -78,9 +79,34 @@ class FastDeformableDETR(RunsInferencePaths, FitsDetectorCheckpoints, Deformable
         use_fused_cpu_deform_attn(self, enable=cpu_deform_attn == 'fused')
         self.check_loaded_checkpoints()
 
+
+@MODELS.register_module()
+class FastDeformableDETR(PitDetDetector, DeformableDETR):
+    """mmdet's ``DeformableDETR`` with pit-det's options (:class:`PitDetDetector`: ``cpu_deform_attn``,
+    ``inference``, checked checkpoints). Also lets two-stage models use ``embed_dims`` other than 256 (see
+    :meth:`get_proposal_pos_embed`)."""
+
     def get_proposal_pos_embed(self, proposals, num_pos_feats=None, temperature=10000):
         """mmdet's two-stage proposal embedding, sized to ``embed_dims`` (mmdet fixes it at 4 x 128 = 512 = 2 x 256).
 
         Identical for the standard 256 dims; makes two-stage work with narrower transformers such as the demo's.
         """
         return DeformableDETR.get_proposal_pos_embed(proposals, num_pos_feats or self.embed_dims // 2, temperature)
+
+
+@MODELS.register_module()
+class FastDINO(PitDetDetector, DINO):
+    """mmdet's ``DINO`` (contrastive denoising, mixed query selection, look forward twice) with pit-det's options
+    (:class:`PitDetDetector`: ``cpu_deform_attn``, ``inference``, checked checkpoints; the denoising label embedding
+    counts as a classification layer). Also lets the decoder use ``embed_dims`` other than 256 (see
+    :meth:`_init_layers`)."""
+
+    def _init_layers(self) -> None:
+        """mmdet's layers; the decoder's query-position MLP takes the 512 features mmdet's sine encoding of a box
+        gives (4 coordinates x 128), which mmdet sizes as ``2 * embed_dims``: the same layer for the standard 256
+        dims, and one that fits narrower transformers such as the convergence study's."""
+        from mmdet.models.layers.transformer.utils import MLP
+        super()._init_layers()
+        sine_features = 4 * 128  # mmdet's coordinate_to_encoding(num_feats=128) of (cx, cy, w, h)
+        if self.decoder.ref_point_head.layers[0].in_features != sine_features:
+            self.decoder.ref_point_head = MLP(sine_features, self.embed_dims, self.embed_dims, 2)

@@ -206,6 +206,14 @@ class PiT(FitsCheckpoints, FreezesStages, BaseModule):
         self._freeze_stages()
 
     # ----------------------------------------------------------------------------------------------- switches
+    @staticmethod
+    def declared_channels(arch: str | dict = 's', out_indices: Sequence[int] = (0, 1, 2), **_) -> tuple[int, ...]:
+        """The channels of the maps a PiT of these arguments returns (its ``out_channels``), without building it: what
+        the preflight holds a neck's ``in_channels`` against."""
+        cfg = resolve_arch(arch)
+        dims = [b * h for b, h in zip(cfg['base_dims'], cfg['heads'])]
+        return tuple(dims[i] for i in sorted(int(i) for i in out_indices))
+
     def set_with_cp(self, enable: bool) -> None:
         for stage in self.transformers:
             stage.with_cp = enable

@@ -83,6 +83,16 @@ class ViTPyramid(FitsCheckpoints, FreezesStages, BaseModule):
         self.register_fit_hook()
         self._freeze_stages()
 
+    @staticmethod
+    def declared_channels(model_name: str = 'deit_small_patch16_224', out_indices: Sequence[int] = (3, 7, 11),
+                          **_) -> tuple[int, ...]:
+        """The channels of the three maps (its ``out_channels``), from timm's model built on the meta device (no
+        memory, no weights): what the preflight holds a neck's ``in_channels`` against."""
+        import timm
+        with torch.device('meta'):
+            dim = timm.create_model(model_name, pretrained=False).embed_dim
+        return (dim,) * len(tuple(out_indices))
+
     def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The token maps after the ``out_indices`` blocks, NCHW: timm's ``forward_intermediates``."""
         return self.vit.forward_intermediates(x, indices=list(self.out_indices), intermediates_only=True)

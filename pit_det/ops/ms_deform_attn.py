@@ -43,6 +43,18 @@ def cpu_model_and_flags() -> tuple[str, set[str]]:
     return field('model name') or platform.processor(), set(field('flags').split())
 
 
+def cpu_isa() -> tuple[str, bool]:
+    """The CPU's widest vector ISA (AMX / AVX-512 BF16 / AVX-512 / AVX2) and whether it computes bf16 natively."""
+    flags = cpu_model_and_flags()[1]
+    if not flags:
+        return 'unknown', False
+    native = bool(flags & {'amx_bf16', 'avx512_bf16'})
+    for flag, name in (('amx_bf16', 'AMX'), ('avx512_bf16', 'AVX-512 BF16'), ('avx512f', 'AVX-512'), ('avx2', 'AVX2')):
+        if flag in flags:
+            return name, native
+    return 'SSE', native
+
+
 def _cpu_signature() -> str:
     """CPU model and feature flags: the kernel is built with -march=native."""
     model, flags = cpu_model_and_flags()

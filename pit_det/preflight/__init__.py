@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from mmengine.logging import print_log
 
+from .model import check_model, check_structure  # noqa: F401  (the runner's and the tools' entry)
+
 COCO_LAYOUT = """expected COCO layout (data_root, default data/coco/):
     data/coco/annotations/instances_train2017.json
     data/coco/annotations/instances_val2017.json
@@ -44,7 +46,7 @@ class Findings:
 def _dataset(loader_cfg) -> dict | None:
     if not loader_cfg:
         return None
-    from .data.coco import unwrap_dataset
+    from ..data.coco import unwrap_dataset
     return unwrap_dataset(loader_cfg.get('dataset', {}))
 
 
@@ -84,7 +86,7 @@ def _load_annotations(path: str, cache: dict) -> dict | str:
 def _content_problem(ann: dict, path: str) -> str | None:
     """What mmdet's ``CocoDataset`` and ``CocoMetric`` would stop on, mid-run, in a parsed COCO file: the dataset
     command's check (:func:`pit_det.data.coco.check_coco`) and every annotation's ``area``."""
-    from .data.coco import DatasetError, check_coco, missing_area
+    from ..data.coco import DatasetError, check_coco, missing_area
     if 'annotations' not in ann:  # an image-info file (COCO's test-dev) lists images only
         return None
     try:
@@ -187,7 +189,8 @@ def check_num_classes(model_cfg, dataset: dict | None, role: str, findings: Find
     findings.config_problems.append(
         f'{role}: model.bbox_head.num_classes is {head["num_classes"]} but the dataset has {len(classes)} classes '
         f'({_names(list(classes), 6)}): set --cfg-options model.bbox_head.num_classes={len(classes)} (every '
-        'classification branch follows it), or change the datasets\' metainfo.classes')
+        'classification branch follows it, and DINO\'s denoising label embedding), or change the datasets\' '
+        'metainfo.classes')
 
 
 def check_evaluator(evaluator_cfg, dataset: dict | None, role: str, findings: Findings) -> None:
@@ -214,7 +217,7 @@ def check_weights(model_cfg, findings: Findings) -> None:
     init_cfg = (model_cfg or {}).get('backbone', {}).get('init_cfg')
     if not init_cfg or init_cfg.get('type') != 'Pretrained' or not init_cfg.get('checkpoint'):
         return
-    from .checkpoint.sources import unavailable_reason
+    from ..checkpoint.sources import unavailable_reason
     problem = unavailable_reason(str(init_cfg['checkpoint']))
     if problem:
         findings.config_problems.append(problem)
@@ -235,6 +238,29 @@ def check_train(cfg) -> None:
         check_evaluator(cfg.get('val_evaluator'), dataset, 'validation', findings)
     check_weights(cfg.get('model'), findings)  # init_weights() runs before load_from: needed even then
     findings.raise_if_any(cfg.get('missing_data_hint') or COCO_LAYOUT)
+    suggestion = lr_scaling_advice(cfg)
+    if suggestion:
+        print_log(suggestion, logger='current', level=30)
+
+
+def lr_scaling_advice(cfg, world_size: int | None = None) -> str | None:
+    """Advice to scale the learning rate when this run's total batch is not the one the config's lr was set for
+    (``auto_scale_lr.base_batch_size``) and ``--auto-scale-lr`` is off: DETR heads trained on a small set with a
+    batch far below the recipe's and its lr are the usual 'AP stays at 0'."""
+    from mmengine.dist import get_world_size
+    scale = cfg.get('auto_scale_lr') or {}
+    base, per_gpu = scale.get('base_batch_size'), (cfg.get('train_dataloader') or {}).get('batch_size')
+    if not base or not per_gpu or scale.get('enable', False):
+        return None
+    world_size = world_size or get_world_size()
+    total = world_size * per_gpu
+    if total == base:
+        return None
+    lr = ((cfg.get('optim_wrapper') or {}).get('optimizer') or {}).get('lr')
+    scaled = f' ({lr:g} -> {lr * total / base:g})' if isinstance(lr, (int, float)) else ''
+    return (f'this run\'s total batch is {total} ({world_size} x {per_gpu}) but the config\'s learning rate is set for '
+            f'{base} (auto_scale_lr.base_batch_size): add --auto-scale-lr to scale it linearly{scaled}, or set '
+            'optim_wrapper.optimizer.lr yourself')
 
 
 def check_test(cfg) -> None:
@@ -248,36 +274,3 @@ def check_test(cfg) -> None:
     check_num_classes(cfg.get('model'), dataset, 'test', findings)
     check_evaluator(cfg.get('test_evaluator'), dataset, 'test', findings)
     findings.raise_if_any(cfg.get('missing_data_hint') or COCO_LAYOUT)
-
-
-def check_model(model_cfg) -> None:
-    """The options of a :class:`~pit_det.models.FastDeformableDETR` that its constructor or first ``predict`` would
-    reject inside a traceback: ``cpu_deform_attn``, the inference options
-    (:meth:`~pit_det.models.inference.InferenceOptions.parse`, the detector's own check) and, for an exported-graph
-    path, a ``model_file`` that is pit-det's export, of a format the path runs, of a detector with this config's
-    number of classes (its weights are checked against the checkpoint's when the detector opens it).
-
-    Raises:
-        PreflightError: naming the option and its valid values.
-    """
-    if not model_cfg or model_cfg.get('type') != 'FastDeformableDETR':
-        return
-    from .checkpoint import CheckpointMismatchError, CheckpointReadError
-    from .models.detectors import check_cpu_deform_attn
-    from .models.inference import InferenceOptions
-    problems = []
-    try:
-        check_cpu_deform_attn(model_cfg.get('cpu_deform_attn', 'fused'))
-    except ValueError as exc:
-        problems.append(str(exc))
-    try:
-        options = InferenceOptions.parse(model_cfg.get('inference'))
-        options.build().check_file((model_cfg.get('bbox_head') or {}).get('num_classes'), 'this config')
-    except ImportError as exc:
-        problems.append(f'model.inference.path={model_cfg["inference"]["path"]}: {exc}')
-    except (FileNotFoundError, CheckpointReadError, CheckpointMismatchError) as exc:
-        problems.append(f'model.inference.model_file: {exc}')
-    except ValueError as exc:
-        problems.append(str(exc))
-    if problems:
-        raise PreflightError('\n'.join(['cannot start:'] + [f'  - {p}' for p in problems]))

@@ -1,0 +1,111 @@
+"""How fast each head learns: the two CPU demos (Deformable DETR and DINO, the same PiT-Ti, widths, queries, data and
+batch) trained side by side on one generated set, validated after every epoch.
+
+The claim it tests: DINO reaches Deformable DETR's final box AP in half the epochs (both see the same images, in the
+same number; each head keeps its own recipe's learning rate, scaled alike). :func:`run_convergence` writes the AP per
+epoch of both, what the claim comes to, and a plot.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..configs import config_root
+from ..outputs import save_figure, write_text
+
+HEADS = {
+    'Deformable DETR': config_root() / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py',
+    'DINO': config_root() / 'demo' / 'dino-4scale_pit-ti_synthetic_cpu.py',
+}
+REPORT_FILES = ('convergence.json', 'convergence.png')
+
+
+def _record_hook(curve: list[dict], start: float):
+    from mmengine.hooks import Hook
+
+    class RecordValidation(Hook):
+        """Appends each validation's COCO box AP, the epoch and the training time so far to ``curve``."""
+        priority = 'LOWEST'
+
+        def after_val_epoch(self, runner, metrics=None) -> None:
+            metrics = metrics or {}
+            curve.append(dict(epoch=runner.epoch, bbox_mAP=float(metrics.get('coco/bbox_mAP', float('nan'))),
+                              bbox_mAP_50=float(metrics.get('coco/bbox_mAP_50', float('nan'))),
+                              seconds=round(time.time() - start, 1)))
+
+    return RecordValidation()
+
+
+def train_curve(config: str | Path, data_root: str | Path, work_dir: str | Path, epochs: int, seed: int) -> list[dict]:
+    """Train ``config`` (a demo config) for ``epochs`` on ``data_root``, validating after every epoch; returns the
+    AP of each validation (``epoch``, ``bbox_mAP``, ``bbox_mAP_50``, ``seconds`` of training and validation so far)."""
+    from mmdet.registry import RUNNERS
+
+    from ..demo import load_demo_config
+    cfg = load_demo_config(data_root, work_dir, epochs, config=config)
+    cfg.train_cfg.val_interval = 1
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=epochs, max_keep_ckpts=1)  # the last only
+    cfg.randomness = dict(seed=seed)
+    curve: list[dict] = []
+    runner = RUNNERS.build(cfg)
+    runner.register_hook(_record_hook(curve, time.time()))
+    runner.train()
+    return curve
+
+
+def epochs_to_reach(curve: list[dict], target: float) -> int | None:
+    """The first epoch whose AP is at least ``target``; None if none is."""
+    return next((point['epoch'] for point in curve if point['bbox_mAP'] >= target), None)
+
+
+def verdict(curves: dict[str, list[dict]]) -> dict:
+    """What the claim comes to: Deformable DETR's final AP, the epoch DINO first reaches it, and whether that is
+    within half the epochs."""
+    ddetr, dino = curves['Deformable DETR'], curves['DINO']
+    target = ddetr[-1]['bbox_mAP']
+    reached = epochs_to_reach(dino, target)
+    epochs = ddetr[-1]['epoch']
+    return dict(deformable_detr_final_ap=target, dino_final_ap=dino[-1]['bbox_mAP'], epochs=epochs,
+                dino_epoch_reaching_it=reached, holds=reached is not None and reached <= epochs / 2)
+
+
+def plot(curves: dict[str, list[dict]], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, curve in curves.items():
+        ax.plot([p['epoch'] for p in curve], [p['bbox_mAP'] for p in curve], marker='o', ms=3, label=name)
+    ax.set_xlabel('epoch (256 images each)')
+    ax.set_ylabel('val box AP (COCO, pycocotools)')
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(fig, path, dpi=120)
+
+
+def run_convergence(out_dir: str | Path, data_root: str | Path, epochs: int, seed: int) -> dict:
+    """Generate the set (``seed``) in ``data_root``, train both demos for ``epochs`` each into ``out_dir/<head>``,
+    and write :data:`REPORT_FILES` there; returns what ``convergence.json`` holds."""
+    from mmdet.utils import register_all_modules
+
+    from ..data import make_synthetic_coco
+    from ..ops.ms_deform_attn import cpu_isa, cpu_model_and_flags
+    register_all_modules()
+    out_dir, data_root = Path(out_dir), Path(data_root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    make_synthetic_coco(data_root, seed=seed)
+    curves = {}
+    for name, config in HEADS.items():
+        print(f'training {config.name} for {epochs} epochs', flush=True)
+        curves[name] = train_curve(config, data_root, out_dir / config.stem, epochs, seed)
+    import torch
+    machine = f'{cpu_model_and_flags()[0]}, {cpu_isa()[0]}, {torch.get_num_threads()} threads'
+    result = dict(seed=seed, epochs=epochs, data_root=str(data_root), machine=machine,
+                  date=time.strftime('%Y-%m-%d'), configs={k: str(v.relative_to(config_root().parent))
+                                                          for k, v in HEADS.items()},
+                  curves=curves, verdict=verdict(curves))
+    write_text(out_dir / 'convergence.json', json.dumps(result, indent=2))
+    plot(curves, out_dir / 'convergence.png', f'PiT-Ti demos, synthetic set seed {seed}; {machine}, {result["date"]}')
+    return result
