@@ -60,6 +60,17 @@ def test_detector_predict_mode(tmp_path):
     assert_consistent(vars(results[0]))
 
 
+def test_train_mode_times_a_training_step_of_both_heads_with_config_options():
+    specs = ['configs/demo/dino-4scale_pit-ti_synthetic_cpu.py', 'configs/demo/deformable-detr_pit-ti_synthetic_cpu.py']
+    results = run_benchmark(specs, [(64, 96)], warmup=0, iters=1, mode='train', count_macs=False,
+                            cfg_options={'model.backbone.with_cp': True}, progress=lambda m: None)
+    assert [r.model for r in results] == specs and all(r.mode == 'train' and r.median_ms > 0 for r in results)
+    built = build_call(specs[0], 'train', (64, 96), 2, 'cpu', cfg_options={'model.backbone.with_cp': True})
+    assert built.model.training and built.model.backbone.transformers[0].with_cp
+    loss = built.call(torch.rand(2, 3, 64, 96))
+    assert torch.isfinite(loss) and all(p.grad is not None for p in built.model.backbone.parameters())
+
+
 @pytest.mark.parametrize('kwargs,message', [
     (dict(models=['pit-m']), "unknown PiT arch 'm'"),
     (dict(models=['vgg16']), 'unknown model'),
@@ -68,6 +79,8 @@ def test_detector_predict_mode(tmp_path):
     (dict(models=['pit-ti@fp16']), 'fp16 autocast is for CUDA; on the CPU use @bf16'),
     (dict(models=['pit-ti', 'pit-ti']), 'a model is named twice'),
     (dict(models=['configs/nope.py'], mode='predict'), 'config not found'),
+    (dict(models=['configs/demo/dino-4scale_pit-ti_synthetic_cpu.py@bf16'], mode='train'),
+     '--mode train times eager training'),
 ])
 def test_bad_requests(kwargs, message):
     args = dict(sizes=[(64, 64)], warmup=0, iters=1, progress=lambda m: None) | kwargs

@@ -46,11 +46,14 @@ def test_config_builds_and_runs_loss_and_predict(config_path):
     model = MODELS.build(cfg.model)
     model.init_weights()
     assert any(isinstance(m, FusedMultiScaleDeformableAttention) for m in model.modules())
-    inputs, samples = tiny_batch(num_classes=cfg.model.bbox_head.num_classes)
+    size = (160, 192) if cfg.model.num_queries <= 300 else (224, 256)  # two-stage: a position per query at least
+    inputs, samples = tiny_batch(*size, num_classes=cfg.model.bbox_head.num_classes)
     model.train()
     losses = model.loss(inputs, samples)
     total = sum(v for k, v in losses.items() if 'loss' in k)
     assert torch.isfinite(total) and total > 0
+    total.backward()
+    assert sum(p.grad.abs().sum() for p in model.backbone.parameters() if p.grad is not None) > 0
     model.eval()
     with torch.no_grad():
         result = model.predict(inputs, samples)[0]

@@ -33,7 +33,7 @@ from ..deploy.metadata import RUNTIMES
 from ..models.utils import explicit_attention, image_sample
 from .report import BenchmarkError
 
-MODES = ('backbone', 'forward', 'predict')
+MODES = ('backbone', 'forward', 'predict', 'train')
 INFERENCE = ('eager', 'bf16', 'fp16', 'compile', *RUNTIMES)
 AUTOCAST = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 INT8_CALIBRATION = 8
@@ -95,10 +95,10 @@ def build_backbone(spec: str, size: tuple[int, int]) -> tuple[nn.Module, Callabl
                          'or a detector config .py')
 
 
-def build_detector(config: str | Path, cpu_deform_attn: str = 'fused',
-                   checkpoint: str | None = None) -> tuple[nn.Module, object]:
-    """``(model, cfg)``: the detector of ``config`` (:func:`pit_det.models.detectors.build_detector`), random
-    weights unless ``checkpoint``, with the chosen CPU deformable attention."""
+def build_detector(config: str | Path, cpu_deform_attn: str = 'fused', checkpoint: str | None = None,
+                   cfg_options: dict | None = None) -> tuple[nn.Module, object]:
+    """``(model, cfg)``: the detector of ``config`` (:func:`pit_det.models.detectors.build_detector`, with
+    ``cfg_options`` merged), random weights unless ``checkpoint``, with the chosen CPU deformable attention."""
     from ..models.detectors import build_detector as build
     from ..ops import use_fused_cpu_deform_attn
 
@@ -106,7 +106,7 @@ def build_detector(config: str | Path, cpu_deform_attn: str = 'fused',
         config = find_config(config)
     except ConfigNotFoundError as exc:
         raise BenchmarkError(f'config not found: {exc}') from None
-    model = build(config, checkpoint)
+    model = build(config, checkpoint, cfg_options=cfg_options)
     use_fused_cpu_deform_attn(model, enable=cpu_deform_attn == 'fused')  # any Deformable DETR config
     return model, model.cfg
 
@@ -124,15 +124,37 @@ def detector_call(model: nn.Module, mode: str, size: tuple[int, int], batch: int
         samples.append(sample)
     if mode == 'forward':
         return lambda x: model._forward(x, samples)
+    if mode == 'train':
+        return training_step(model, samples, size)
     return lambda x: model.predict(x, samples, rescale=True)
 
 
+def training_step(model: nn.Module, samples: list, size: tuple[int, int]) -> Callable:
+    """``step(x)``: one training iteration's loss and backward (gradients set to None first, no optimiser step) on
+    ``samples`` given two ground-truth boxes each, as mmdet's ``loss`` computes it in training mode (DINO's
+    denoising queries included)."""
+    from mmengine.structures import InstanceData
+    h, w = size
+    boxes = torch.tensor([[0.1 * w, 0.1 * h, 0.5 * w, 0.6 * h], [0.4 * w, 0.3 * h, 0.9 * w, 0.8 * h]])
+    for sample in samples:
+        sample.gt_instances = InstanceData(bboxes=boxes.clone(), labels=torch.tensor([0, 1]))
+
+    def step(x: torch.Tensor) -> torch.Tensor:
+        model.zero_grad(set_to_none=True)
+        on_device = [s.to(x.device) for s in samples]
+        losses = model.loss(x, on_device)
+        total = sum(v for k, v in losses.items() if 'loss' in k)
+        total.backward()
+        return total.detach()
+    return step
+
+
 def build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device: str,
-               cpu_deform_attn: str = 'fused', checkpoint: str | None = None) -> Built:
+               cpu_deform_attn: str = 'fused', checkpoint: str | None = None, cfg_options: dict | None = None) -> Built:
     """The :class:`Built` model of a spec (``@INFERENCE`` included)."""
     base, inference = split_inference(spec)
     torch.manual_seed(0)  # every inference path of a spec gets the same weights
-    built = _build_eager(base, mode, size, batch, device, cpu_deform_attn, checkpoint)
+    built = _build_eager(base, mode, size, batch, device, cpu_deform_attn, checkpoint, cfg_options)
     model, call = built.model, built.call
     if inference in AUTOCAST:
         if inference == 'bf16' and mode == 'predict' and isinstance(model, PitDetDetector):
@@ -191,10 +213,11 @@ def _runtime_call(model: nn.Module, inference: str, size: tuple[int, int], batch
 
 
 def _build_eager(spec: str, mode: str, size: tuple[int, int], batch: int, device: str, cpu_deform_attn: str,
-                 checkpoint: str | None) -> Built:
+                 checkpoint: str | None, cfg_options: dict | None = None) -> Built:
     if is_detector_spec(spec):
-        model, _ = build_detector(spec, cpu_deform_attn, checkpoint)
-        model.to(device).eval()  # some mmdet modules' train() returns None: no chaining
+        model, _ = build_detector(spec, cpu_deform_attn, checkpoint, cfg_options)
+        model.to(device)  # some mmdet modules' train() returns None: no chaining
+        model.train() if mode == 'train' else model.eval()
         call = detector_call(model, mode, size, batch)
         return Built(model, call, model.backbone, call) if mode == 'backbone' else Built(model, call)
     model, call = build_backbone(spec, size)

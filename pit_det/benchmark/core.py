@@ -2,9 +2,10 @@
 
 :func:`run_benchmark` validates the request, measures every model at every size interleaved in one process
 (round-robin, one forward of each per round, so machine noise hits all alike and ratios are fair), then collects
-median, mean and p90. Timing uses ``torch.inference_mode``, warm-up, and CUDA synchronisation on GPU. Memory is
-measured in a separate pass per model: CUDA max allocated, or on the CPU the growth of the peak resident set
-(``VmHWM``, reset through ``/proc/self/clear_refs``) during one forward in a fresh process.
+median, mean and p90. Timing uses ``torch.inference_mode`` (autograd in ``train`` mode, which times loss and
+backward), warm-up, and CUDA synchronisation on GPU. Memory is measured in a separate pass per model: CUDA max
+allocated, or on the CPU the growth of the peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``)
+during one call in a fresh process.
 """
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ class Request:
     checkpoint: str | None = None
     cpu_deform_attn: str = 'fused'
     count_macs: bool = True
+    cfg_options: dict | None = None  # merged into every detector config (e.g. model.backbone.with_cp=True)
+
+    def grad_mode(self):
+        """No autograd except in ``train`` mode, which times the backward too."""
+        return torch.inference_mode(self.mode != 'train')
 
 
 @dataclass
@@ -66,6 +72,9 @@ def validate(request: Request) -> None:
     for spec in request.models:
         if split_inference(spec)[1] == 'fp16' and request.device == 'cpu':
             raise BenchmarkError(f'{spec}: fp16 autocast is for CUDA; on the CPU use @bf16')
+        if request.mode == 'train' and split_inference(spec)[1] != 'eager':
+            raise BenchmarkError(f'{spec}: --mode train times eager training; give the config without @'
+                                 f'{split_inference(spec)[1]}')
         if not is_detector_spec(spec) and request.mode != 'backbone':
             raise BenchmarkError(f'{spec}: --mode {request.mode} needs a detector config; backbones time the backbone')
         check_runtime_spec(spec, request.mode, request.device)
@@ -80,9 +89,9 @@ def _fresh_process_peak(request: Request, spec: str, size: tuple[int, int]) -> f
     import pit_det  # noqa: F401
     torch.manual_seed(0)
     call = build_call(spec, request.mode, size, request.batch, 'cpu', request.cpu_deform_attn,
-                      request.checkpoint).call
+                      request.checkpoint, request.cfg_options).call
     x = torch.rand(request.batch, 3, *size)
-    with torch.inference_mode():
+    with request.grad_mode():
         if spec.endswith('@compile'):
             call(x)  # compiles: the memory of compilation is not the model's
             release_freed_memory()  # what that call freed, so that the measured call's peak shows
@@ -96,7 +105,7 @@ def peak_memory_mib(request: Request, entry: Entry, x: torch.Tensor, size: tuple
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        with torch.inference_mode():
+        with request.grad_mode():
             entry.call(x)
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
@@ -114,7 +123,7 @@ def measure(request: Request, size: tuple[int, int], progress: Callable[[str], N
     entries = []
     for spec in request.models:
         built = build_call(spec, request.mode, size, request.batch, request.device, request.cpu_deform_attn,
-                           request.checkpoint)
+                           request.checkpoint, request.cfg_options)
         gmacs = count_gmacs(built.macs_call, built.macs_model, x[:1]) \
             if request.count_macs and built.macs_model is not None else None
         params = sum(p.numel() for p in built.model.parameters()) / 1e6
@@ -128,7 +137,7 @@ def measure(request: Request, size: tuple[int, int], progress: Callable[[str], N
 
     sync = torch.cuda.synchronize if request.device == 'cuda' else (lambda: None)
     calls = {e.spec: (lambda c=e.call: c(x)) for e in entries}
-    with torch.inference_mode():
+    with request.grad_mode():
         times = interleaved(calls, request.warmup, request.iters, sync, report_round)
     for e in entries:
         e.times = times[e.spec]

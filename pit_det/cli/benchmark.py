@@ -5,6 +5,7 @@ import argparse
 import sys
 
 import torch
+from mmengine.config import DictAction
 
 from ..benchmark import (MODES, REPORT_FILES, BenchmarkError, environment, format_table, ratios, run_benchmark,
                          write_outputs)
@@ -23,8 +24,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--iters', type=int, default=20)
     parser.add_argument('--mode', default='backbone', choices=MODES,
-                        help='backbone alone, detector without post-processing (forward), or predict')
+                        help='backbone alone, detector without post-processing (forward), predict, or one training '
+                             'iteration (train: loss and backward on two generated boxes per image)')
     parser.add_argument('--checkpoint', help='weights for detector configs (default: random weights)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={}, metavar='KEY=VALUE',
+                        help='merged into every detector config, e.g. model.backbone.with_cp=True')
     parser.add_argument('--cpu-deform-attn', default='fused', choices=['fused', 'mmcv'])
     parser.add_argument('--threads', type=int, help='torch CPU threads, >= 1 (default: torch\'s)')
     parser.add_argument('--no-macs', action='store_true', help='skip MAC counting')
@@ -53,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         results = run_benchmark(args.models, args.size, progress=lambda msg: print(msg, flush=True),
                                 device=args.device, batch=args.batch,
                                 warmup=args.warmup, iters=args.iters, mode=args.mode, checkpoint=args.checkpoint,
-                                cpu_deform_attn=args.cpu_deform_attn, count_macs=not args.no_macs)
+                                cpu_deform_attn=args.cpu_deform_attn, count_macs=not args.no_macs,
+                                cfg_options=args.cfg_options or None)
     except (BenchmarkError, OutputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1

@@ -26,21 +26,41 @@ class Schedule:
     why: str
 
 
-def schedule_for(num_images: int, fine_tune: bool, epochs: int | None = None) -> Schedule:
-    """Epochs for a set of ``num_images`` training images: about 25,000 images seen at least (what a small set needs
-    to converge from ImageNet weights), 50 at most (COCO's schedule); half as many when fine-tuning a detector."""
+@dataclass(frozen=True)
+class Recipe:
+    """What a base config's COCO schedule says: its epochs and where the learning rate drops (Deformable DETR: 50,
+    40; DINO: 12, 11)."""
+    epochs: int = 50
+    step_fraction: float = 0.8
+
+    @classmethod
+    def of(cls, base_cfg) -> Recipe:
+        epochs = (base_cfg.get('train_cfg') or {}).get('max_epochs')
+        steps = [s for s in base_cfg.get('param_scheduler') or [] if s.get('type') == 'MultiStepLR' and
+                 s.get('milestones')]
+        if not epochs:
+            return cls()
+        return cls(int(epochs), steps[0]['milestones'][0] / epochs if steps else cls.step_fraction)
+
+
+def schedule_for(num_images: int, fine_tune: bool, epochs: int | None = None, recipe: Recipe = Recipe()) -> Schedule:
+    """Epochs for a set of ``num_images`` training images: about 25,000 images seen at least for a 50-epoch recipe
+    (what a small set needs to converge from ImageNet weights with Deformable DETR), proportionally fewer for a
+    shorter one (DINO's 12 epochs: 6,000), at least 12 epochs, at most 50; half as many when fine-tuning a detector.
+    The learning rate drops where the recipe's does."""
     if epochs is None:
-        epochs = min(50, max(12, math.ceil(25_000 / max(num_images, 1))))
-        why = (f'{num_images} training images: {epochs} epochs (about 25,000 images seen, at least 12, at most '
-               'COCO\'s 50)')
+        images = round(25_000 * recipe.epochs / 50)
+        epochs = min(50, max(12, math.ceil(images / max(num_images, 1))))
+        why = (f'{num_images} training images: {epochs} epochs (about {images:,} images seen for a recipe of '
+               f'{recipe.epochs} epochs on COCO, at least 12, at most 50)')
         if fine_tune:
             epochs = max(6, epochs // 2)
             why += f', halved to {epochs} because training starts from a detector (load_from)'
     else:
         why = f'{epochs} epochs, as asked (--epochs)'
-    step = max(1, round(epochs * 0.8))
+    step = min(epochs, max(1, round(epochs * recipe.step_fraction)))
     return Schedule(epochs, max(1, epochs // 10), step, why + f'; the learning rate drops 10x after epoch {step} '
-                    '(80%, as mmdet\'s 40 of 50)')
+                    f'({recipe.step_fraction:.0%}, where the recipe\'s drops)')
 
 
 def config_literal(value: str) -> str:
@@ -90,6 +110,11 @@ def read_base(base: Path):
     return cfg
 
 
+def head_name(cfg) -> str:
+    """The detector family of a config, as its comments name it."""
+    return 'DINO' if 'DINO' in str(cfg.model.get('type')) else 'Deformable DETR'
+
+
 def write_config(out: Path, base_cfg, train: CocoSet, train_images: Path, val: CocoSet, val_images: Path,
                  load_from: str | None = None, epochs: int | None = None) -> dict:
     """The delta config over ``base_cfg`` (from :func:`read_base`) for this dataset; returns what was chosen."""
@@ -100,13 +125,13 @@ def write_config(out: Path, base_cfg, train: CocoSet, train_images: Path, val: C
     base = Path(base_cfg.filename)
     classes = train.classes
     train_ann, val_ann = train.path.resolve(), val.path.resolve()  # the config works from any folder
-    plan = schedule_for(train.num_images, bool(load_from), epochs)
+    plan = schedule_for(train.num_images, bool(load_from), epochs, Recipe.of(base_cfg))
     queries = base_cfg.model.get('num_queries', 300)
     max_per_img = base_cfg.model.get('test_cfg', {}).get('max_per_img', 100)
     lines = [
         MARKER,
         # names and paths in comments as literals too: mmengine rewrites comments as it does code
-        f'# {config_literal(out.name)}: a Deformable DETR for the dataset of {config_literal(train.path.name)}.',
+        f'# {config_literal(out.name)}: a {head_name(base_cfg)} for the dataset of {config_literal(train.path.name)}.',
         f'# Training: {config_literal(str(train.path))} ({train.num_images} images, {train.num_boxes} boxes); '
         f'validation and test: {config_literal(str(val.path))} ({val.num_images} images, {val.num_boxes} boxes).',
         f'# Classes: the {len(classes)} categories of the file, in its order (mmdet numbers the labels in that order).',
