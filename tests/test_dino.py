@@ -181,3 +181,21 @@ def test_the_dataset_command_writes_a_dino_config_with_dinos_schedule(root, tmp_
     model = MODELS.build(cfg.model)
     assert model.dn_query_generator.num_classes == 3 and model.dn_query_generator.label_embedding.num_embeddings == 3
     check_model(cfg.model)
+
+
+def test_the_convergence_study_trains_both_heads_on_one_set_and_says_what_the_claim_comes_to(tmp_path, capsys):
+    from pit_det.analysis.convergence import epochs_to_reach, run_convergence, verdict
+    result = run_convergence(tmp_path / 'out', tmp_path / 'data', epochs=1, seed=11, num_train=16, num_val=8)
+    assert set(result['curves']) == {'Deformable DETR', 'DINO'}
+    for curve in result['curves'].values():  # one validation per epoch, AP from pycocotools
+        assert [p['epoch'] for p in curve] == [1] and 0 <= curve[0]['bbox_mAP'] <= 1
+    assert (tmp_path / 'out' / 'convergence.png').stat().st_size > 0
+    assert (tmp_path / 'out' / 'deformable-detr_pit-ti_synthetic_cpu' / 'epoch_1.pth').is_file()
+    assert (tmp_path / 'out' / 'dino-4scale_pit-ti_synthetic_cpu' / 'epoch_1.pth').is_file()
+    ddetr = [dict(epoch=e, bbox_mAP=ap) for e, ap in enumerate([0.1, 0.3, 0.5, 0.6], 1)]
+    assert epochs_to_reach(ddetr, 0.5) == 3 and epochs_to_reach(ddetr, 0.7) is None
+    fast = [dict(epoch=e, bbox_mAP=ap) for e, ap in enumerate([0.2, 0.6, 0.7, 0.7], 1)]
+    assert verdict({'Deformable DETR': ddetr, 'DINO': fast})['holds']  # 0.6 reached at epoch 2 of 4
+    slow = [dict(epoch=e, bbox_mAP=ap) for e, ap in enumerate([0.1, 0.2, 0.6, 0.7], 1)]
+    assert verdict({'Deformable DETR': ddetr, 'DINO': slow}) == dict(
+        deformable_detr_final_ap=0.6, dino_final_ap=0.7, epochs=4, dino_epoch_reaching_it=3, holds=False)

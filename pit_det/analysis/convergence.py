@@ -85,9 +85,10 @@ def plot(curves: dict[str, list[dict]], path: Path, title: str) -> None:
     save_figure(fig, path, dpi=120)
 
 
-def run_convergence(out_dir: str | Path, data_root: str | Path, epochs: int, seed: int) -> dict:
-    """Generate the set (``seed``) in ``data_root``, train both demos for ``epochs`` each into ``out_dir/<head>``,
-    and write :data:`REPORT_FILES` there; returns what ``convergence.json`` holds."""
+def run_convergence(out_dir: str | Path, data_root: str | Path, epochs: int, seed: int, num_train: int = 256,
+                    num_val: int = 32) -> dict:
+    """Generate the set (``seed``; the demo's sizes by default) in ``data_root``, train both demos for ``epochs``
+    each into ``out_dir/<head>``, and write :data:`REPORT_FILES` there; returns what ``convergence.json`` holds."""
     from mmdet.utils import register_all_modules
 
     from ..data import make_synthetic_coco
@@ -95,14 +96,14 @@ def run_convergence(out_dir: str | Path, data_root: str | Path, epochs: int, see
     register_all_modules()
     out_dir, data_root = Path(out_dir), Path(data_root)
     out_dir.mkdir(parents=True, exist_ok=True)
-    make_synthetic_coco(data_root, seed=seed)
+    make_synthetic_coco(data_root, num_train=num_train, num_val=num_val, seed=seed)
     curves = {}
     for name, config in HEADS.items():
         print(f'training {config.name} for {epochs} epochs', flush=True)
         curves[name] = train_curve(config, data_root, out_dir / config.stem, epochs, seed)
     import torch
     machine = f'{cpu_model_and_flags()[0]}, {cpu_isa()[0]}, {torch.get_num_threads()} threads'
-    result = dict(seed=seed, epochs=epochs, data_root=str(data_root), machine=machine,
+    result = dict(seed=seed, epochs=epochs, train_images=num_train, val_images=num_val, data_root=str(data_root), machine=machine,
                   date=time.strftime('%Y-%m-%d'), configs={k: str(v.relative_to(config_root().parent))
                                                           for k, v in HEADS.items()},
                   curves=curves, verdict=verdict(curves))
