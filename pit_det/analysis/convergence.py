@@ -70,14 +70,14 @@ def verdict(curves: dict[str, list[dict]]) -> dict:
                 dino_epoch_reaching_it=reached, holds=reached is not None and reached <= epochs / 2)
 
 
-def plot(curves: dict[str, list[dict]], path: Path, title: str) -> None:
+def plot(curves: dict[str, list[dict]], path: Path, title: str, images_per_epoch: int) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, curve in curves.items():
         ax.plot([p['epoch'] for p in curve], [p['bbox_mAP'] for p in curve], marker='o', ms=3, label=name)
-    ax.set_xlabel('epoch (256 images each)')
+    ax.set_xlabel(f'epoch ({images_per_epoch} images each)')
     ax.set_ylabel('val box AP (COCO, pycocotools)')
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
@@ -108,5 +108,6 @@ def run_convergence(out_dir: str | Path, data_root: str | Path, epochs: int, see
                                                           for k, v in HEADS.items()},
                   curves=curves, verdict=verdict(curves))
     write_text(out_dir / 'convergence.json', json.dumps(result, indent=2))
-    plot(curves, out_dir / 'convergence.png', f'PiT-Ti demos, synthetic set seed {seed}; {machine}, {result["date"]}')
+    plot(curves, out_dir / 'convergence.png', f'PiT-Ti demos, synthetic set seed {seed}; {machine}, {result["date"]}',
+         num_train)
     return result

@@ -1,5 +1,5 @@
 """pit-det's detectors: Deformable DETR and DINO with the fused CPU kernel, the inference paths and checked
-checkpoints (all three from :class:`PitDetDetector`), and the one builder of a detector from a config and a
+checkpoints (what :class:`PitDetDetector` adds to either), and the one builder of a detector from a config and a
 checkpoint (:func:`build_detector`)."""
 from __future__ import annotations
 
