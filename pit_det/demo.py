@@ -56,15 +56,20 @@ def best_checkpoint(runner) -> tuple[Path, int]:
     return Path(runner.work_dir) / f'epoch_{runner.epoch}.pth', runner.epoch
 
 
+def check_folders(**folders: str | Path) -> None:
+    """Raise ``ValueError`` naming the option (``data_root`` -> ``--data-root``) of any folder that is a file."""
+    for option, folder in folders.items():
+        if Path(folder).exists() and not Path(folder).is_dir():
+            raise ValueError(f'--{option.replace("_", "-")} {folder} is a file: give a folder (new, or one this '
+                             'command made before)')
+
+
 def run_demo(work_dir: str | Path = 'work_dirs/demo', data_root: str | Path = 'data/synthetic',
              max_epochs: int | None = None, seed: int = 0) -> dict:
     """Generate the data, train, evaluate and draw with the best checkpoint; returns the metrics and paths."""
     if max_epochs is not None and max_epochs < 1:
         raise ValueError(f'epochs must be at least 1, got {max_epochs}')
-    if Path(data_root).exists() and not Path(data_root).is_dir():
-        raise ValueError(f'--data-root {data_root} is a file: give a folder (new, or one the demo made before)')
-    if Path(work_dir).exists() and not Path(work_dir).is_dir():
-        raise ValueError(f'--work-dir {work_dir} is a file: give a folder')
+    check_folders(data_root=data_root, work_dir=work_dir)
     from mmdet.registry import RUNNERS
     from mmdet.utils import register_all_modules
 

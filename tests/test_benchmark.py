@@ -81,6 +81,8 @@ def test_train_mode_times_a_training_step_of_both_heads_with_config_options():
     (dict(models=['configs/nope.py'], mode='predict'), 'config not found'),
     (dict(models=['configs/demo/dino-4scale_pit-ti_synthetic_cpu.py@bf16'], mode='train'),
      '--mode train times eager training'),
+    (dict(models=['configs/demo/dino-4scale_pit-ti_synthetic_cpu.py'], mode='predict',
+          cfg_options={'model.backbone.depth': 3}), "cannot be built with --cfg-options .*'depth'"),
 ])
 def test_bad_requests(kwargs, message):
     args = dict(sizes=[(64, 64)], warmup=0, iters=1, progress=lambda m: None) | kwargs

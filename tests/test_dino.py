@@ -199,3 +199,11 @@ def test_the_convergence_study_trains_both_heads_on_one_set_and_says_what_the_cl
     slow = [dict(epoch=e, bbox_mAP=ap) for e, ap in enumerate([0.1, 0.2, 0.6, 0.7], 1)]
     assert verdict({'Deformable DETR': ddetr, 'DINO': slow}) == dict(
         deformable_detr_final_ap=0.6, dino_final_ap=0.7, epochs=4, dino_epoch_reaching_it=3, holds=False)
+
+
+def test_the_convergence_command_refuses_a_data_root_that_is_a_file(tmp_path, capsys):
+    from pit_det.cli.convergence import main as convergence_main
+    (tmp_path / 'data').write_text('not a folder')
+    assert convergence_main(['--out-dir', str(tmp_path / 'out'), '--data-root', str(tmp_path / 'data')]) == 1
+    assert f'--data-root {tmp_path / "data"} is a file: give a folder' in capsys.readouterr().err
+    assert (tmp_path / 'data').read_text() == 'not a folder' and not (tmp_path / 'out').exists()

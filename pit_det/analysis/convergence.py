@@ -92,7 +92,9 @@ def run_convergence(out_dir: str | Path, data_root: str | Path, epochs: int, see
     from mmdet.utils import register_all_modules
 
     from ..data import make_synthetic_coco
+    from ..demo import check_folders
     from ..ops.ms_deform_attn import cpu_isa, cpu_model_and_flags
+    check_folders(out_dir=out_dir, data_root=data_root)
     register_all_modules()
     out_dir, data_root = Path(out_dir), Path(data_root)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -106,7 +106,11 @@ def build_detector(config: str | Path, cpu_deform_attn: str = 'fused', checkpoin
         config = find_config(config)
     except ConfigNotFoundError as exc:
         raise BenchmarkError(f'config not found: {exc}') from None
-    model = build(config, checkpoint, cfg_options=cfg_options)
+    try:
+        model = build(config, checkpoint, cfg_options=cfg_options)
+    except TypeError as exc:  # an argument the config (or --cfg-options) gives that a module does not take
+        raise BenchmarkError(f'{config}: the detector cannot be built'
+                             + (f' with --cfg-options {cfg_options}' if cfg_options else '') + f': {exc}') from None
     use_fused_cpu_deform_attn(model, enable=cpu_deform_attn == 'fused')  # any Deformable DETR config
     return model, model.cfg
 
