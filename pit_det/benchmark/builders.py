@@ -10,8 +10,9 @@ Model specs:
 
 Any spec may end in ``@INFERENCE``, the way it runs, named as ``FastDeformableDETR``'s inference paths: ``@eager``
 (the default), ``@bf16`` (eager under CPU/CUDA bf16 autocast; a ``FastDeformableDETR`` in predict mode runs its own
-``inference=dict(path='bf16')``), ``@fp16`` (CUDA fp16 autocast), ``@compile`` (``torch.compile`` of the backbone,
-inductor; the rest eager), or an exported graph (:mod:`pit_det.deploy.onnx`; detectors in predict mode, on the
+``inference=dict(path='bf16')``), ``@fp16`` (CUDA fp16 autocast), ``@compile`` (``torch.compile``, inductor: a
+backbone whole, a detector's backbone, neck, encoder and decoder as its ``inference=dict(path='compile')`` does),
+or an exported graph (:mod:`pit_det.deploy.onnx`; detectors in predict mode, on the
 CPU, compiled for the timed size as a deployment at one size is): ``@onnxruntime``, ``@openvino`` (OpenVINO's
 precision for the CPU: bf16 where it has bf16 instructions) or ``@openvino-int8`` (NNCF's INT8 calibrated on
 :data:`INT8_CALIBRATION` generated scenes at the timed size: a speed measurement; accuracy is ``mim test``'s). Every
@@ -29,9 +30,11 @@ from torch import nn
 
 from ..configs import ConfigNotFoundError, config_names, find_config
 from ..models.detectors import PitDetDetector
+from ..models.inference import compile_detector
 from ..deploy.metadata import RUNTIMES
-from ..models.utils import explicit_attention, image_sample
+from ..models.utils import image_sample
 from .report import BenchmarkError
+from .work import Work, count_work
 
 MODES = ('backbone', 'forward', 'predict', 'train')
 INFERENCE = ('eager', 'bf16', 'fp16', 'compile', *RUNTIMES)
@@ -51,12 +54,11 @@ def split_inference(spec: str) -> tuple[str, str]:
 
 @dataclass
 class Built:
-    """A model ready to time: ``call(x)`` runs it; ``macs_model``/``macs_call`` are what MACs are counted on (None
-    where they are not counted: detectors, and the paths whose graphs differ from eager's)."""
+    """A model ready to time: ``call(x)`` runs it; ``work`` is what one call computes, counted on the eager model
+    (every path of a spec runs the same arithmetic; None where not counted: ``--no-macs`` and ``train`` mode)."""
     model: nn.Module
     call: Callable
-    macs_model: nn.Module | None = None
-    macs_call: Callable | None = None
+    work: Work | None = None
 
 
 def is_detector_spec(spec: str) -> bool:
@@ -154,29 +156,38 @@ def training_step(model: nn.Module, samples: list, size: tuple[int, int]) -> Cal
 
 
 def build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device: str,
-               cpu_deform_attn: str = 'fused', checkpoint: str | None = None, cfg_options: dict | None = None) -> Built:
-    """The :class:`Built` model of a spec (``@INFERENCE`` included)."""
+               cpu_deform_attn: str = 'fused', checkpoint: str | None = None, cfg_options: dict | None = None,
+               count_macs: bool = False) -> Built:
+    """The :class:`Built` model of a spec (``@INFERENCE`` included), its work counted first if ``count_macs``."""
     base, inference = split_inference(spec)
     torch.manual_seed(0)  # every inference path of a spec gets the same weights
-    built = _build_eager(base, mode, size, batch, device, cpu_deform_attn, checkpoint, cfg_options)
-    model, call = built.model, built.call
+    model, call, counted = _build_eager(base, mode, size, batch, device, cpu_deform_attn, checkpoint, cfg_options)
+    work = _count(spec, counted, model, size, device) if count_macs and counted is not None else None
     if inference in AUTOCAST:
         if inference == 'bf16' and mode == 'predict' and isinstance(model, PitDetDetector):
             model.set_inference(dict(path='bf16'))  # the detector's own bf16 path, as `mim test` runs it
-            return Built(model, call)
+            return Built(model, call, work)
 
         def call_autocast(x, inner=call, dtype=AUTOCAST[inference]):
             with torch.autocast(device, dtype=dtype):
                 return inner(x)
-        return Built(model, call_autocast)
+        return Built(model, call_autocast, work)
     if inference == 'compile':
         if is_detector_spec(base):
-            model.backbone.compile()  # in place, as inference=dict(path='compile') does
-            return Built(model, detector_call(model, mode, size, batch))
-        return Built(model, torch.compile(call))
+            compile_detector(model)  # in place, as inference=dict(path='compile') does
+            return Built(model, detector_call(model, mode, size, batch), work)
+        return Built(model, torch.compile(call), work)
     if inference in RUNTIMES:
-        return Built(model, _runtime_call(model, inference, size, batch))
-    return built
+        return Built(model, _runtime_call(model, inference, size, batch), work)
+    return Built(model, call, work)
+
+
+def _count(spec: str, call: Callable, model: nn.Module, size: tuple[int, int], device: str) -> Work:
+    try:
+        return count_work(call, model, torch.rand(1, 3, *size, device=device))
+    except Exception as exc:  # a model the tracer cannot follow: say so rather than print a guess
+        raise BenchmarkError(f'{spec}: its MACs cannot be counted ({type(exc).__name__}: {exc}); '
+                             'run with --no-macs') from None
 
 
 def check_runtime_spec(spec: str, mode: str, device: str) -> None:
@@ -217,33 +228,16 @@ def _runtime_call(model: nn.Module, inference: str, size: tuple[int, int], batch
 
 
 def _build_eager(spec: str, mode: str, size: tuple[int, int], batch: int, device: str, cpu_deform_attn: str,
-                 checkpoint: str | None, cfg_options: dict | None = None) -> Built:
+                 checkpoint: str | None, cfg_options: dict | None = None) -> tuple[nn.Module, Callable, Callable | None]:
+    """``(model, call, counted)``: ``counted(x)`` is the call whose MACs are the row's (a detector's ``predict`` is
+    counted without its post-processing, a few element-wise operations on 300 boxes; None in train mode)."""
     if is_detector_spec(spec):
         model, _ = build_detector(spec, cpu_deform_attn, checkpoint, cfg_options)
         model.to(device)  # some mmdet modules' train() returns None: no chaining
         model.train() if mode == 'train' else model.eval()
         call = detector_call(model, mode, size, batch)
-        return Built(model, call, model.backbone, call) if mode == 'backbone' else Built(model, call)
+        counted = {'train': None, 'predict': detector_call(model, 'forward', size, 1)}.get(mode, call)
+        return model, call, counted
     model, call = build_backbone(spec, size)
     model.to(device).eval()
-    return Built(model, call, model, call)
-
-
-def count_gmacs(call: Callable, model: nn.Module, x: torch.Tensor) -> float | None:
-    """GMACs of ``call(x)`` through mmengine's FlopAnalyzer (one multiply-add counts one), attention explicit."""
-    from mmengine.analysis import FlopAnalyzer
-
-    class _Wrap(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inner = model
-
-        def forward(self, inp):
-            return call(inp)
-    try:
-        with explicit_attention(model), torch.no_grad():
-            analyzer = FlopAnalyzer(_Wrap(), (x,))
-            analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-            return analyzer.total() / 1e9
-    except Exception:  # detectors with data-dependent control flow do not trace; report n/a, not a guess
-        return None
+    return model, call, call

@@ -6,6 +6,11 @@ median, mean and p90. Timing uses ``torch.inference_mode`` (autograd in ``train`
 backward), warm-up, and CUDA synchronisation on GPU. Memory is measured in a separate pass per model: CUDA max
 allocated, or on the CPU the growth of the peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``)
 during one call in a fresh process.
+
+Where MACs are counted, matrix products of each precision the machine has (:func:`.work.matmul_probes`) run in the
+same rounds as the models, so each row's GMAC/s is set against a peak measured under the same conditions; a large
+copy after the rounds gives the memory bandwidth. ``by_part`` times a detector's backbone, neck, encoder and decoder
+too, through forward hooks (eager paths only: a compiled or exported graph has no parts to hook).
 """
 from __future__ import annotations
 
@@ -17,9 +22,10 @@ from typing import Callable
 
 import torch
 
-from .builders import MODES, build_call, check_runtime_spec, count_gmacs, is_detector_spec, split_inference
-from .report import BenchmarkError, Result
-from .timing import can_measure_rss, interleaved, release_freed_memory, rss_growth_mib
+from .builders import MODES, build_call, check_runtime_spec, is_detector_spec, split_inference
+from .report import BenchmarkError, Result, Results
+from .timing import PartTimer, can_measure_rss, interleaved, release_freed_memory, rss_growth_mib
+from .work import PARTS, Work, copy_bandwidth_gb_s, matmul_probes, precision_of
 
 
 @dataclass
@@ -35,6 +41,7 @@ class Request:
     cpu_deform_attn: str = 'fused'
     count_macs: bool = True
     cfg_options: dict | None = None  # merged into every detector config (e.g. model.backbone.with_cp=True)
+    by_part: bool = False  # also time (and count) each part of a detector
 
     def grad_mode(self):
         """No autograd except in ``train`` mode, which times the backward too."""
@@ -47,9 +54,10 @@ class Entry:
     spec: str
     call: Callable
     params_m: float
-    gmacs: float | None
+    work: Work | None
     times: list[float] = field(default_factory=list)
     peak_mib: float = float('nan')
+    parts: PartTimer | None = None
 
 
 def validate(request: Request) -> None:
@@ -78,6 +86,10 @@ def validate(request: Request) -> None:
         if not is_detector_spec(spec) and request.mode != 'backbone':
             raise BenchmarkError(f'{spec}: --mode {request.mode} needs a detector config; backbones time the backbone')
         check_runtime_spec(spec, request.mode, request.device)
+        if request.by_part and (not is_detector_spec(spec) or request.mode not in ('forward', 'predict')
+                                or split_inference(spec)[1] not in ('eager', 'bf16', 'fp16')):
+            raise BenchmarkError(f'{spec}: --by-part times the parts of a detector in forward or predict mode, on an '
+                                 'eager path (a compiled or exported graph has no parts to time)')
     for h, w in request.sizes:
         if min(h, w) < 32:  # covers every patch size (16, 14 for b)
             raise BenchmarkError(f'size {h}x{w} is smaller than a patch or the 32-px minimum: use at least 32x32')
@@ -116,60 +128,89 @@ def peak_memory_mib(request: Request, entry: Entry, x: torch.Tensor, size: tuple
         return pool.apply(_fresh_process_peak, (request, entry.spec, size))
 
 
-def measure(request: Request, size: tuple[int, int], progress: Callable[[str], None]) -> list[Entry]:
-    """Build every model for ``size``, time them interleaved, then measure each one's peak memory."""
+def measure(request: Request, size: tuple[int, int], progress: Callable[[str], None]) -> tuple[list[Entry], dict]:
+    """Build every model for ``size``, time them interleaved (with the matrix-product probes where MACs are
+    counted), then measure each one's peak memory. Returns the entries and the probes' GMAC/s by name."""
     h, w = size
     x = torch.rand(request.batch, 3, h, w, device=request.device)
+    sync = torch.cuda.synchronize if request.device == 'cuda' else (lambda: None)
     entries = []
     for spec in request.models:
         built = build_call(spec, request.mode, size, request.batch, request.device, request.cpu_deform_attn,
-                           request.checkpoint, request.cfg_options)
-        gmacs = count_gmacs(built.macs_call, built.macs_model, x[:1]) \
-            if request.count_macs and built.macs_model is not None else None
+                           request.checkpoint, request.cfg_options, count_macs=request.count_macs)
         params = sum(p.numel() for p in built.model.parameters()) / 1e6
-        entries.append(Entry(spec, built.call, params, gmacs))
-        progress(f'built {spec} at {h}x{w}: {params:.2f} M params' + (f', {gmacs:.2f} GMACs' if gmacs is not None else ''))
+        parts = PartTimer(built.model, PARTS, request.iters, sync) if request.by_part else None
+        entries.append(Entry(spec, built.call, params, built.work, parts=parts))
+        progress(f'built {spec} at {h}x{w}: {params:.2f} M params'
+                 + (f', {built.work.gmacs:.2f} GMACs' if built.work is not None else ''))
 
     def report_round(i: int, times: dict[str, list[float]]) -> None:
         if i % max(1, request.iters // 5) == 0 or i == request.iters:
             progress(f'{h}x{w}: round {i}/{request.iters}: '
                      + ', '.join(f'{name} {statistics.median(t):.1f} ms' for name, t in times.items()))
 
-    sync = torch.cuda.synchronize if request.device == 'cuda' else (lambda: None)
     calls = {e.spec: (lambda c=e.call: c(x)) for e in entries}
+    probes = matmul_probes(request.device) if any(e.work is not None for e in entries) else {}
+    calls.update({name: call for name, (call, _) in probes.items()})
     with request.grad_mode():
         times = interleaved(calls, request.warmup, request.iters, sync, report_round)
+    limits = {name: gmacs * 1000 / statistics.median(times[name]) for name, (_, gmacs) in probes.items()}
+    del probes, calls  # the probes' operands (200 MiB at 4096^2 fp32) must not weigh on the memory passes
+    if limits:
+        limits['copy'] = copy_bandwidth_gb_s(request.device)
     for e in entries:
         e.times = times[e.spec]
+        if e.parts is not None:
+            e.parts.remove()
         progress(f'{e.spec} {h}x{w}: measuring peak memory')
         e.peak_mib = peak_memory_mib(request, e, x, size)
-    return entries
+    return entries, limits
 
 
-def collect(request: Request, size: tuple[int, int], entries: list[Entry]) -> list[Result]:
-    """One :class:`Result` per entry: median, mean, p90, throughput, memory, parameters, MACs."""
+def collect(request: Request, size: tuple[int, int], entries: list[Entry], limits: dict) -> list[Result]:
+    """One :class:`Result` per entry: median, mean, p90, throughput, memory, parameters, MACs, the rate achieved
+    and its share of the probe of its precision measured at the same size."""
     results = []
     for e in entries:
         times = sorted(e.times)
         median = statistics.median(times)
-        results.append(Result(
+        result = Result(
             model=e.spec, mode=request.mode, size=f'{size[0]}x{size[1]}', batch=request.batch,
             inference=split_inference(e.spec)[1], device=request.device,
             median_ms=round(median, 3),
             mean_ms=round(statistics.fmean(times), 3),
             p90_ms=round(times[min(len(times) - 1, math.ceil(0.9 * len(times)) - 1)], 3),
             images_per_s=round(request.batch * 1000 / median, 3), peak_mem_mib=round(e.peak_mib, 1),
-            params_m=round(e.params_m, 3), gmacs=None if e.gmacs is None else round(e.gmacs, 3),
-            iters=request.iters, samples_ms=[round(t, 3) for t in e.times]))
+            params_m=round(e.params_m, 3), gmacs=None if e.work is None else round(e.work.gmacs, 3),
+            iters=request.iters, samples_ms=[round(t, 3) for t in e.times])
+        if e.work is not None:
+            result.gmac_per_s = round(e.work.gmacs * request.batch * 1000 / median, 2)
+            precision = precision_of(result.inference, request.device)
+            peak = limits.get(f'matmul {precision}')
+            if peak:
+                result.peak_precision, result.pct_of_peak = precision, round(100 * result.gmac_per_s / peak, 1)
+        if e.parts is not None:
+            result.parts = {name: dict(median_ms=round(statistics.median(t), 3),
+                                       gmacs=None if e.work is None else round(e.work.parts.get(name, 0.0), 3))
+                            for name, t in e.parts.times.items() if t}
+            result.parts['other'] = dict(  # post-processing, query selection, glue: the call less its parts
+                median_ms=round(max(median - sum(p['median_ms'] for p in result.parts.values()), 0.0), 3),
+                gmacs=None if e.work is None else round(e.work.parts.get('other', 0.0), 3))
+        results.append(result)
     return results
 
 
 def run_benchmark(models: list[str], sizes: list[tuple[int, int]], progress: Callable[[str], None] = print,
-                  **options) -> list[Result]:
-    """Validate, then measure and collect every model at every size; ``options`` are :class:`Request` fields."""
+                  **options) -> Results:
+    """Validate, then measure and collect every model at every size; ``options`` are :class:`Request` fields.
+    The results carry the machine's measured limits (``Results.limits``, medians over the sizes)."""
     request = Request(models=list(models), sizes=list(sizes), **options)
     validate(request)
-    results = []
+    results, limits = Results(), {}
     for size in request.sizes:
-        results += collect(request, size, measure(request, size, progress))
+        entries, size_limits = measure(request, size, progress)
+        results += collect(request, size, entries, size_limits)
+        for name, value in size_limits.items():
+            limits.setdefault(name, []).append(value)
+    results.limits = {name: round(statistics.median(values), 2) for name, values in limits.items()}
     return results

@@ -38,6 +38,16 @@ class Result:
     gmacs: float | None
     iters: int
     samples_ms: list[float] = field(default_factory=list, repr=False)
+    gmac_per_s: float | None = None  # GMACs per image x images per second
+    peak_precision: str | None = None  # the matrix-product probe this row is set against
+    pct_of_peak: float | None = None
+    parts: dict | None = None  # by part: {'backbone': {'median_ms': ..., 'gmacs': ...}, ...}
+
+
+class Results(list):
+    """The rows of one run, and ``limits``: the machine's measured rates in it (``matmul fp32`` etc. in GMAC/s,
+    ``copy`` in GB/s), empty where MACs were not counted."""
+    limits: dict[str, float] = {}
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -75,13 +85,59 @@ def cpu_features() -> str:
     return ' '.join(f'{name}{"+" if on else "-"}' for name, on in present.items())
 
 
+def _or_dash(value, spec: str) -> str:
+    return '-' if value is None else format(value, spec)
+
+
 def format_table(results: list[Result]) -> str:
+    """The markdown table; GMACs are per image (one MAC: two FLOPs), % of peak against the matrix-product probe of
+    the row's precision measured in the same rounds."""
     header = ['model', 'mode', 'size', 'batch', 'inference', 'median ms', 'mean ms', 'p90 ms', 'img/s', 'peak MiB',
-              'params M', 'GMACs']
+              'params M', 'GMACs', 'GMAC/s', '% of peak']
     rows = [[r.model, r.mode, r.size, str(r.batch), r.inference, f'{r.median_ms:.1f}', f'{r.mean_ms:.1f}',
              f'{r.p90_ms:.1f}', f'{r.images_per_s:.2f}', f'{r.peak_mem_mib:.0f}', f'{r.params_m:.2f}',
-             '-' if r.gmacs is None else f'{r.gmacs:.2f}'] for r in results]
+             _or_dash(r.gmacs, '.2f'), _or_dash(r.gmac_per_s, '.1f'),
+             '-' if r.pct_of_peak is None else f'{r.pct_of_peak:.0f}% {r.peak_precision}'] for r in results]
     return table(header, rows, markdown=True)
+
+
+def format_limits(limits: dict[str, float], threads: int) -> str:
+    """The ``limits:`` line under ``machine:``; empty where none were measured."""
+    if not limits:
+        return ''
+    from .work import COPY_MIB, PROBE_SIZE
+    n = PROBE_SIZE['cuda' if any(k in limits for k in ('matmul tf32', 'matmul fp16')) else 'cpu']
+    rates = [f'copy {COPY_MIB} MiB {value:.1f} GB/s' if name == 'copy' else
+             f'{name.replace("matmul", f"matmul {n}^3")} {value:.1f} GMAC/s' for name, value in limits.items()]
+    return f'limits (measured in this run, {threads} threads, medians): ' + ', '.join(rates)
+
+
+def format_parts(results: list[Result]) -> str:
+    """Per part of each detector: median ms and GMACs, and how each grows with the pixels between the smallest and
+    the largest size (``t ~ pixels^k``: k = 1 linear, 2 quadratic)."""
+    rows = []
+    for model in dict.fromkeys(r.model for r in results if r.parts):
+        rs = [r for r in results if r.model == model and r.parts]
+        for part in rs[0].parts:
+            cells = [f'{r.parts[part]["median_ms"]:.0f} ms / {_or_dash(r.parts[part]["gmacs"], ".2f")}' for r in rs]
+            rows.append([Path(model).stem, part, *cells, *_growth(rs, part)])
+    if not rows:
+        return ''
+    sizes = dict.fromkeys(r.size for r in results if r.parts)
+    return table(['model', 'part', *[f'{s} ms / GMACs' for s in sizes], 'ms ~ px^k', 'GMACs ~ px^k'], rows,
+                 markdown=True)
+
+
+def _growth(rs: list[Result], part: str) -> list[str]:
+    if len(rs) < 2:
+        return ['-', '-']
+    first, last = rs[0], rs[-1]
+    pixels = math.log(math.prod(parse_size(last.size)) / math.prod(parse_size(first.size)))
+
+    def exponent(key: str) -> str:
+        a, b = first.parts[part][key], last.parts[part][key]
+        return '-' if not a or not b or not pixels else f'{math.log(b / a) / pixels:.2f}'
+    return [exponent('median_ms'), exponent('gmacs')]
 
 
 def ratios(results: list[Result], reference: str) -> list[str]:
@@ -127,15 +183,35 @@ def _plot(results: list[Result], path: Path) -> Path:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for model in dict.fromkeys(r.model for r in results):
+    by_part = any(r.parts for r in results)
+    fig, axes = plt.subplots(1, 2 if by_part else 1, figsize=(12 if by_part else 7, 4.5), squeeze=False)
+    models = list(dict.fromkeys(r.model for r in results))
+    colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    for i, model in enumerate(models):
         rs = [r for r in results if r.model == model]
         pixels = [math.prod(parse_size(r.size)) / 1e6 for r in rs]
-        ax.plot(pixels, [r.median_ms for r in rs], marker='o', label=Path(model).stem)
-    ax.set_xlabel('input megapixels')
-    ax.set_ylabel('median latency (ms, log scale)')
-    ax.set_yscale('log')
-    ax.set_title(f"{results[0].mode}, batch {results[0].batch}, {results[0].device}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+        colour = colours[i % len(colours)]
+        if not by_part:
+            axes[0, 0].plot(pixels, [r.median_ms for r in rs], marker='o', color=colour, label=Path(model).stem)
+            continue
+        for part, style in zip(('backbone', 'encoder', 'decoder'), ('-', '--', ':')):
+            if all(r.parts and part in r.parts for r in rs):
+                label = f'{Path(model).stem} {part}'
+                axes[0, 0].plot(pixels, [r.parts[part]['median_ms'] for r in rs], style, marker='o', color=colour,
+                                label=label)
+                if all(r.parts[part]['gmacs'] for r in rs):
+                    axes[0, 1].plot(pixels, [r.parts[part]['gmacs'] for r in rs], style, marker='o', color=colour,
+                                    label=label)
+    axes[0, 0].set_ylabel('median latency (ms, log scale)')
+    if by_part:
+        axes[0, 1].set_ylabel('GMACs per image (log scale)')
+    for ax in axes[0]:
+        ax.set_xlabel('input megapixels (log scale)' if by_part else 'input megapixels')
+        ax.set_yscale('log')
+        if by_part:
+            ax.set_xscale('log')
+        ax.grid(alpha=0.3, which='both')
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{results[0].mode}, batch {results[0].batch}, {results[0].device}"
+                 + (': by part (a slope of 1 on these axes is linear, 2 quadratic)' if by_part else ''))
     return save_figure(fig, path, dpi=120)

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from torch import nn
+
 
 def interleaved(calls: dict[str, Callable[[], object]], warmup: int, iters: int,
                 sync: Callable[[], None] = lambda: None,
@@ -39,6 +41,41 @@ def interleaved(calls: dict[str, Callable[[], object]], warmup: int, iters: int,
         if on_round is not None:
             on_round(i + 1, times)
     return times
+
+
+class PartTimer:
+    """Wall time (ms) of each named child of ``model`` per forward, through forward hooks; ``times[name]`` keeps the
+    last ``keep`` calls (the timed rounds, not the warm-up). ``sync`` runs at each clock (CUDA synchronisation)."""
+
+    def __init__(self, model: nn.Module, names: tuple[str, ...], keep: int, sync: Callable[[], None] = lambda: None):
+        self.times: dict[str, list[float]] = {}
+        self._handles = []
+        for name in names:
+            module = getattr(model, name, None)
+            if not isinstance(module, nn.Module):
+                continue
+            self.times[name] = []
+            self._handles.append(module.register_forward_pre_hook(self._start_hook(name)))
+            self._handles.append(module.register_forward_hook(self._stop_hook(name)))
+        self._keep, self._sync, self._started = keep, sync, {}
+
+    def _start_hook(self, name: str):
+        def start(module, args):
+            self._sync()
+            self._started[name] = time.perf_counter()
+        return start
+
+    def _stop_hook(self, name: str):
+        def stop(module, args, output):
+            self._sync()
+            times = self.times[name]
+            times.append((time.perf_counter() - self._started.pop(name)) * 1000)
+            del times[:-self._keep]
+        return stop
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
 
 
 def medians(times: dict[str, list[float]]) -> dict[str, float]:

@@ -7,8 +7,8 @@ import sys
 import torch
 from mmengine.config import DictAction
 
-from ..benchmark import (MODES, REPORT_FILES, BenchmarkError, environment, format_table, ratios, run_benchmark,
-                         write_outputs)
+from ..benchmark import (MODES, REPORT_FILES, BenchmarkError, environment, format_limits, format_parts, format_table,
+                         ratios, run_benchmark, write_outputs)
 from ..benchmark import builders
 from ..outputs import OutputError, check_dir_output
 from . import image_size, parser_from_doc
@@ -31,7 +31,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='merged into every detector config, e.g. model.backbone.with_cp=True')
     parser.add_argument('--cpu-deform-attn', default='fused', choices=['fused', 'mmcv'])
     parser.add_argument('--threads', type=int, help='torch CPU threads, >= 1 (default: torch\'s)')
-    parser.add_argument('--no-macs', action='store_true', help='skip MAC counting')
+    parser.add_argument('--no-macs', action='store_true',
+                        help='skip MAC counting and the matrix-product probes (no GMACs, GMAC/s or %% of peak)')
+    parser.add_argument('--by-part', action='store_true',
+                        help='also time and count a detector\'s backbone, neck, encoder, decoder and head (forward '
+                             'or predict, eager paths); with --plot, the figure is by part')
     parser.add_argument('--reference', help='print every model\'s median latency ratio to this one (one of MODELS)')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
     parser.add_argument('--plot', action='store_true', help='also write benchmark.png')
@@ -58,16 +62,20 @@ def main(argv: list[str] | None = None) -> int:
                                 device=args.device, batch=args.batch,
                                 warmup=args.warmup, iters=args.iters, mode=args.mode, checkpoint=args.checkpoint,
                                 cpu_deform_attn=args.cpu_deform_attn, count_macs=not args.no_macs,
-                                cfg_options=args.cfg_options or None)
+                                cfg_options=args.cfg_options or None, by_part=args.by_part)
     except (BenchmarkError, OutputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     env = environment(args.device)
+    env['limits'] = results.limits
     if any(m.endswith('@bf16') for m in args.models) and not env['bf16_native']:
         print(f'warning: this CPU ({env["isa"]}) has no bf16 instructions: bf16 is emulated and slower than fp32',
               file=sys.stderr)
-    print('\nmachine: ' + ', '.join(f'{k}: {v}' for k, v in env.items()))  # a pasted table carries its machine
+    print('\nmachine: ' + ', '.join(f'{k}: {v}' for k, v in env.items() if k != 'limits'))  # a pasted table
+    print(format_limits(results.limits, env['threads']) or 'limits: not measured (--no-macs)')  # carries its machine
     print(format_table(results))
+    if args.by_part:
+        print('\n' + format_parts(results))
     if args.reference:
         print('\n'.join(ratios(results, args.reference)))
     for path in write_outputs(results, env, args.out_dir, args.plot):

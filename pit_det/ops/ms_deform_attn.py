@@ -134,18 +134,45 @@ def load_extension():
     return _ext
 
 
-class _FusedMSDA(torch.autograd.Function):
+# A registered operator rather than an autograd.Function: torch.compile keeps it in the graph (its fake function
+# gives the output's shape) instead of breaking the graph at it, and a traced graph names it, so that a FLOP counter
+# can count it (pit_det.benchmark.work).
+@torch.library.custom_op('pit_det::ms_deform_attn', mutates_args=())
+def _fused_forward(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+                   sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+    return _ext.forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
 
-    @staticmethod
-    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-        ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-        return _ext.forward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
 
-    @staticmethod
-    def backward(ctx, grad_output):
-        value, shapes, starts, loc, attn = ctx.saved_tensors
-        grad_value, grad_loc, grad_attn = _ext.backward(value, shapes, starts, loc, attn, grad_output)
-        return grad_value, None, None, grad_loc, grad_attn
+@_fused_forward.register_fake
+def _(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    bs, _, heads, dims = value.shape
+    return value.new_empty(bs, sampling_locations.shape[1], heads * dims)
+
+
+@torch.library.custom_op('pit_det::ms_deform_attn_backward', mutates_args=())
+def _fused_backward(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+                    sampling_locations: torch.Tensor, attention_weights: torch.Tensor,
+                    grad_output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    grad_value, grad_loc, grad_attn = _ext.backward(value, spatial_shapes, level_start_index, sampling_locations,
+                                                    attention_weights, grad_output)
+    return grad_value, grad_loc, grad_attn
+
+
+@_fused_backward.register_fake
+def _(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_output):
+    return torch.empty_like(value), torch.empty_like(sampling_locations), torch.empty_like(attention_weights)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, grad_output):
+    grad_value, grad_loc, grad_attn = _fused_backward(*ctx.saved_tensors, grad_output)
+    return grad_value, None, None, grad_loc, grad_attn
+
+
+_fused_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
 def ms_deform_attn_cpu(value: torch.Tensor, spatial_shapes: torch.Tensor, sampling_locations: torch.Tensor,
@@ -167,8 +194,8 @@ def ms_deform_attn_cpu(value: torch.Tensor, spatial_shapes: torch.Tensor, sampli
     compute = dtype if dtype in (torch.float32, torch.float64) else torch.float32
     shapes = spatial_shapes.to(torch.long)
     starts = torch.cat((shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]))
-    out = _FusedMSDA.apply(value.to(compute), shapes, starts, sampling_locations.to(compute),
-                           attention_weights.to(compute))
+    out = _fused_forward(value.to(compute), shapes, starts, sampling_locations.to(compute),
+                         attention_weights.to(compute))
     return out.to(dtype)
 
 
