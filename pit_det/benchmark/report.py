@@ -40,7 +40,9 @@ class Result:
     samples_ms: list[float] = field(default_factory=list, repr=False)
     gmac_per_s: float | None = None  # GMACs per image x images per second
     peak_precision: str | None = None  # the matrix-product probe this row is set against
+    peak_gmac_per_s: float | None = None  # that probe's rate at this size
     pct_of_peak: float | None = None
+    compile_s: float | None = None  # @compile: the first call less the median, apart from the latency
     parts: dict | None = None  # by part: {'backbone': {'median_ms': ..., 'gmacs': ...}, ...}
 
 
@@ -113,19 +115,27 @@ def format_limits(limits: dict[str, float], threads: int) -> str:
 
 
 def format_parts(results: list[Result]) -> str:
-    """Per part of each detector: median ms and GMACs, and how each grows with the pixels between the smallest and
-    the largest size (``t ~ pixels^k``: k = 1 linear, 2 quadratic)."""
+    """Per part of each detector at each size: median ms, GMACs and the share of the row's matrix-product peak the
+    part runs at; then how each grows with the pixels between the smallest and the largest size (``t ~ pixels^k``:
+    k = 1 linear, 2 quadratic)."""
     rows = []
     for model in dict.fromkeys(r.model for r in results if r.parts):
         rs = [r for r in results if r.model == model and r.parts]
         for part in rs[0].parts:
-            cells = [f'{r.parts[part]["median_ms"]:.0f} ms / {_or_dash(r.parts[part]["gmacs"], ".2f")}' for r in rs]
-            rows.append([Path(model).stem, part, *cells, *_growth(rs, part)])
+            rows.append([Path(model).stem, part, *[_part_cell(r, part) for r in rs], *_growth(rs, part)])
     if not rows:
         return ''
     sizes = dict.fromkeys(r.size for r in results if r.parts)
-    return table(['model', 'part', *[f'{s} ms / GMACs' for s in sizes], 'ms ~ px^k', 'GMACs ~ px^k'], rows,
-                 markdown=True)
+    return table(['model', 'part', *[f'{s}: ms / GMACs / % of peak' for s in sizes], 'ms ~ px^k', 'GMACs ~ px^k'],
+                 rows, markdown=True)
+
+
+def _part_cell(r: Result, part: str) -> str:
+    ms, gmacs = r.parts[part]['median_ms'], r.parts[part]['gmacs']
+    cell = f'{ms:.0f} / {_or_dash(gmacs, ".2f")}'
+    if gmacs and ms and r.peak_gmac_per_s:
+        cell += f' / {100 * gmacs * r.batch * 1000 / ms / r.peak_gmac_per_s:.0f}%'
+    return cell
 
 
 def _growth(rs: list[Result], part: str) -> list[str]:

@@ -53,9 +53,10 @@ def sdpa_macs(inputs: list, outputs: list) -> int:
 
 @dataclass
 class Work:
-    """GMACs of one call, and of each part of a detector that ran in it (``other``: the rest)."""
+    """GMACs of one call, of each part of a detector that ran in it (``other``: the rest) and of each operator."""
     gmacs: float
     parts: dict[str, float] = field(default_factory=dict)
+    operators: dict[str, float] = field(default_factory=dict)
 
 
 def count_work(call: Callable, model: nn.Module, x: torch.Tensor) -> Work:
@@ -80,10 +81,11 @@ def count_work(call: Callable, model: nn.Module, x: torch.Tensor) -> Work:
         analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         total = analyzer.total()
         by_module = analyzer.by_module()
+        operators = {op: macs / 1e9 for op, macs in analyzer.by_operator().items()}
     parts = {name: by_module[f'inner.{name}'] / 1e9 for name in PARTS if by_module.get(f'inner.{name}')}
     if parts:
         parts['other'] = max(total / 1e9 - sum(parts.values()), 0.0)
-    return Work(total / 1e9, parts)
+    return Work(total / 1e9, parts, operators)
 
 
 def precision_of(inference: str, device: str) -> str | None:
