@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 
 from .builders import MODES, build_call, check_runtime_spec, is_detector_spec, split_inference
-from .report import BenchmarkError, Result, Results
+from .report import BenchmarkError, Result, Results, gmac_rate
 from .timing import PartTimer, can_measure_rss, interleaved, release_freed_memory, rss_growth_mib
 from .work import PARTS, Work, copy_bandwidth_gb_s, matmul_probes, precision_of
 
@@ -197,7 +197,7 @@ def collect(request: Request, size: tuple[int, int], entries: list[Entry], limit
         if e.compile_s is not None:  # the first call less one run: what compiling cost
             result.compile_s = round(max(e.compile_s - median / 1000, 0.0), 1)
         if e.work is not None:
-            result.gmac_per_s = round(e.work.gmacs * request.batch * 1000 / median, 2)
+            result.gmac_per_s = round(gmac_rate(e.work.gmacs, request.batch, median), 2)
             precision = precision_of(result.inference, request.device)
             peak = limits.get(f'matmul {precision}')
             if peak:
