@@ -2,19 +2,24 @@
 
 Run with the interpreter of the target environment (torch must already be installed there)::
 
+    python scripts/build_mmcv.py build     # build the wheel into the cache (nothing when it is there); print it
     python scripts/build_mmcv.py install   # build (or reuse the cached wheel) and install it
     python scripts/build_mmcv.py verify    # import mmcv._ext and MultiScaleDeformableAttention
+
+The source comes from the index, or from a wheelhouse when pip is told so (``PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR``,
+what ``scripts/setup.sh --offline DIR`` sets).
 
 Environment:
     PIT_DET_CUDA_OPS: ``auto`` (default: CUDA ops when nvcc and a GPU are present), ``1`` (force, e.g. to build CUDA
         ops on a machine without a GPU) or ``0`` (CPU ops only).
-    TORCH_CUDA_ARCH_LIST: honoured for CUDA builds; part of the cache key. Defaults to the visible GPU's capability.
+    TORCH_CUDA_ARCH_LIST: honoured for CUDA builds; part of the cache key. Defaults to the capabilities of the
+        visible GPUs (:func:`cuda_arch_list`).
     PIT_DET_MMCV_UNITY: ``1`` (default) compiles mmcv's C++ ops as a unity build: a few generated translation
         units that each include a group of mmcv's source files, so torch's headers are parsed a few times instead
         of once per file (77 files for the CPU ops). ``0`` builds file by file, as mmcv's setup.py does. CUDA
         ``.cu`` files are compiled file by file either way. Part of the cache key.
     PIT_DET_CACHE: cache root (default ``${XDG_CACHE_HOME:-~/.cache}/pit-det``).
-    MAX_JOBS: parallel compile jobs (default: number of CPUs).
+    MAX_JOBS: parallel compile jobs (default: the CPUs this process may run on, :func:`compile_jobs`).
 
 This script is standalone (stdlib plus the target's torch) because it runs before ``pit_det`` is installable.
 """
@@ -163,6 +168,23 @@ def want_cuda_ops(setting: str, has_nvcc: bool, has_gpu: bool) -> bool:
     return has_nvcc and has_gpu
 
 
+def cuda_arch_list(capabilities: list[tuple[int, int]]) -> str:
+    """``TORCH_CUDA_ARCH_LIST`` for GPUs of these compute capabilities: each once, oldest first (``8.0;9.0``)."""
+    if not capabilities:
+        raise BuildError('building CUDA ops without a GPU: set TORCH_CUDA_ARCH_LIST, e.g. "9.0" for H100/H200.')
+    return ';'.join(f'{major}.{minor}' for major, minor in sorted(set(capabilities)))
+
+
+def compile_jobs() -> int:
+    """Every CPU this process may use (a cluster job's allotment, not the node's count), unless MAX_JOBS says."""
+    if os.environ.get('MAX_JOBS'):
+        return int(os.environ['MAX_JOBS'])
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def cache_key(mmcv_version: str, torch_version: str, python_tag: str, cuda_arches: str | None,
               unity: bool = True) -> str:
     """Directory name under the wheel cache; every input that changes the binary is in it."""
@@ -209,7 +231,7 @@ def _cache_root() -> Path:
 
 def _build_wheel(dest: Path, std: str, cuda_arches: str | None, unity: bool) -> Path:
     pip = [sys.executable, '-m', 'pip']
-    env = dict(os.environ, MMCV_WITH_OPS='1', MAX_JOBS=os.environ.get('MAX_JOBS', str(os.cpu_count() or 1)))
+    env = dict(os.environ, MMCV_WITH_OPS='1', MAX_JOBS=str(compile_jobs()))
     if cuda_arches is None:
         env.pop('FORCE_CUDA', None)
         env['CUDA_VISIBLE_DEVICES'] = ''  # mmcv's setup.py builds CUDA ops whenever it sees a GPU
@@ -258,7 +280,8 @@ def _build_wheel(dest: Path, std: str, cuda_arches: str | None, unity: bool) -> 
     return next(dest.glob('*.whl'))
 
 
-def install() -> None:
+def cached_wheel() -> Path:
+    """The mmcv wheel for this torch, Python and these GPUs: from the cache, else built into it."""
     import torch
 
     has_nvcc = shutil.which('nvcc') is not None or find_cuda_home() is not None
@@ -268,9 +291,8 @@ def install() -> None:
     if cuda:
         arches = os.environ.get('TORCH_CUDA_ARCH_LIST')
         if not arches:
-            if not has_gpu:
-                raise BuildError('building CUDA ops without a GPU: set TORCH_CUDA_ARCH_LIST, e.g. "9.0" for H100.')
-            arches = '{}.{}'.format(*torch.cuda.get_device_capability())
+            gpus = range(torch.cuda.device_count()) if has_gpu else []
+            arches = cuda_arch_list([torch.cuda.get_device_capability(i) for i in gpus])
     std = required_cxx_std(Path(torch.__file__).parent / 'include')
     unity = want_unity(os.environ.get('PIT_DET_MMCV_UNITY', '1'))
     python_tag = f'cp{sys.version_info.major}{sys.version_info.minor}-{sysconfig.get_platform().replace("-", "_")}'
@@ -287,7 +309,11 @@ def install() -> None:
         print(f'no cached wheel at {entry}; building mmcv from source '
               f'({"a few minutes" if unity else "10-20 min"} on 2 cores)', flush=True)
         wheel = _build_wheel(entry, std, arches, unity)
-    _run([sys.executable, '-m', 'pip', 'install', '--no-deps', '--force-reinstall', str(wheel)])
+    return wheel
+
+
+def install() -> None:
+    _run([sys.executable, '-m', 'pip', 'install', '--no-deps', '--force-reinstall', str(cached_wheel())])
 
 
 def verify() -> None:
@@ -320,10 +346,13 @@ def verify() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('command', choices=['install', 'verify'])
+    parser.add_argument('command', choices=['build', 'install', 'verify'])
     args = parser.parse_args()
     try:
-        install() if args.command == 'install' else verify()
+        if args.command == 'build':
+            print(f'mmcv wheel: {cached_wheel()}')
+        else:
+            install() if args.command == 'install' else verify()
     except (BuildError, subprocess.CalledProcessError) as exc:
         print(f'ERROR: {exc}', file=sys.stderr)
         return 1

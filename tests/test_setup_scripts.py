@@ -158,3 +158,18 @@ def test_installed_ops_equal_the_file_by_file_build(root):
         else:
             np.testing.assert_allclose(np.array(results[name]), np.array(expected), rtol=1e-5, atol=1e-6,
                                        err_msg=name)
+
+
+def test_cuda_arch_list_covers_every_gpu_once(build_mmcv):
+    assert build_mmcv.cuda_arch_list([(9, 0)]) == '9.0'
+    assert build_mmcv.cuda_arch_list([(9, 0), (8, 0), (9, 0), (8, 6)]) == '8.0;8.6;9.0'
+    with pytest.raises(build_mmcv.BuildError, match='set TORCH_CUDA_ARCH_LIST'):
+        build_mmcv.cuda_arch_list([])
+
+
+def test_compile_jobs_are_the_cpus_this_process_may_use(build_mmcv, monkeypatch):
+    import os
+    monkeypatch.delenv('MAX_JOBS', raising=False)
+    assert build_mmcv.compile_jobs() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv('MAX_JOBS', '3')
+    assert build_mmcv.compile_jobs() == 3

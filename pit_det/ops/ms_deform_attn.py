@@ -11,10 +11,6 @@ Nothing is patched globally: detectors opt in through :func:`use_fused_cpu_defor
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import platform
-import sys
 import warnings
 from pathlib import Path
 
@@ -23,42 +19,12 @@ from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttention, Mul
                                               multi_scale_deformable_attn_pytorch)
 from torch import nn
 
+from . import build
+from .build import cpu_isa, cpu_model_and_flags  # noqa: F401  (the benchmark's and the reports' CPU facts)
 
-_SOURCE = Path(__file__).parent / 'csrc' / 'ms_deform_attn_cpu.cpp'
-_FLAGS = ['-O3', '-march=native', '-fopenmp']
+_SOURCE = build.SOURCE
 _ext = None
 _ext_error: str | None = None
-
-
-def cpu_model_and_flags() -> tuple[str, set[str]]:
-    """The CPU's model name and feature flags (``/proc/cpuinfo``; the model from ``platform`` and no flags where
-    there is none): what ``-march=native`` builds for, and what the benchmark reports."""
-    try:
-        lines = Path('/proc/cpuinfo').read_text().splitlines()
-    except OSError:
-        return platform.processor(), set()
-
-    def field(key: str) -> str:
-        return next((line.split(':', 1)[1].strip() for line in lines if line.startswith(key) and ':' in line), '')
-    return field('model name') or platform.processor(), set(field('flags').split())
-
-
-def cpu_isa() -> tuple[str, bool]:
-    """The CPU's widest vector ISA (AMX / AVX-512 BF16 / AVX-512 / AVX2) and whether it computes bf16 natively."""
-    flags = cpu_model_and_flags()[1]
-    if not flags:
-        return 'unknown', False
-    native = bool(flags & {'amx_bf16', 'avx512_bf16'})
-    for flag, name in (('amx_bf16', 'AMX'), ('avx512_bf16', 'AVX-512 BF16'), ('avx512f', 'AVX-512'), ('avx2', 'AVX2')):
-        if flag in flags:
-            return name, native
-    return 'SSE', native
-
-
-def _cpu_signature() -> str:
-    """CPU model and feature flags: the kernel is built with -march=native."""
-    model, flags = cpu_model_and_flags()
-    return model + ' '.join(sorted(flags))
 
 
 def sampling_locations(reference_points: torch.Tensor, offsets: torch.Tensor, spatial_shapes: torch.Tensor,
@@ -76,54 +42,23 @@ def sampling_locations(reference_points: torch.Tensor, offsets: torch.Tensor, sp
     raise ValueError(f'Last dim of reference_points must be 2 or 4, got {reference_points.shape[-1]}')
 
 
-def _build_inputs() -> str:
-    """Everything of the environment that torch writes into the kernel's build command: its include and library
-    paths (as torch spells them: a venv reached through a symbolic link gives other paths than its target), Python's
-    include path and the compiler."""
-    import sysconfig
-
-    from torch.utils.cpp_extension import include_paths, library_paths
-    return '\n'.join([*include_paths(), *library_paths(), sysconfig.get_paths()['include'],
-                      os.environ.get('CXX', 'c++')])
-
-
 def extension_dir() -> Path:
-    """Build directory keyed by everything that changes the binary (source, flags, torch, Python, CPU) and by
-    everything else in torch's build command (:func:`_build_inputs`): ninja rebuilds whenever the command of the
-    folder's last build differs, so two environments sharing one folder would rebuild it each time they took
-    turns."""
-    root = Path(os.environ.get('PIT_DET_CACHE', Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache'))
-                               / 'pit-det'))
-    digest = hashlib.sha256(_SOURCE.read_bytes() + ' '.join(_FLAGS).encode() + _cpu_signature().encode()
-                            + _build_inputs().encode())
-    tag = f'torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}-{digest.hexdigest()[:12]}'
-    return root / 'ext' / tag.replace('+', '_')
+    """The kernel's build folder (:func:`pit_det.ops.build.extension_dir` of this module's source)."""
+    return build.extension_dir(_SOURCE)
 
 
 def load_extension():
     """Compile (first call on a machine) or load the C++ kernel; ``None`` with the reason kept if it fails.
 
-    The source is compiled from a copy inside the build directory, so every copy of pit-det with the same source
-    (a clone and an installed package) shares one build: torch records the source's path in its build file and
-    would rebuild whenever that path changed. The compiler's output of a failed build is kept in ``build.log``.
+    The compiler's output of a failed build is kept in ``build.log`` of the build folder.
     """
     global _ext, _ext_error
     if _ext is not None or _ext_error is not None:
         return _ext
-    from torch.utils.cpp_extension import load
-    build_dir = extension_dir()
-    build_dir.mkdir(parents=True, exist_ok=True)
-    source = build_dir / _SOURCE.name
-    if not source.is_file() or source.read_bytes() != _SOURCE.read_bytes():
-        # renamed into place: two processes (test workers, DDP ranks) may build at once, neither reads half a file
-        tmp = source.with_name(f'{source.name}.{os.getpid()}.partial')
-        tmp.write_bytes(_SOURCE.read_bytes())
-        os.replace(tmp, source)
     try:
-        _ext = load(name='pit_det_ms_deform_attn_cpu', sources=[str(source)], build_directory=str(build_dir),
-                    extra_cflags=_FLAGS, extra_ldflags=['-fopenmp'], verbose=False)
+        _ext = build.compile_extension(_SOURCE)
     except Exception as exc:  # a missing compiler or ninja must not break inference: fall back, said once
-        log = build_dir / 'build.log'
+        log = extension_dir() / 'build.log'
         log.write_text(f'{type(exc).__name__}: {exc}\n')
         last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ''
         _ext_error = f'{type(exc).__name__}: {last}'

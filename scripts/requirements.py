@@ -1,0 +1,51 @@
+"""Print pit-det's requirements (pyproject.toml), one per line, for ``pip install -r``: what ``scripts/setup.sh``
+installs while mmcv builds.
+
+    python scripts/requirements.py --without torch torchvision mmcv --extras test,eval
+
+Standalone (stdlib, or the TOML reader pip carries on Python 3.10), because it runs before pit_det is installed.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    from pip._vendor import tomli as tomllib
+
+PYPROJECT = Path(__file__).resolve().parents[1] / 'pyproject.toml'
+
+
+def requirement_name(requirement: str) -> str:
+    """The PEP 503 name of a requirement string (``"mmcv==2.1.0"`` -> ``mmcv``)."""
+    return re.sub(r'[-_.]+', '-', re.match(r'\s*([A-Za-z0-9][A-Za-z0-9._-]*)', requirement).group(1)).lower()
+
+
+def requirements(extras: list[str], without: list[str], pyproject: Path = PYPROJECT) -> list[str]:
+    """The dependencies and those of ``extras``, less the packages named in ``without``."""
+    project = tomllib.loads(pyproject.read_text())['project']
+    optional = project.get('optional-dependencies', {})
+    unknown = [e for e in extras if e not in optional]
+    if unknown:
+        raise SystemExit(f'error: pit-det has no extra {", ".join(unknown)}; it has {", ".join(sorted(optional))}')
+    listed = project['dependencies'] + [r for e in extras for r in optional[e]]
+    skip = {requirement_name(n) for n in without}
+    return [r for r in listed if requirement_name(r) not in skip]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--without', nargs='*', default=[], help='package names to leave out')
+    parser.add_argument('--extras', default='', help='comma-separated extras (test, eval, export)')
+    args = parser.parse_args(argv)
+    extras = [e.strip() for e in args.extras.split(',') if e.strip() and e.strip() != 'none']
+    print('\n'.join(requirements(extras, args.without)))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
