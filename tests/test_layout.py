@@ -26,7 +26,8 @@ ALLOWED = {
     'analysis': {'models', 'checkpoint', 'ops', 'data', 'outputs', 'configs', 'demo'},  # demo: the convergence study trains the demos
     'evaluation': {'data', 'outputs'},
     'deploy': {'models', 'checkpoint', 'ops', 'data', 'outputs'},
-    'cli': {'analysis', 'benchmark', 'checkpoint', 'configs', 'data', 'demo', 'deploy', 'draw', 'evaluation', 'models',
+    'acceptance': {'benchmark', 'configs', 'ops'},  # the GPU acceptance run: the benchmark's timing, the kernel
+    'cli': {'acceptance', 'analysis', 'benchmark', 'checkpoint', 'configs', 'data', 'demo', 'deploy', 'draw', 'evaluation', 'models',
             'ops', 'outputs', 'preflight', 'runner', '__init__'},
 }
 

@@ -77,8 +77,9 @@ def kernel_parity(device: str = 'cuda', size: tuple[int, int] = (800, 1333), bat
     """mmcv's deformable attention on ``device`` against the fused CPU kernel on the same inputs: the forward and
     the gradients of the value, the sampling locations and the attention weights, in fp32 and (CUDA) fp16.
 
-    The inputs are an encoder's at ``size`` (PiT's four levels, strides 8-64, one query per key), with a fifth of
-    the sampling locations outside the maps. On the CPU, mmcv's op is its pure-PyTorch implementation.
+    The inputs are an encoder's at ``size`` (four levels at strides 8-64, one query per key); the sampling locations
+    span -0.2 to 1.2, so about half the points fall outside the maps (zero padding). On the CPU, mmcv's op is its
+    pure-PyTorch implementation.
     """
     from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,
                                                   multi_scale_deformable_attn_pytorch)

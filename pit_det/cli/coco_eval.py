@@ -15,7 +15,8 @@ import warnings
 from pathlib import Path
 
 from ..evaluation.coco import (BREAKDOWN, CLASS_METRICS, METRICS, TIDE_ERRORS, EvaluationError, error_breakdown,
-                               evaluate, fmt, load_ground_truth, load_results, plot_pr_curves, tide_errors)
+                               evaluate, fmt, load_ground_truth, load_results, plot_pr_curves, tide_errors,
+                               tidecv)
 from ..outputs import OutputError, check_dir_output, check_file_output, table, write_text
 from . import parser_from_doc
 
@@ -66,6 +67,7 @@ def check_args(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     if args.out:
         check_file_output(args.out, inputs, option='--out', own=_is_report, force=args.force)
     if args.out_dir:
+        tidecv()  # before any work: the plots folder's TIDE analysis needs the eval extra
         written = [f'{p}{suffix}' for p in prefixes.values() for suffix in ('_pr.png', '_coco-errors-allclass.png')]
         check_dir_output(args.out_dir, written, inputs, option='--out-dir')
     return names, prefixes

@@ -62,13 +62,13 @@ def summary_markdown(summary: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out_dir)
+    from ..acceptance import AcceptanceError, require_gpu
     try:
         if args.iters < 5:
             raise ValueError(f'--iters {args.iters}: at least 5, so that the loss can be seen to fall')
         if args.latency_iters < 1 or args.warmup < 0:
             raise ValueError('--latency-iters must be >= 1 and --warmup >= 0')
         _check_out_dir(out)
-        from ..acceptance import AcceptanceError, require_gpu
         gpu = require_gpu()
     except (ValueError, AcceptanceError) as exc:
         print(f'error: {exc}', file=sys.stderr)

@@ -190,9 +190,19 @@ def error_breakdown(gt, results: list[dict], plot_dir: str | Path | None = None,
     return {t: float(ps[i, :, :, 0, 0].mean()) for i, t in enumerate(BREAKDOWN)}
 
 
+def tidecv():
+    """The ``tidecv`` module (the ``eval`` extra), or :class:`EvaluationError` saying how to install it."""
+    try:
+        import tidecv
+    except ImportError as exc:
+        raise EvaluationError(f'TIDE\'s error analysis (--out-dir) needs tidecv ({exc}): pip install '
+                              '"pit-det[eval]" (a setup without extras, such as make demo\'s, leaves it out)') from None
+    return tidecv
+
+
 def tide_errors(gt, results: list[dict], plot_dir: str | Path | None = None, name: str = 'results') -> dict:
     """TIDE's main errors (dAP at IoU 0.5): classification, localisation, both, duplicates, background, missed."""
-    from tidecv import TIDE, Data
+    TIDE, Data = tidecv().TIDE, tidecv().Data
     truth, preds = Data('ground truth'), Data(name)
     for cat in gt.loadCats(gt.getCatIds()):
         truth.add_class(cat['id'], cat['name'])
