@@ -123,7 +123,8 @@ kernel_job=$!
 # pit-det's requirements but mmcv (being built) and torch (kept), then mim alone: openmim's own requirements pull
 # opendatalab/openxlab, which downgrade torch and setuptools; its usable requirements are pit-det dependencies.
 "$PY" scripts/requirements.py --without torch torchvision mmcv ${EXTRAS:+--extras "$EXTRAS"} >"$logs/requirements"
-pip install -q -r "$logs/requirements"
+# --no-compile here too: byte-compiling every file would take cores from the compilers running beside it
+pip install -q --no-compile -r "$logs/requirements"
 pip install -q --no-deps "openmim==0.3.9"
 echo "packages installed ($(elapsed))"
 mmcv_rc=0; wait $mmcv_job || mmcv_rc=$?
