@@ -45,6 +45,7 @@ def train_curve(config: str | Path, data_root: str | Path, work_dir: str | Path,
     from ..demo import load_demo_config
     cfg = load_demo_config(data_root, work_dir, epochs, config=config)
     cfg.train_cfg.val_interval = 1
+    cfg.param_scheduler = []  # both heads at a constant lr for all epochs: the study compares heads, not schedules
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=epochs, max_keep_ckpts=1)  # the last only
     cfg.randomness = dict(seed=seed)
     curve: list[dict] = []
