@@ -61,11 +61,12 @@ def platforms(arch: str) -> list[str]:
 
 def write_placeholder(folder: Path, name: str, version: str, requires: list[str] = ()) -> Path:
     """A wheel that holds nothing but metadata: the resolver sees ``name`` installed with these requirements."""
-    dist = f'{name}-{version}.dist-info'
+    stem = re.sub(r'[-_.]+', '_', name)  # a wheel's file and folder names spell the name with underscores
+    dist = f'{stem}-{version}.dist-info'
     metadata = ''.join(['Metadata-Version: 2.1\n', f'Name: {name}\n', f'Version: {version}\n',
                         *(f'Requires-Dist: {r}\n' for r in requires)])
     wheel = 'Wheel-Version: 1.0\nGenerator: pit-det wheelhouse\nRoot-Is-Purelib: true\nTag: py3-none-any\n'
-    path = folder / f'{name}-{version}-py3-none-any.whl'
+    path = folder / f'{stem}-{version}-py3-none-any.whl'
     with zipfile.ZipFile(path, 'w') as zf:
         zf.writestr(f'{dist}/METADATA', metadata)
         zf.writestr(f'{dist}/WHEEL', wheel)

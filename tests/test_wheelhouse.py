@@ -160,3 +160,18 @@ def test_requirements_leave_out_what_the_setup_installs_apart(root):
     assert not {'torch', 'torchvision', 'mmcv', 'openvino'} & set(names)
     with pytest.raises(SystemExit, match='no extra gpu'):
         requirements.requirements(['gpu'], [])
+
+
+def test_a_placeholder_is_a_wheel_pip_reads_back(root, tmp_path):
+    """A hyphenated name (opencv-python, --skip) must give a file name pip parses: name and version intact."""
+    wheelhouse = load_script(root, 'wheelhouse')
+    path = wheelhouse.write_placeholder(tmp_path, 'opencv-python', '4.14.0.94+wheelhouse', ['numpy>=1.26'])
+    assert path.name == 'opencv_python-4.14.0.94+wheelhouse-py3-none-any.whl'
+    assert wheelhouse.wheel_name_version(path) == ('opencv-python', '4.14.0.94+wheelhouse')
+    run = subprocess.run([sys.executable, '-m', 'pip', 'install', '--dry-run', '--no-index', '--no-deps',
+                          '--ignore-installed', '--report', '-', '-q', str(path)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    import json
+    metadata = json.loads(run.stdout)['install'][0]['metadata']
+    assert (metadata['name'], metadata['version'], metadata['requires_dist']) == \
+        ('opencv-python', '4.14.0.94+wheelhouse', ['numpy>=1.26'])
