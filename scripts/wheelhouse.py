@@ -157,11 +157,16 @@ def build(dest: Path, python: str, arch: str, extras: list[str], skip: list[str]
     with tempfile.TemporaryDirectory(prefix='pit-det-wheelhouse-') as tmp:
         tmp = Path(tmp)
         print(f'== mmcv {MMCV_VERSION} source', flush=True)
-        subprocess.run(pip + ['download', '-q', '--no-deps', '--no-binary', ':all:', '--no-build-isolation',
-                              '-d', str(dest), f'mmcv=={MMCV_VERSION}'], check=True)
+        # pip reads the source's metadata by running its setup.py, which imports pkg_resources: in an isolated
+        # environment whose setuptools is held below 81 (this interpreter's own may be newer, or absent)
+        build_limits = tmp / 'build-constraints.txt'
+        build_limits.write_text('setuptools<81\n')
+        subprocess.run(pip + ['download', '-q', '--no-deps', '--no-binary', ':all:', '-d', str(dest),
+                              f'mmcv=={MMCV_VERSION}'], check=True,
+                       env=dict(os.environ, PIP_CONSTRAINT=str(build_limits)))
         sdist = dest / f'mmcv-{MMCV_VERSION}.tar.gz'
         print('== pit-det wheel', flush=True)
-        subprocess.run(pip + ['wheel', '-q', '--no-deps', '--no-build-isolation', '-w', str(tmp / 'own'),
+        subprocess.run(pip + ['wheel', '-q', '--no-deps', '-w', str(tmp / 'own'),
                               str(ROOT)], check=True)
         own = next((tmp / 'own').glob('pit_det-*.whl'))
         requirement = f'{own}[{",".join(extras)}]' if extras else str(own)
