@@ -52,10 +52,10 @@ def summary_markdown(summary: dict) -> str:
     latency = summary['steps'].get('latency', {})
     if latency.get('rows'):
         limits = latency.get('limits', {})
+        rates = [f'{k.split()[-1]} {2 * v / 1000:.0f}' for k, v in limits.items() if k.startswith('matmul')]
         lines += ['', '## Latency (images/s, predict)', '',
-                  'Matrix-product rates measured in the same run (TFLOP/s): '
-                  + ', '.join(f'{k.split()[-1]} {2 * v / 1000:.0f}' for k, v in limits.items() if k.startswith('matmul'))
-                  + '.', '', format_latency(latency)]
+                  f'Matrix-product rates measured in the same run (TFLOP/s): {", ".join(rates)}.', '',
+                  format_latency(latency)]
     return '\n'.join(lines) + '\n'
 
 
