@@ -106,7 +106,8 @@ print(" ".join(f"{n}=={v(n)}" for n in ("torch", "torchvision", "setuptools")))'
 before=$(versions)
 
 logs=$(mktemp -d)
-trap 'rm -rf "$logs"' EXIT
+# a step that fails stops the setup: the builds still running beside it stop with it
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$logs"' EXIT
 elapsed() { echo "$(( $(date +%s) - start )) s"; }
 # Three independent steps side by side: mmcv's build (the longest; its ops need only torch), the fused kernel's
 # (torch alone: pit_det/ops/build.py is loaded by its path) and the packages that need neither.
