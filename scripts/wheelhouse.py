@@ -279,13 +279,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f'error: {args.dir} exists and is not an empty folder: give a new folder, so no wheel of another '
               'build mixes in', file=sys.stderr)
         return 2
+    created = not args.dir.exists()
     args.dir.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, '-m', 'pip', '--disable-pip-version-check']
     try:
         files = build(args.dir.resolve(), args.python, args.platform, extras, skip, pip)
     except (subprocess.CalledProcessError, WheelhouseError) as exc:
-        print(f'error: {exc}: see pip\'s message above. Check that an index is reachable (pip config list).',
-              file=sys.stderr)
+        # a half-filled folder would pass for a wheelhouse: it was empty, it is emptied again
+        for path in args.dir.iterdir():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if created:
+            args.dir.rmdir()
+        hint = '' if isinstance(exc, WheelhouseError) else \
+            ": see pip's message above; check that an index is reachable (pip config list)"
+        print(f'error: {exc}{hint}', file=sys.stderr)
         return 1
     sizes = sorted(((p.stat().st_size / 2 ** 20, p.name) for p in files), reverse=True)
     print(f'{len(files)} files, {folder_mib(args.dir):.1f} MiB in {args.dir}; largest: '
