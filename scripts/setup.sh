@@ -86,8 +86,7 @@ if [[ -z "${PIT_DET_PYTHON:-}" ]] && ! "$PY" -c 'import torch, torchvision' 2>/d
         exit 1
     fi
     echo "== installing torch $TORCH_VERSION, torchvision $TORCHVISION_VERSION"
-    # --no-compile: Python compiles what it imports on first use; byte-compiling all of torch costs a core-minute
-    pip install -q --no-compile "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
+    pip install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 fi
 # mmcv's setup.py and mim import pkg_resources, removed in setuptools 81. The installed torch is named too, so
 # that setuptools also meets what torch asks (torch 2.14 wants >= 77): the later steps then leave it alone.
@@ -124,8 +123,9 @@ kernel_job=$!
 # pit-det's requirements but mmcv (being built) and torch (kept), then mim alone: openmim's own requirements pull
 # opendatalab/openxlab, which downgrade torch and setuptools; its usable requirements are pit-det dependencies.
 "$PY" scripts/requirements.py --without torch torchvision mmcv ${EXTRAS:+--extras "$EXTRAS"} >"$logs/requirements"
-# --no-compile here too: byte-compiling every file would take cores from the compilers running beside it
-pip install -q --no-compile -r "$logs/requirements"
+# byte-compiled as pip installs them: where PYTHONDONTWRITEBYTECODE is set, nothing is compiled later, and every
+# import of mmdet and torch would compile them again (twice as slow)
+pip install -q -r "$logs/requirements"
 pip install -q --no-deps "openmim==0.3.9"
 echo "packages installed ($(elapsed))"
 mmcv_rc=0; wait $mmcv_job || mmcv_rc=$?
