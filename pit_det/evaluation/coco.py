@@ -202,7 +202,8 @@ def tidecv():
 
 def tide_errors(gt, results: list[dict], plot_dir: str | Path | None = None, name: str = 'results') -> dict:
     """TIDE's main errors (dAP at IoU 0.5): classification, localisation, both, duplicates, background, missed."""
-    TIDE, Data = tidecv().TIDE, tidecv().Data
+    module = tidecv()
+    TIDE, Data = module.TIDE, module.Data
     truth, preds = Data('ground truth'), Data(name)
     for cat in gt.loadCats(gt.getCatIds()):
         truth.add_class(cat['id'], cat['name'])
