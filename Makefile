@@ -3,7 +3,11 @@
 # uses none of them, and a tool that needs one says which to install. make test installs them all.
 PYTHON := $(if $(PIT_DET_PYTHON),$(PIT_DET_PYTHON),$(or $(PIT_DET_VENV),.venv)/bin/python)
 
-.PHONY: setup setup-demo demo test
+# make test: the whole suite on 2 workers, in a random order (pytest-randomly prints the seed; PYTEST_ARGS=
+# --randomly-seed=N repeats an order), the 15 slowest tests listed. make test-fast: the tests not marked slow, without
+# the setup (run make setup or make test once first). docs/testing.md.
+PYTEST_ARGS ?=
+.PHONY: setup setup-demo demo test test-fast
 setup:
 	bash scripts/setup.sh
 
@@ -14,4 +18,7 @@ demo: setup-demo
 	$(PYTHON) -m pit_det.cli.demo
 
 test: setup
-	$(PYTHON) -m pytest -ra -n 2 --dist loadfile
+	$(PYTHON) -m pytest -ra -n 2 --dist loadfile --durations=15 $(PYTEST_ARGS)
+
+test-fast:
+	$(PYTHON) -m pytest -ra -n 2 --dist loadfile -m "not slow" --durations=15 $(PYTEST_ARGS)

@@ -1,6 +1,6 @@
 """What every tool that writes files checks first, and how it writes them: :func:`check_file_output` and
-:func:`check_dir_output` (the checks), :func:`atomic_write` and :func:`write_text` (the writing), :func:`table` and
-:func:`save_figure` (the text tables and figures the reports write).
+:func:`check_dir_output` (the checks), :func:`atomic_write`, :func:`write_text` and :func:`write_csv` (the writing),
+:func:`table` and :func:`save_figure` (the text tables and figures the reports write).
 
 A destination is refused when it is one of the tool's inputs (by any spelling of the path: relative, ``..``, a
 symbolic or hard link), when it is a folder where a file is due (or a file where a folder is due), and when it is an
@@ -10,9 +10,11 @@ never sees half a file and a failed run leaves the previous file as it was.
 """
 from __future__ import annotations
 
+import csv
+import io
 import os
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 
 class OutputError(ValueError):
@@ -133,3 +135,26 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
 def write_text(path: str | Path, text: str) -> Path:
     """``text`` written to ``path`` by :func:`atomic_write`."""
     return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+# A spreadsheet runs a cell that begins with one of these as a formula (OWASP's "CSV injection"): a model spec or a
+# config file named '=HYPERLINK(...)' would run when the table is opened.
+FORMULA_STARTS = ('=', '+', '-', '@', '\t', '\r')
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` as a CSV cell a spreadsheet shows as text: a string that begins like a formula gets a leading ``'``
+    (numbers, negative ones included, stay numbers)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def write_csv(path: str | Path, fieldnames: list[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    """A CSV table written by :func:`atomic_write`, every cell through :func:`csv_cell`."""
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=fieldnames)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: csv_cell(v) for k, v in row.items()})
+    return write_text(path, table.getvalue())

@@ -6,6 +6,7 @@ Selected in our configs with ``runner_type='CheckedRunner'``; mmdet's ``tools/tr
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import os.path as osp
 import sys
@@ -23,6 +24,34 @@ from .checkpoint.matching import CheckpointMismatchError
 from .checkpoint.sources import CheckpointReadError, WeightsUnavailableError
 from .outputs import atomic_write
 from .preflight import PreflightError, check_model, check_test, check_train
+
+
+class _CurrentStdout:
+    """Writes to whatever ``sys.stdout`` is at the moment of writing. mmengine's ``MMLogger`` binds its console
+    handler to the ``sys.stdout`` of the moment it is created, and its loggers live as long as the process: after a
+    caller (pytest's ``capsys``, a notebook, a program running pit-det's commands twice) replaces and closes that
+    stream, every record ended in ``--- Logging error ---`` and a traceback on stderr."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+CURRENT_STDOUT = _CurrentStdout()
+
+
+def log_to_current_stdout() -> None:
+    """Point the console handler of every ``MMLogger`` made so far at :data:`CURRENT_STDOUT`. Called by each command
+    (before and after its work) and by :class:`CheckedRunner` once its logger exists; a logger made later by other
+    code keeps its own stream until then. Only plain ``StreamHandler``s change: log files stay where they are."""
+    from mmengine.logging import MMLogger
+    for logger in list(MMLogger._instance_dict.values()):  # ManagerMixin's registry of instances; no public list
+        for handler in logger.handlers:
+            if type(handler) is logging.StreamHandler and handler.stream is not CURRENT_STDOUT:
+                with handler.lock:  # not setStream(): it flushes the old stream first, which may be closed
+                    handler.stream = CURRENT_STDOUT
 
 
 class WorkDirBusyError(RuntimeError):
@@ -158,6 +187,7 @@ class CheckedRunner(Runner):
         if launcher == 'pytorch' and not torch.cuda.is_available() and not dist.is_initialized():
             dist.init_process_group(backend='gloo')  # torchrun's env://; mmengine then skips its own init_dist
         super().__init__(*args, launcher=launcher, **kwargs)
+        log_to_current_stdout()  # the run's logger outlives the stdout it was made under
 
     def setup_env(self, env_cfg) -> None:
         """mmengine's environment setup, with a log dir of this run's own: mmengine names it by the second the run

@@ -62,6 +62,19 @@ def _deterministic():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _no_logger_on_a_closed_stream(request):
+    """A test that leaves an mmengine logger writing to a stream closed since (capsys's, say) fails by name: the next
+    record logged there would print '--- Logging error ---' into whichever test runs next in this worker."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    yield
+    closed = [name for name, logger in MMLogger._instance_dict.items() for handler in logger.handlers
+              if type(handler) is logging.StreamHandler and getattr(handler.stream, 'closed', False)]
+    assert not closed, f'{request.node.nodeid} left mmengine loggers {closed} on a closed stream'
+
+
 @pytest.fixture(scope='session')
 def relayout():
     """``relayout(sd, layout)``: see :func:`_relayout`."""

@@ -159,3 +159,15 @@ def test_environment_names_the_isa():
                  if line.startswith('Flags:')).split()
     assert native == any(f in flags for f in ('avx512_bf16', 'amx_bf16'))
     assert isa.startswith(('AVX-512', 'AMX')) == ('avx512f' in flags)
+
+
+def test_a_model_named_like_a_formula_is_text_in_the_csv(root, tmp_path, monkeypatch):
+    """A config file named '=HYPERLINK(...)' is a formula a spreadsheet would run: its CSV cell is text."""
+    name = '=HYPERLINK("x")+cmd.py'
+    (tmp_path / name).write_text(f"_base_ = '{root / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'}'\n")
+    out = tmp_path / 'out'
+    monkeypatch.chdir(tmp_path)  # the spec as a user types it, relative
+    assert main([name, '--mode', 'predict', '--quick', '--no-macs', '--out-dir', str(out)]) == 0
+    row, = csv.DictReader((out / 'benchmark.csv').open())
+    assert row['model'] == "'" + name and float(row['median_ms']) > 0
+    assert json.loads((out / 'benchmark.json').read_text())['results'][0]['model'] == name  # the JSON keeps the name

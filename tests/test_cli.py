@@ -1,4 +1,6 @@
 """Command lines as a new user meets them: bad input is refused before any work, with what to do."""
+import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,34 @@ def test_infer_draws(detector, tmp_path, capsys):
     assert 'detections (score >= 0.0) drawn to' in out
     drawn = np.asarray(Image.open(tmp_path / 'drawn.png'))
     assert drawn.shape[:2] == (512, 683)  # enlarged to a 512-px short side so labels stay legible
+
+
+def test_commands_run_one_after_another_with_their_streams_replaced_and_closed_log_no_error(demo_run, tmp_path,
+                                                                                            monkeypatch):
+    """mmengine's loggers live as long as the process: pit-det-test's run leaves one behind, which pit-det-infer
+    then logs through. Each command's log goes to the streams of its own call, never to an earlier call's (closed
+    since: '--- Logging error ---' and a traceback on stderr)."""
+    from pit_det.cli.mmdet_tools import run_mmdet_tool
+    config, checkpoints = demo_run
+    image = config.parent / 'data' / 'val' / '000000.png'
+    calls = [lambda: run_mmdet_tool('test', [str(config), str(checkpoints[0]), '--work-dir', str(tmp_path / 'test')])]
+    calls += [lambda i=i: infer_cli.main([str(config), str(checkpoints[0]), str(image), '--out', str(tmp_path / f'{i}.png')])
+              for i in range(2)]
+    printed = []
+    for call in calls:
+        out, err = io.StringIO(), io.StringIO()
+        monkeypatch.setattr(sys, 'stdout', out)
+        monkeypatch.setattr(sys, 'stderr', err)
+        code = call()
+        printed.append((code, out.getvalue(), err.getvalue()))
+        out.close()
+        err.close()
+    monkeypatch.undo()
+    for code, out, err in printed:
+        assert code == 0 and 'Logging error' not in err and 'Traceback' not in err, err
+    assert 'coco/bbox_mAP' in printed[0][1]
+    for _, out, _ in printed[1:]:  # the log of the checkpoint's loading reached the call's own stdout
+        assert 'Loads checkpoint by local backend' in out and 'detections (score >= 0.3) drawn to' in out, out
 
 
 def test_infer_never_overwrites_its_input(detector, tmp_path, capsys):

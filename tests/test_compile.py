@@ -3,7 +3,7 @@ import pytest
 import torch
 from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttention
 
-from pit_det.benchmark.builders import build_call, build_detector, detector_call
+from pit_det.benchmark.builders import build_call, build_detector
 from pit_det.models.inference import compile_detector
 from pit_det.ops import use_fused_cpu_deform_attn
 from test_work import DEMO, encoder_inputs
@@ -21,21 +21,34 @@ def test_the_fused_op_compiles_without_a_graph_break():
 
 
 @pytest.mark.slow
-def test_the_compiled_detector_gives_eagers_boxes_at_two_sizes():
-    built = build_call(f'{DEMO}@compile', 'predict', (96, 128), 1, 'cpu')
-    eager = build_call(DEMO, 'predict', (96, 128), 1, 'cpu').model  # every path of a spec: the same weights
-    assert all(getattr(built.model, part)._compiled_call_impl is not None
-               for part in ('backbone', 'neck', 'encoder', 'decoder'))
+def test_the_compiled_detector_gives_eagers_boxes_at_two_sizes(demo_run):
+    """What ``mim test``/``pit-det-infer`` run with ``model.inference.path=compile``: each part compiled on the first
+    predict, parameter names kept, eager's detections at two sizes."""
+    from mmdet.apis import init_detector
+
+    from test_configs import tiny_batch
+    config, checkpoints = demo_run
+    eager = init_detector(str(config), str(checkpoints[0]), device='cpu')
+    compiled = init_detector(str(config), str(checkpoints[0]), device='cpu',
+                             cfg_options={'model.inference.path': 'compile'})
+    keys = set(compiled.state_dict())
     for size in ((96, 128), (128, 96)):
-        x = torch.rand(1, 3, *size)
-        with torch.inference_mode():
-            got = detector_call(built.model, 'predict', size, 1)(x)[0].pred_instances
-            want = detector_call(eager, 'predict', size, 1)(x)[0].pred_instances
-        assert torch.equal(got.labels[:20], want.labels[:20])
+        inputs, samples = tiny_batch(*size)
+        data = eager.data_preprocessor({'inputs': [inputs[0] * 255], 'data_samples': samples}, False)
+        with torch.no_grad():
+            got, want = [model.predict(data['inputs'], data['data_samples'])[0].pred_instances
+                         for model in (compiled, eager)]
+        assert got.bboxes.dtype == torch.float32 and set(compiled.state_dict()) == keys  # compile keeps the names
+        assert torch.equal(got.labels[:20], want.labels[:20]), size
         assert (got.bboxes[:20] - want.bboxes[:20]).abs().max() < 0.05, size
+    assert all(getattr(compiled, part)._compiled_call_impl is not None
+               for part in ('backbone', 'neck', 'encoder', 'decoder'))
 
 
 def test_the_compile_inference_path_compiles_the_whole_detector():
     model, _ = build_detector(DEMO)
     assert compile_detector(model) == ['backbone', 'neck', 'encoder', 'decoder']
     assert all(getattr(model, part)._compiled_call_impl is not None for part in ('backbone', 'neck', 'encoder', 'decoder'))
+    built = build_call(f'{DEMO}@compile', 'predict', (96, 128), 1, 'cpu')  # the benchmark's @compile: the same parts
+    assert all(getattr(built.model, part)._compiled_call_impl is not None
+               for part in ('backbone', 'neck', 'encoder', 'decoder'))

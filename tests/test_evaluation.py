@@ -2,7 +2,7 @@
 import copy
 import json
 import random
-import subprocess
+import runpy
 import sys
 
 import numpy as np
@@ -100,15 +100,17 @@ def test_plots_are_written(data, tmp_path, capsys):
      'entry 1 .*category_id 7 is not in the annotations'),
     ('[{"image_id": 1, "category_id": 1, "bbox": [10, 10, -4, 5], "score": 0.5}]', 'entry 0 .*negative size'),
 ])
-def test_bad_results_name_the_file_and_entry(root, data, tmp_path, capsys, content, message):
+def test_bad_results_name_the_file_and_entry(root, data, tmp_path, capsys, monkeypatch, content, message):
     import re
     _, ann, _ = data
     bad = tmp_path / 'bad.json'
     bad.write_text(content)
-    if content == '':  # once through the script itself: the message, no traceback
-        run = subprocess.run([sys.executable, str(root / 'tools' / 'coco_eval.py'), str(ann), str(bad)],
-                             capture_output=True, text=True)
-        code, err = run.returncode, run.stderr
+    if content == '':  # once through the script itself (in this process): the message, no traceback
+        script = root / 'tools' / 'coco_eval.py'
+        with pytest.raises(SystemExit) as stop, monkeypatch.context() as patch:
+            patch.setattr(sys, 'argv', [str(script), str(ann), str(bad)])
+            runpy.run_path(str(script), run_name='__main__')
+        code, err = stop.value.code, capsys.readouterr().err
     else:
         code, err = coco_eval.main([str(ann), str(bad)]), capsys.readouterr().err
     assert code == 1 and 'Traceback' not in err

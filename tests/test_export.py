@@ -1,6 +1,9 @@
 """ONNX export of whole detectors, run in onnxruntime and compared with torch."""
-import subprocess
+import contextlib
+import io
+import shutil
 import sys
+from types import SimpleNamespace
 
 import onnx
 import pytest
@@ -27,10 +30,22 @@ def demo_checkpoint(demo_config, tmp_path_factory):
     return path
 
 
-def test_demo_detector_exports_and_matches_in_onnxruntime(demo_config, demo_checkpoint, tmp_path, capsys):
-    out = tmp_path / 'demo.onnx'
-    assert main([str(demo_config), str(demo_checkpoint), '--out', str(out), '--size', '128x160']) == 0
-    printed = capsys.readouterr().out
+@pytest.fixture(scope='module')
+def exported(demo_config, demo_checkpoint, tmp_path_factory):
+    """The demo detector exported once by the command at 128x160 (with what it printed), its OpenVINO IR, and the
+    detector it was exported from: the tests below read these files and never write them."""
+    folder = tmp_path_factory.mktemp('exported')
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([str(demo_config), str(demo_checkpoint), '--out', str(folder / 'demo.onnx'), '--size',
+                     '128x160']) == 0
+    model = build_exportable(demo_config, demo_checkpoint)
+    ir = save_ir(to_openvino(folder / 'demo.onnx', metadata(model, 128, 160), 'openvino'), folder / 'demo.xml')
+    return SimpleNamespace(onnx=folder / 'demo.onnx', ir=ir, printed=printed.getvalue(), model=model)
+
+
+def test_demo_detector_exports_and_matches_in_onnxruntime(exported):
+    out, printed = exported.onnx, exported.printed
     assert 'onnx.checker: valid' in printed and 'labels identical' in printed
     graph = onnx.load(str(out)).graph
     assert [i.name for i in graph.input] == ['image'] and [o.name for o in graph.output] == ['boxes', 'scores',
@@ -72,26 +87,24 @@ def test_unsupported_input_is_a_clear_error(demo_config, demo_checkpoint, tmp_pa
     assert not list(tmp_path.glob('*.onnx'))
 
 
-def test_without_the_extra_the_message_names_it(demo_config, demo_checkpoint, tmp_path):
-    script = ('import sys; sys.modules["onnxruntime"] = None\n'  # as if the extra were not installed
-              'from pit_det.cli.export_onnx import main\n'
-              f'sys.exit(main([{str(demo_config)!r}, {str(demo_checkpoint)!r}, "--out", {str(tmp_path / "x.onnx")!r}, '
-              '"--size", "128x128"]))')
-    run = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True)
-    assert run.returncode == 1 and 'pip install "pit-det[export]"' in run.stderr and 'Traceback' not in run.stderr
+def test_without_the_extra_the_message_names_it(demo_config, demo_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, 'onnxruntime', None)  # as if the extra were not installed
+    assert main([str(demo_config), str(demo_checkpoint), '--out', str(tmp_path / 'x.onnx'), '--size', '128x128']) == 1
+    err = capsys.readouterr().err
+    assert 'pip install "pit-det[export]"' in err and 'Traceback' not in err, err
 
 
-def test_inference_paths_of_the_detector(demo_config, demo_checkpoint, tmp_path):
+def test_inference_paths_of_the_detector(demo_config, demo_checkpoint, exported):
     """mim test / pit-det-infer choose the path by config (model.inference): each gives eager's detections."""
     from mmdet.apis import init_detector
 
     from test_configs import tiny_batch
     inputs, samples = tiny_batch(128, 160)
-    onnx_file = tmp_path / 'demo.onnx'
-    assert main([str(demo_config), str(demo_checkpoint), '--out', str(onnx_file), '--size', '128x160']) == 0
+    onnx_file = exported.onnx
     inputs = inputs * 255  # the detector's input before normalisation: 0-255
     outputs = {}
-    for path, extra in (('eager', {}), ('bf16', {}), ('compile', {}), ('onnxruntime', {'model_file': str(onnx_file)}),
+    # the compile path: tests/test_compile.py (a compile costs more than the rest of this test)
+    for path, extra in (('eager', {}), ('bf16', {}), ('onnxruntime', {'model_file': str(onnx_file)}),
                         ('openvino', {'model_file': str(onnx_file), 'precision': 'f32'})):
         options = {f'model.inference.{k}': v for k, v in dict(path=path, **extra).items()}
         model = init_detector(str(demo_config), str(demo_checkpoint), device='cpu', cfg_options=options)
@@ -99,7 +112,7 @@ def test_inference_paths_of_the_detector(demo_config, demo_checkpoint, tmp_path)
         data = model.data_preprocessor({'inputs': [inputs[0].flip(0)], 'data_samples': samples}, False)
         with torch.no_grad():
             result = model.predict(data['inputs'], data['data_samples'])[0].pred_instances
-        assert result.bboxes.dtype == torch.float32 and set(model.state_dict()) == keys  # compile keeps the names
+        assert result.bboxes.dtype == torch.float32 and set(model.state_dict()) == keys
         outputs[path] = result
         if path == 'onnxruntime':  # a batch of two in one onnxruntime call: each image as alone
             _, more = tiny_batch(128, 160)
@@ -110,7 +123,7 @@ def test_inference_paths_of_the_detector(demo_config, demo_checkpoint, tmp_path)
             assert torch.allclose(pair[1].pred_instances.bboxes, result.bboxes, atol=1e-3)
             assert torch.equal(pair[1].pred_instances.labels, result.labels)
     eager = outputs['eager']
-    for path in ('compile', 'onnxruntime', 'openvino'):
+    for path in ('onnxruntime', 'openvino'):
         assert (outputs[path].bboxes - eager.bboxes).abs().max() < 0.05, path
         assert torch.equal(outputs[path].labels, eager.labels), path
     assert (outputs['bf16'].scores[:5] - eager.scores[:5]).abs().max() < 0.05
@@ -120,12 +133,10 @@ def test_inference_paths_of_the_detector(demo_config, demo_checkpoint, tmp_path)
                       cfg_options={'model.inference.path': 'onnxruntime'})
 
 
-def test_one_graph_takes_every_size_in_onnxruntime_and_openvino(demo_config, demo_checkpoint, tmp_path):
+def test_one_graph_takes_every_size_in_onnxruntime_and_openvino(exported):
     """Exported at one size, run at three: at each, the top 20 of mmdet's predict at that size (0.05 px, 1e-4,
     identical labels), in onnxruntime and OpenVINO f32, from the ONNX file and from the IR."""
-    model = build_exportable(demo_config, demo_checkpoint)
-    onnx_file = export(model, 128, 160, tmp_path / 'demo.onnx')
-    ir = save_ir(to_openvino(onnx_file, metadata(model, 128, 160), 'openvino'), tmp_path / 'demo.xml')
+    model, onnx_file, ir = exported.model, exported.onnx, exported.ir
     assert ir.is_file() and ir.with_suffix('.bin').is_file()
     runtimes = [Runtime('onnxruntime', onnx_file), Runtime('openvino', onnx_file, precision='f32'),
                 Runtime('openvino', ir, precision='f32')]
@@ -138,16 +149,15 @@ def test_one_graph_takes_every_size_in_onnxruntime_and_openvino(demo_config, dem
             assert result.ok and result.size == (height, width), result
 
 
-def test_openvino_files_of_another_model_or_format_are_refused(demo_config, demo_checkpoint, tmp_path, capsys):
-    model = build_exportable(demo_config, demo_checkpoint)
-    ir = save_ir(to_openvino(export(model, 128, 128, tmp_path / 'a.onnx'), metadata(model, 128, 128), 'openvino'),
-                 tmp_path / 'a.xml')
+def test_openvino_files_of_another_model_or_format_are_refused(demo_config, demo_checkpoint, exported, tmp_path,
+                                                                capsys):
+    model, ir = exported.model, exported.ir
     assert open_exported('openvino', ir, model, precision='f32').precision == 'f32'
     with pytest.raises(CheckpointMismatchError, match='is exported as openvino, which the openvino-int8 path does not '
                                                       'run: use the path openvino'):
         open_exported('openvino-int8', ir, model)
     with pytest.raises(CheckpointMismatchError, match='is exported as onnx, which the openvino-int8 path does not run'):
-        open_exported('openvino-int8', tmp_path / 'a.onnx', model)
+        open_exported('openvino-int8', exported.onnx, model)
     torch.manual_seed(1)
     other = MODELS.build(Config.fromfile(str(demo_config)).model)
     other.init_weights()
@@ -167,14 +177,13 @@ def test_openvino_files_of_another_model_or_format_are_refused(demo_config, demo
     assert (tmp_path / 'b.bin').read_bytes() == b'a file of the user'
 
 
-def test_without_openvino_the_message_names_the_extra(demo_config, demo_checkpoint, tmp_path):
-    script = ('import sys; sys.modules["openvino"] = None\n'  # as if openvino were not installed
-              'from pit_det.cli.export_onnx import main\n'
-              f'sys.exit(main([{str(demo_config)!r}, {str(demo_checkpoint)!r}, "--out", {str(tmp_path / "x.xml")!r}, '
-              '"--size", "128x128", "--format", "openvino"]))')
-    run = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True)
-    assert run.returncode == 1 and 'Traceback' not in run.stderr, run.stderr[-2000:]
-    assert 'the OpenVINO paths need openvino' in run.stderr and 'pip install "pit-det[export]"' in run.stderr
+def test_without_openvino_the_message_names_the_extra(demo_config, demo_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, 'openvino', None)  # as if openvino were not installed
+    assert main([str(demo_config), str(demo_checkpoint), '--out', str(tmp_path / 'x.xml'), '--size', '128x128',
+                 '--format', 'openvino']) == 1
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err, err
+    assert 'the OpenVINO paths need openvino' in err and 'pip install "pit-det[export]"' in err
 
 
 def test_a_size_the_detector_cannot_run_is_named_with_one_that_it_can(demo_config, demo_checkpoint, tmp_path,
@@ -188,19 +197,19 @@ def test_a_size_the_detector_cannot_run_is_named_with_one_that_it_can(demo_confi
     assert err.strip().splitlines()[-1].startswith('error: shape 32x32:') and not out.exists()
 
 
-def test_an_ir_whose_weights_file_is_another_exports_is_refused(demo_config, demo_checkpoint, tmp_path):
+def test_an_ir_whose_weights_file_is_another_exports_is_refused(demo_config, exported, tmp_path):
     """OpenVINO reads any .bin of the sizes the .xml expects: the .xml records the .bin's digest."""
     from pit_det.models import CheckpointReadError
     from pit_det.deploy.metadata import exported_metadata
-    model = build_exportable(demo_config, demo_checkpoint)
-    onnx_file = export(model, 128, 128, tmp_path / 'a.onnx')
-    ir = save_ir(to_openvino(onnx_file, metadata(model, 128, 128), 'openvino'), tmp_path / 'a.xml')
+    model, ir = exported.model, tmp_path / 'a.xml'
+    shutil.copy(exported.ir, ir)  # a copy: its weights file is replaced below
+    shutil.copy(exported.ir.with_suffix('.bin'), ir.with_suffix('.bin'))
     assert open_exported('openvino', ir, model).path == ir
     torch.manual_seed(1)
     other = MODELS.build(Config.fromfile(str(demo_config)).model)
     other.init_weights()
     other.eval()
-    other_ir = save_ir(to_openvino(export(other, 128, 128, tmp_path / 'b.onnx'), metadata(other, 128, 128),
+    other_ir = save_ir(to_openvino(export(other, 128, 160, tmp_path / 'b.onnx'), metadata(other, 128, 160),
                                    'openvino'), tmp_path / 'b.xml')
     xml = ir.read_bytes()
     ir.with_suffix('.bin').write_bytes(other_ir.with_suffix('.bin').read_bytes())  # same sizes, other weights
@@ -211,15 +220,14 @@ def test_an_ir_whose_weights_file_is_another_exports_is_refused(demo_config, dem
     assert ir.read_bytes() == xml  # nothing rewritten
 
 
-def test_openvino_precision_takes_its_usual_spellings(demo_config, demo_checkpoint, tmp_path):
+def test_openvino_precision_takes_its_usual_spellings(exported):
     from pit_det.deploy.runtimes import openvino_precision
     from pit_det.preflight import PreflightError, check_model
     assert [openvino_precision(p) for p in ('F32', 'fp32', 'float32', 'BF16', 'bfloat16', 'FP16')] == \
         ['f32', 'f32', 'f32', 'bf16', 'bf16', 'f16']
     with pytest.raises(ValueError, match=r"precision 'fp64': OpenVINO runs f32, bf16 or f16"):
         openvino_precision('fp64')
-    model = build_exportable(demo_config, demo_checkpoint)
-    onnx_file = export(model, 128, 128, tmp_path / 'a.onnx')
+    onnx_file = exported.onnx
     assert Runtime('openvino', onnx_file, precision='FP32').precision == 'f32'
     assert Runtime('onnxruntime', onnx_file, precision='fp32').precision == 'f32'
     with pytest.raises(PreflightError, match=r"model.inference.precision='int4': OpenVINO runs f32"):

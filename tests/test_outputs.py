@@ -51,3 +51,14 @@ def test_a_failed_write_leaves_the_previous_file(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(path, fail)
     assert path.read_text() == 'before' and sorted(p.name for p in tmp_path.iterdir()) == ['report.json']
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_text(tmp_path):
+    import csv
+
+    from pit_det.outputs import write_csv
+    risky = ['=1+1', '+cmd', '-2+3', '@SUM(A1)', '\tx', '\rx']
+    path = write_csv(tmp_path / 't.csv', ['model', 'ms'], [{'model': v, 'ms': -1.5} for v in [*risky, 'pit-s']])
+    rows = list(csv.DictReader(path.open(newline='')))
+    assert [r['model'] for r in rows] == ["'" + v for v in risky] + ['pit-s']
+    assert all(r['ms'] == '-1.5' for r in rows)  # numbers stay numbers

@@ -28,7 +28,7 @@ from torch import nn
 from ..data import IMAGE_SUFFIXES
 from ..models import PiT, ViTPyramid
 from ..models.utils import explicit_attention
-from ..outputs import save_figure, write_text
+from ..outputs import save_figure, write_csv, write_text
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet normalisation (PiT's and DeiT's training)
 
@@ -192,7 +192,6 @@ def analyze(model: nn.Module, images: torch.Tensor, batch_size: int = 8,
 
 def write_outputs(results: dict[str, list[BlockStats]], out_dir: str | Path) -> list[Path]:
     """``attention.json``, ``attention.csv`` and ``attention.png`` (entropy and distance against depth)."""
-    import csv
     import json
 
     import matplotlib
@@ -204,12 +203,8 @@ def write_outputs(results: dict[str, list[BlockStats]], out_dir: str | Path) -> 
     paths = [out / name for name in REPORT_FILES]
     write_text(paths[0], json.dumps({'models': [{'name': name, 'blocks': [asdict(b) for b in blocks]}
                                                for name, blocks in results.items()]}, indent=2))
-    with paths[1].open('w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=['model', *asdict(next(iter(results.values()))[0])])
-        writer.writeheader()
-        for name, blocks in results.items():
-            for b in blocks:
-                writer.writerow({'model': name, **asdict(b)})
+    write_csv(paths[1], ['model', *asdict(next(iter(results.values()))[0])],
+              ({'model': name, **asdict(b)} for name, blocks in results.items() for b in blocks))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, blocks in results.items():
         depth = [b.index + 1 for b in blocks]

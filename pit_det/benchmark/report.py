@@ -1,8 +1,6 @@
 """Benchmark results: the record of one measurement, the environment, the table, ratios and files."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import platform
@@ -14,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..ops.ms_deform_attn import cpu_isa, cpu_model_and_flags
-from ..outputs import save_figure, table, write_text
+from ..outputs import save_figure, table, write_csv, write_text
 
 
 class BenchmarkError(ValueError):
@@ -182,13 +180,8 @@ def write_outputs(results: list[Result], env: dict, out_dir: str | Path, plot: b
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / name for name in REPORT_FILES[:2]]
     write_text(paths[0], json.dumps(dict(environment=env, results=[asdict(r) for r in results]), indent=2))
-    table = io.StringIO()
     names = [k for k in asdict(results[0]) if k != 'samples_ms']
-    writer = csv.DictWriter(table, fieldnames=names)
-    writer.writeheader()
-    for r in results:
-        writer.writerow({k: v for k, v in asdict(r).items() if k != 'samples_ms'})
-    write_text(paths[1], table.getvalue())
+    write_csv(paths[1], names, ({k: v for k, v in asdict(r).items() if k != 'samples_ms'} for r in results))
     if plot:
         paths.append(_plot(results, out / REPORT_FILES[2]))
     return paths

@@ -8,6 +8,22 @@ tool can run them); a refused input exits 1 with ``error: MESSAGE``, bad usage 2
 from __future__ import annotations
 
 import argparse
+import functools
+from typing import Callable
+
+
+def command(main: Callable[..., int]) -> Callable[..., int]:
+    """Every command's ``main``: mmengine's loggers write to the ``sys.stdout`` of each call, so a caller that runs
+    commands in one process with its own streams (tests, notebooks) never meets a handler on a closed stream."""
+    @functools.wraps(main)
+    def run(*args, **kwargs) -> int:
+        from ..runner import log_to_current_stdout
+        log_to_current_stdout()
+        try:
+            return main(*args, **kwargs)
+        finally:
+            log_to_current_stdout()
+    return run
 
 
 def parser_from_doc(doc: str, epilog: str | None = None) -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ import time
 from ..analysis.attention import REPORT_FILES, analyze, build_backbone, check_spec, load_images, write_outputs
 from ..models import CheckpointMismatchError, CheckpointReadError
 from ..outputs import check_dir_output
-from . import image_size, parser_from_doc
+from . import command, image_size, parser_from_doc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,6 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:

@@ -23,7 +23,7 @@ from ..data import IMAGE_SUFFIXES
 from ..models import CheckpointMismatchError, CheckpointReadError
 from ..models.detectors import DETR_TYPES
 from ..outputs import OutputError, check_dir_output
-from . import config_file, parser_from_doc
+from . import command, config_file, parser_from_doc
 
 
 NEGATIVE = re.compile(r'^-[\d.][^,]*,')  # a pixel x,y with a negative x
@@ -115,6 +115,7 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:

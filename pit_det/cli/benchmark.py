@@ -11,7 +11,7 @@ from ..benchmark import (MODES, REPORT_FILES, BenchmarkError, environment, forma
                          ratios, run_benchmark, write_outputs)
 from ..benchmark import builders
 from ..outputs import OutputError, check_dir_output
-from . import image_size, parser_from_doc
+from . import command, image_size, parser_from_doc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.quick:

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import config_file, image_size, parser_from_doc
+from . import command, config_file, image_size, parser_from_doc
 from ..benchmark import BenchmarkError, environment
 from ..benchmark.deform_attn import bench_op, bench_predict, bench_train_iter
 from ..outputs import OutputError, check_file_output, write_text
@@ -37,6 +37,7 @@ def _is_report(path: Path) -> bool:
     return isinstance(data, dict) and 'environment' in data
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:

@@ -18,7 +18,7 @@ from ..evaluation.coco import (BREAKDOWN, CLASS_METRICS, METRICS, TIDE_ERRORS, E
                                evaluate, fmt, load_ground_truth, load_results, plot_pr_curves, tide_errors,
                                tidecv)
 from ..outputs import OutputError, check_dir_output, check_file_output, table, write_text
-from . import parser_from_doc
+from . import command, parser_from_doc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,6 +73,7 @@ def check_args(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     return names, prefixes
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from . import parser_from_doc
+from . import command, parser_from_doc
 from .demo import epochs
 
 
@@ -21,6 +21,7 @@ def parse_args(argv: list[str] | None = None):
     return parser.parse_args(argv)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from ..analysis.convergence import HEADS, REPORT_FILES, run_convergence

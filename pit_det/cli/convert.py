@@ -13,7 +13,7 @@ from ..checkpoint import CheckpointMismatchError, CheckpointReadError, Conversio
 from ..checkpoint.convert import convert_file
 from ..models import PiT, convert_pit_checkpoint, load_pit_weights
 from ..outputs import OutputError
-from . import parser_from_doc
+from . import command, parser_from_doc
 
 
 def convert_pit_file(src: str, dst: str, arch: str | None = None, force: bool = False) -> ConversionReport:
@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import config_file, parser_from_doc
+from . import command, config_file, parser_from_doc
 from ..data.coco import DatasetError, fill_missing_area, read_coco, split, write_coco
 from ..data.dataset_config import MARKER, read_base, write_config
 from ..checkpoint import CheckpointMismatchError, CheckpointReadError
@@ -46,6 +46,7 @@ def _is_ours(path: Path) -> bool:
         return False
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)

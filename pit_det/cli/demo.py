@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..demo import run_demo
-from . import parser_from_doc
+from . import command, parser_from_doc
 
 
 def epochs(text: str) -> int:
@@ -28,6 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from ..runner import STOP_ERRORS

@@ -36,7 +36,7 @@ from ..checkpoint import CheckpointMismatchError, CheckpointReadError
 from ..deploy.metadata import FORMATS, exported_metadata
 from ..deploy.runtimes import Runtime
 from ..outputs import OutputError, atomic_write, check_file_output
-from . import config_file, image_size, parser_from_doc
+from . import command, config_file, image_size, parser_from_doc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -117,6 +117,7 @@ def check_sizes(model, height: int, width: int) -> list[tuple[int, int]]:
     return [size for size in sizes if size is not None and shape_problem(model, *size) is None]
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     height, width = args.size

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import parser_from_doc
+from . import command, parser_from_doc
 
 STEPS = ('cuda-tests', 'kernel', 'train', 'mim-test', 'latency')
 
@@ -59,6 +59,7 @@ def summary_markdown(summary: dict) -> str:
     return '\n'.join(lines) + '\n'
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out_dir)

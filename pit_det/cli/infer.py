@@ -12,7 +12,7 @@ from dataclasses import asdict
 
 from mmengine.config import Config
 
-from . import config_file, parser_from_doc
+from . import command, config_file, parser_from_doc
 from ..checkpoint import CheckpointMismatchError, CheckpointReadError
 from ..draw import draw_detections
 from ..models.inference import PATHS, InferenceOptions
@@ -38,6 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@command
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:

@@ -5,6 +5,8 @@ import runpy
 import sys
 from pathlib import Path
 
+from . import command
+
 
 def mmdet_tool_path(name: str) -> Path:
     import mmdet
@@ -14,6 +16,7 @@ def mmdet_tool_path(name: str) -> Path:
     return path
 
 
+@command
 def run_mmdet_tool(name: str, argv: list[str]) -> int:
     """Execute mmdet's tool ``name`` with ``argv`` as its command line, in this process.
 

@@ -16,7 +16,7 @@ from mmengine.config import DictAction
 from ..evaluation.robustness import (CORRUPTIONS, REPORT_FILES, SEVERITIES, RobustnessError, check_request,
                                      evaluate_robustness, format_report, read_report, write_outputs)
 from ..outputs import OutputError, check_dir_output
-from . import config_file, parser_from_doc
+from . import command, config_file, parser_from_doc
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
