@@ -265,12 +265,13 @@ class CheckedRunner(Runner):
             self._testing = False
 
     def load_or_resume(self) -> None:
-        """mmengine's loading; a test refuses a checkpoint whose classifier has another number of classes (training
-        from it is fine-tuning: those layers keep their initialisation)."""
+        """mmengine's loading; a test refuses a checkpoint whose classifier has another number of classes, or that
+        lacks tensors of the model (another detector's); training from it is fine-tuning: those layers keep their
+        initialisation."""
         super().load_or_resume()
         model = self.model.module if hasattr(self.model, 'module') else self.model
-        if getattr(self, '_testing', False) and hasattr(model, 'refuse_other_classes'):
-            model.refuse_other_classes(self._load_from)
+        if getattr(self, '_testing', False) and hasattr(model, 'refuse_for_testing'):
+            model.refuse_for_testing(self._load_from)
 
     @master_only
     def dump_config(self) -> None:

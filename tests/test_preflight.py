@@ -176,6 +176,45 @@ def test_a_checkpoint_of_another_class_set_is_refused_in_test_and_inference(tmp_
         build_detector(demo_config, path)
 
 
+@pytest.mark.parametrize('keep,fact', [(1000, 'model.test_cfg.max_per_img=1000 but the head ranks 30 queries x 3 '
+                                                 'classes = 90 scores: set model.test_cfg.max_per_img to at most 90'),
+                                       (0, 'model.test_cfg.max_per_img=0: keep at least 1 detection')])
+def test_more_detections_per_image_than_the_head_ranks_stop_before_training(tmp_path, data, keep, fact):
+    """max_per_img=1000 trained a whole epoch, wrote a checkpoint, then failed in topk at the first validation."""
+    cfg = load_demo_config(data, tmp_path / 'work')
+    cfg.merge_from_dict({'model.test_cfg.max_per_img': keep})  # as --cfg-options gives it to train and test
+    with pytest.raises(PreflightError) as err:
+        runner_for(cfg)
+    assert fact in str(err.value)
+    assert not (tmp_path / 'work').exists() or not list((tmp_path / 'work').rglob('*.pth'))
+
+
+def test_a_checkpoint_of_another_detector_is_refused_in_test_and_inference(tmp_path, data, root):
+    """A Deformable DETR checkpoint in a DINO config scored mAP 0.046 with exit 0 (DINO's query and denoising
+    embeddings, its decoder norm left untrained); training from it stays allowed (fine-tuning)."""
+    import torch
+    from mmdet.registry import MODELS
+
+    from pit_det.models import CheckpointMismatchError
+    from pit_det.models.detectors import build_detector
+    register_all_modules()
+    ddetr = Config.fromfile(str(root / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'))
+    path = tmp_path / 'ddetr.pth'
+    torch.save({'state_dict': MODELS.build(ddetr.model).state_dict(), 'meta': {}}, path)
+    dino = root / 'configs' / 'demo' / 'dino-4scale_pit-ti_synthetic_cpu.py'
+    cfg = load_demo_config(data, tmp_path / 'work')  # the demo's data and schedule ...
+    cfg.model = Config.fromfile(str(dino)).model  # ... with the DINO demo's detector
+    cfg.load_from = str(path)
+    message = r'ddetr.pth lacks \d+ of the \d+ tensors of this FastDINO \(e.g. .*\): it is a checkpoint of another'
+    with pytest.raises(CheckpointMismatchError, match=message):
+        runner_for(cfg).test()
+    with pytest.raises(CheckpointMismatchError, match=message):
+        build_detector(dino, path)
+    own = tmp_path / 'dino.pth'  # its own checkpoint: every tensor there
+    torch.save({'state_dict': MODELS.build(cfg.model).state_dict(), 'meta': {}}, own)
+    assert build_detector(dino, own).missing_from_checkpoint == []
+
+
 @pytest.mark.parametrize('split,role', [('train', 'training'), ('val', 'validation')])
 def test_annotations_without_area_stop_before_training(tmp_path, data, split, role):
     """mmdet's CocoDataset and CocoMetric read every annotation's area: without one, training used to end in

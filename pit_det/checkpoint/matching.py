@@ -205,35 +205,46 @@ def fit_detector_checkpoint(model: nn.Module, state_dict: dict, prefix: str = ''
 
 class FitsDetectorCheckpoints:
     """A detector that checks every state dict loaded into it (``load_from``, ``--resume``, ``mim test``, inference)
-    with :func:`fit_detector_checkpoint`, tolerating classification layers of another class set (fine-tuning) and
-    remembering them, so that a test or an inference can refuse them (:meth:`refuse_other_classes`). Call
-    :meth:`check_loaded_checkpoints` at the end of ``__init__``."""
+    with :func:`fit_detector_checkpoint`, tolerating classification layers of another class set and tensors the
+    checkpoint lacks (fine-tuning, from another detector too) and remembering both, so that a test or an inference
+    can refuse them (:meth:`refuse_for_testing`). Call :meth:`check_loaded_checkpoints` at the end of
+    ``__init__``."""
 
     def check_loaded_checkpoints(self) -> None:
         self.class_layers_differ: list[str] = []
+        self.missing_from_checkpoint: list[str] = []
         self.checkpoint_num_classes: int | None = None
         self._register_load_state_dict_pre_hook(self._check_fit_on_load)
 
     def _check_fit_on_load(self, state_dict: dict, prefix: str, *args) -> None:
         tolerated = fit_detector_checkpoint(self, state_dict, prefix)
         self.class_layers_differ = tolerated  # fine-tuning tolerates them; testing and inference do not
+        self.missing_from_checkpoint = [k for k in self.state_dict() if f'{prefix}{k}' not in state_dict]
         bias = state_dict.get(f'{prefix}bbox_head.cls_branches.0.bias')
         self.checkpoint_num_classes = int(bias.shape[0]) if bias is not None else None
         if tolerated:
             print_log(f'classification layers differ in size (another class set; they keep their initialisation): '
                       f'{"; ".join(tolerated)}', logger='current', level=30)
 
-    def refuse_other_classes(self, checkpoint) -> None:
-        """Raise unless the last loaded checkpoint's classification layers have this model's number of classes:
-        a test or an inference with another class set would score every class as another.
+    def refuse_for_testing(self, checkpoint) -> None:
+        """Raise unless the last loaded checkpoint holds every tensor of this model, with this model's number of
+        classes: a test or an inference would otherwise score with layers that were never trained (a checkpoint of
+        another detector, DINO's denoising embedding and query embedding missing from a Deformable DETR's) or score
+        every class as another.
 
         Raises:
-            CheckpointMismatchError: naming both numbers and the option to set.
+            CheckpointMismatchError: naming what differs and what to do.
         """
-        if not self.class_layers_differ:
-            return
-        theirs = self.checkpoint_num_classes
-        raise CheckpointMismatchError(
-            f'{checkpoint} classifies {theirs} classes, this config {self.bbox_head.num_classes} '
-            f'({self.class_layers_differ[0]}): test and infer with the config it was trained with, or set '
-            f'model.bbox_head.num_classes={theirs} and the datasets\' metainfo.classes to its classes')
+        if self.class_layers_differ:
+            theirs = self.checkpoint_num_classes
+            raise CheckpointMismatchError(
+                f'{checkpoint} classifies {theirs} classes, this config {self.bbox_head.num_classes} '
+                f'({self.class_layers_differ[0]}): test and infer with the config it was trained with, or set '
+                f'model.bbox_head.num_classes={theirs} and the datasets\' metainfo.classes to its classes')
+        if self.missing_from_checkpoint:
+            missing = self.missing_from_checkpoint
+            raise CheckpointMismatchError(
+                f'{checkpoint} lacks {len(missing)} of the {len(self.state_dict())} tensors of this '
+                f'{type(self).__name__} (e.g. {", ".join(missing[:3])}): it is a checkpoint of another detector, '
+                'and a test or an inference would run those layers untrained. Test and infer with the config it '
+                'was trained with; to start this detector from it, train (load_from) first')

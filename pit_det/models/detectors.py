@@ -48,7 +48,7 @@ def build_detector(config, checkpoint: str | Path | None = None, device: str = '
         warnings.filterwarnings('ignore', message='checkpoint is None')  # random weights: mmdet names COCO's classes
         model = init_detector(config, None if checkpoint is None else str(checkpoint), device=device)
     if checkpoint is not None and isinstance(model, FitsDetectorCheckpoints):
-        model.refuse_other_classes(checkpoint)
+        model.refuse_for_testing(checkpoint)
     return model
 
 

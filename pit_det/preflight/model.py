@@ -107,12 +107,31 @@ def transformer_problems(model_cfg: dict) -> list[str]:
     return problems
 
 
+def head_problems(model_cfg: dict) -> list[str]:
+    """``test_cfg.max_per_img`` against what the head can rank: it keeps the top boxes among ``num_queries x
+    num_classes`` scores, and asking for more fails in ``topk`` at the first validation, after an epoch of training."""
+    queries = model_cfg.get('num_queries', 100)  # mmdet's DetectionTransformer default
+    classes = _get(model_cfg, 'bbox_head', 'num_classes', default=80)
+    keep = _get(model_cfg, 'test_cfg', 'max_per_img', default=None)
+    if not all(isinstance(v, int) for v in (queries, classes, keep)):
+        return []
+    if keep < 1:
+        return [f'model.test_cfg.max_per_img={keep}: keep at least 1 detection per image']
+    if keep > queries * classes:
+        return [f'model.test_cfg.max_per_img={keep} but the head ranks {queries} queries x {classes} classes = '
+                f'{queries * classes} scores: set model.test_cfg.max_per_img to at most {queries * classes} (or raise '
+                'model.num_queries)']
+    return []
+
+
 def check_structure(model_cfg) -> list[str]:
-    """Every problem of :func:`level_problems`, :func:`backbone_problems` and :func:`transformer_problems` of a
-    multi-scale DETR's config (one with an encoder and a ``ChannelMapper`` neck); none for other detectors."""
+    """Every problem of :func:`level_problems`, :func:`backbone_problems`, :func:`transformer_problems` and
+    :func:`head_problems` of a multi-scale DETR's config (one with an encoder and a ``ChannelMapper`` neck); none for
+    other detectors."""
     if not model_cfg or 'encoder' not in model_cfg or (model_cfg.get('neck') or {}).get('type') != 'ChannelMapper':
         return []
-    return level_problems(model_cfg) + backbone_problems(model_cfg) + transformer_problems(model_cfg)
+    return (level_problems(model_cfg) + backbone_problems(model_cfg) + transformer_problems(model_cfg)
+            + head_problems(model_cfg))
 
 
 def option_problems(model_cfg) -> list[str]:
