@@ -36,8 +36,10 @@ if [[ -n "$OFFLINE" ]]; then
     [[ -d "$OFFLINE" ]] || { echo "ERROR: --offline $OFFLINE is not a folder: give the wheelhouse that" \
                                   "scripts/wheelhouse.sh built." >&2; exit 2; }
     OFFLINE=$(cd "$OFFLINE" && pwd)
-    # pip reads these before its configuration: no index at all, the wheelhouse the only source
-    export PIP_NO_INDEX=1 PIP_FIND_LINKS=$OFFLINE
+    # pip reads these before its configuration: no index at all, the wheelhouse the only source. pip splits
+    # PIP_FIND_LINKS on whitespace ("DIR WITH SPACE" would be three folders, two never named): the folder goes as a
+    # file: URL, its spaces percent-encoded.
+    export PIP_NO_INDEX=1 PIP_FIND_LINKS=$("${PIT_DET_PYTHON:-python3}" -c 'import pathlib, sys; print(pathlib.Path(sys.argv[1]).as_uri())' "$OFFLINE")
     unset PIP_INDEX_URL PIP_EXTRA_INDEX_URL
 fi
 

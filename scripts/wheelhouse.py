@@ -87,10 +87,19 @@ def wheel_name_version(path: Path) -> tuple[str, str]:
     return canonical(name), version
 
 
+def manifest_lines(folder: Path) -> list[str]:
+    """The lines of a wheelhouse's ``wheelhouse.txt``."""
+    try:
+        return (folder / MANIFEST).read_text(encoding='utf-8').splitlines()
+    except UnicodeDecodeError:
+        raise WheelhouseError(f'{folder / MANIFEST} is not a text file (not UTF-8): it is not what '
+                              'scripts/wheelhouse.sh writes; rebuild the wheelhouse with it') from None
+
+
 def read_manifest(folder: Path) -> dict[str, str]:
     """``{canonical name: file name}`` from a wheelhouse's ``wheelhouse.txt``."""
     entries = {}
-    for line in (folder / MANIFEST).read_text().splitlines():
+    for line in manifest_lines(folder):
         if line and not line.startswith('#'):
             name, _, file = line.partition(' ')
             entries[name] = file.strip()
@@ -99,7 +108,7 @@ def read_manifest(folder: Path) -> dict[str, str]:
 
 def manifest_setting(folder: Path, key: str) -> str:
     """A ``# key value`` header line of ``wheelhouse.txt``."""
-    for line in (folder / MANIFEST).read_text().splitlines():
+    for line in manifest_lines(folder):
         if line.startswith(f'# {key} '):
             return line.split(' ', 2)[2].strip()
     raise WheelhouseError(f'{folder / MANIFEST} has no "# {key}" line: rebuild it with scripts/wheelhouse.sh')
@@ -137,7 +146,24 @@ def check(folder: Path) -> list[str]:
         elif not (folder / file).is_file():
             problems.append(f'the wheelhouse lacks {file}; where an index is reachable, fetch it with: '
                             f'{fetch_command(folder, file)}')
+        elif not readable_archive(folder / file):
+            problems.append(f'{folder / file} is damaged (not a readable {"tar" if file.endswith(".tar.gz") else "zip"} '
+                            'archive, or a member fails its checksum); delete it and, where an index is reachable, '
+                            f'fetch it again with: {fetch_command(folder, file)}')
     return problems
+
+
+def readable_archive(path: Path) -> bool:
+    """Whether ``path`` reads whole as what its name says: a wheel whose every member passes its CRC and which holds
+    its ``.dist-info/METADATA``, or a ``.tar.gz`` source archive."""
+    try:
+        if path.name.endswith('.tar.gz'):
+            with tarfile.open(path) as tar:
+                return bool(tar.getmembers())
+        with zipfile.ZipFile(path) as wheel:
+            return wheel.testzip() is None and any(n.endswith('.dist-info/METADATA') for n in wheel.namelist())
+    except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile):
+        return False
 
 
 def folder_mib(folder: Path) -> float:

@@ -87,6 +87,30 @@ def test_plots_are_written(data, tmp_path, capsys):
     for name in ('perfect.bbox_pr.png', 'noisy.bbox_pr.png', 'bbox-noisy.bbox_coco-errors-allarea.png'):
         assert (tmp_path / name).stat().st_size > 5000, name
     assert list((tmp_path / 'noisy.bbox_tide').glob('*.png'))
+    # what the tool checks before any work is exactly what it wrote (TIDE draws nothing for the perfect results)
+    from pit_det.evaluation.coco import plot_files
+    written = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob('*') if p.is_file()}
+    assert written == set(plot_files('noisy.bbox')) | set(plot_files('perfect.bbox')[:-1])
+
+
+def test_an_input_where_a_plot_goes_is_refused_before_any_work(data, tmp_path, capsys):
+    """The results file at plots/bbox-r_coco-errors-small.png was replaced by that plot, with exit 0."""
+    import hashlib
+    _, ann, files = data
+    plots = tmp_path / 'plots'
+    plots.mkdir()
+    results = plots / 'bbox-r_coco-errors-small.png'
+    results.write_bytes(files['noisy'].read_bytes())
+    before = hashlib.sha256(results.read_bytes()).hexdigest()
+    assert coco_eval.main([str(ann), str(results), '--names', 'r', '--out-dir', str(plots)]) == 1
+    captured = capsys.readouterr()
+    assert f'--out-dir {plots}: its file {results} is the results file' in captured.err and captured.out == ''
+    assert hashlib.sha256(results.read_bytes()).hexdigest() == before
+    (plots / 'n_tide').write_text('a file of the user')  # where TIDE's folder goes
+    assert coco_eval.main([str(ann), str(files['noisy']), '--names', 'n', '--out-dir', str(plots)]) == 1
+    err = capsys.readouterr().err
+    assert f"{plots / 'n_tide'} is a file, not a folder" in err and 'Traceback' not in err
+    assert sorted(p.name for p in plots.iterdir()) == ['bbox-r_coco-errors-small.png', 'n_tide']
 
 
 @pytest.mark.parametrize('content,message', [

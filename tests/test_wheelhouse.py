@@ -70,8 +70,12 @@ def offline_env(**extra) -> dict:
 
 @pytest.fixture(scope='module')
 def wheelhouse(root, tmp_path_factory):
-    """A wheelhouse for this Python, without extras (built from the index, or pip's cache)."""
-    folder = tmp_path_factory.mktemp('wheelhouse') / 'wheels'
+    """A wheelhouse for this Python, without extras (built from the index, or pip's cache), in a folder whose name
+    has a space; beside it a folder named as the name's first word, holding a wheel the setup must never see."""
+    parent = tmp_path_factory.mktemp('wheelhouse')
+    folder = parent / 'wheel house'
+    (parent / 'wheel').mkdir()
+    load_script(root, 'wheelhouse').write_placeholder(parent / 'wheel', 'wheel', '99.0', [])
     run = subprocess.run(['bash', str(root / 'scripts' / 'wheelhouse.sh'), str(folder), '--extras', 'none'],
                          capture_output=True, text=True, env=dict(os.environ, PIT_DET_PYTHON=sys.executable))
     assert run.returncode == 0, run.stderr[-3000:]
@@ -113,6 +117,11 @@ def test_wheelhouse_installs_with_no_index_and_names_a_missing_wheel(root, wheel
     assert check.returncode == 0, check.stderr[-2000:]
     own, torch_file = check.stdout.split()
     assert Path(own).is_relative_to(root) and 'torch_site' in torch_file  # the checkout's, the kept torch
+    # only the folder given: not '.../wheel' and 'house', the words of its name (PIP_FIND_LINKS split on spaces)
+    assert 'wheel-99.0' not in run.stdout + run.stderr
+    version = subprocess.run([str(python), '-c', 'import importlib.metadata as m; print(m.version("wheel"))'],
+                             capture_output=True, text=True, env=offline_env())
+    assert version.stdout.strip() != '99.0' and (wheelhouse / f'wheel-{version.stdout.strip()}-py3-none-any.whl').is_file()
 
 
 def test_check_names_the_python_a_wheelhouse_is_for(root, tmp_path):
@@ -129,6 +138,25 @@ def test_check_names_the_python_a_wheelhouse_is_for(root, tmp_path):
     assert problems[1].endswith(f'--python-version {HERE} --implementation cp --abi cp312 --platform '
                                 f'manylinux2014_x86_64 -d {tmp_path} PyYAML==6.0.4')
     assert 'holds no wheelhouse.txt' in wheelhouse.check(tmp_path / 'nothing')[0]
+
+
+def test_check_refuses_damaged_wheels_and_a_manifest_that_is_not_text(root, tmp_path):
+    """Wheels of random bytes were called complete, and pip failed later, halfway through the install."""
+    wheelhouse = load_script(root, 'wheelhouse')
+    good = wheelhouse.write_placeholder(tmp_path, 'addict', '2.4.0', [])
+    bad = tmp_path / 'pyyaml-6.0.4-py3-none-any.whl'
+    bad.write_bytes(os.urandom(4096))
+    (tmp_path / 'wheelhouse.txt').write_text(f'# python {HERE}\n# extras none\naddict {good.name}\npyyaml {bad.name}\n')
+    problems = wheelhouse.check(tmp_path)
+    assert len(problems) == 1 and problems[0].startswith(f'{bad} is damaged (not a readable zip archive')
+    assert f'-d {tmp_path} pyyaml==6.0.4' in problems[0]
+    good.write_bytes(good.read_bytes()[:-30])  # truncated
+    assert len(wheelhouse.check(tmp_path)) == 2
+    (tmp_path / 'wheelhouse.txt').write_bytes(b'# python \xff\xfe\n')
+    run = subprocess.run([sys.executable, str(root / 'scripts' / 'wheelhouse.py'), 'check', str(tmp_path)],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and 'Traceback' not in run.stderr, run.stderr
+    assert 'wheelhouse.txt is not a text file (not UTF-8)' in run.stderr
 
 
 def test_wheelhouse_refuses_a_folder_with_files(root, tmp_path):

@@ -15,8 +15,8 @@ import warnings
 from pathlib import Path
 
 from ..evaluation.coco import (BREAKDOWN, CLASS_METRICS, METRICS, TIDE_ERRORS, EvaluationError, error_breakdown,
-                               evaluate, fmt, load_ground_truth, load_results, plot_pr_curves, tide_errors,
-                               tidecv)
+                               evaluate, fmt, load_ground_truth, load_results, plot_files, plot_pr_curves,
+                               tide_errors, tidecv)
 from ..outputs import OutputError, check_dir_output, check_file_output, table, write_text
 from . import command, parser_from_doc
 
@@ -68,8 +68,8 @@ def check_args(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         check_file_output(args.out, inputs, option='--out', own=_is_report, force=args.force)
     if args.out_dir:
         tidecv()  # before any work: the plots folder's TIDE analysis needs the eval extra
-        written = [f'{p}{suffix}' for p in prefixes.values() for suffix in ('_pr.png', '_coco-errors-allclass.png')]
-        check_dir_output(args.out_dir, written, inputs, option='--out-dir')
+        check_dir_output(args.out_dir, [f for p in prefixes.values() for f in plot_files(p)], inputs,
+                         option='--out-dir')
     return names, prefixes
 
 

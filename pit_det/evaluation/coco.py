@@ -160,6 +160,17 @@ def _mmdet_error_analysis():
     return module
 
 
+AREAS = ('allarea', 'small', 'medium', 'large')  # mmdet's makeplot draws one figure per area range
+
+
+def plot_files(stem: str) -> list[str]:
+    """Every file ``--out-dir`` receives for one results file, relative to the folder: the PR curves
+    (:func:`plot_pr_curves`), mmdet's COCO error plots (``bbox-{stem}_coco-errors-{area}.png``, :func:`error_breakdown`)
+    and TIDE's summary in a folder of its own (:func:`tide_errors`). The tool checks all of them before any work."""
+    return ([f'{stem}_pr.png'] + [f'bbox-{stem}_coco-errors-{area}.png' for area in AREAS]
+            + [f'{stem}_tide/{stem}_bbox_summary.png'])
+
+
 def error_breakdown(gt, results: list[dict], plot_dir: str | Path | None = None, name: str = 'results') -> dict:
     """The COCO analysis as mmdet's ``coco_error_analysis.py`` computes it: AP (all areas, 100 detections) at IoU
     0.75 (C75), 0.5 (C50), 0.1 (Loc), without super-category confusion (Sim), without any class confusion (Oth),
