@@ -4,11 +4,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmengine.logging import MMLogger
 
 import pit_det  # noqa: F401  (registers PiT, allow-lists mmengine checkpoint classes)
 from pit_det.demo import DEMO_CONFIG
+from pit_det.runner import log_to_current_stdout
 
 REPO = Path(__file__).resolve().parents[1]
+
+# mmengine's default logger ('mmengine'), made here once and pointed at the sys.stdout of each moment, as every
+# command does with the loggers it meets: made by the first mmengine call of a test instead (Config.fromfile,
+# load_checkpoint), it would write to that test's capsys stream after the test closed it.
+MMLogger.get_current_instance()
+log_to_current_stdout()
 
 if os.environ.get('PYTEST_XDIST_WORKER'):  # make test: two workers share the cores; one thread each, children too
     os.environ.setdefault('OMP_NUM_THREADS', '1')
@@ -67,8 +75,6 @@ def _no_logger_on_a_closed_stream(request):
     """A test that leaves an mmengine logger writing to a stream closed since (capsys's, say) fails by name: the next
     record logged there would print '--- Logging error ---' into whichever test runs next in this worker."""
     import logging
-
-    from mmengine.logging import MMLogger
     yield
     closed = [name for name, logger in MMLogger._instance_dict.items() for handler in logger.handlers
               if type(handler) is logging.StreamHandler and getattr(handler.stream, 'closed', False)]

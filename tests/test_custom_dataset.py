@@ -62,6 +62,29 @@ def test_written_config_agrees_with_the_file_and_the_split_leaves_the_input_alon
     assert 'not an output of this tool' in capsys.readouterr().err and theirs.read_text() == 'x = 1\n'
 
 
+def test_annotation_files_of_the_user_beside_the_config_are_refused(tmp_path, capsys):
+    """--out coco.py writes coco_train.json and coco_val.json: files of those names that the tool did not write (here
+    the user's own split) were replaced without --force."""
+    import hashlib
+    data = make_synthetic_coco(tmp_path / 'data', num_train=8, num_val=2)
+    train = data / 'annotations' / 'train.json'
+    out = tmp_path / 'coco.py'
+    mine = {p: tmp_path / f'coco_{p}.json' for p in ('train', 'val')}
+    for path in mine.values():
+        path.write_text('{"images": [], "annotations": [], "categories": []}')
+    before = {p: hashlib.sha256(path.read_bytes()).hexdigest() for p, path in mine.items()}
+    argv = [str(train), '--train-images', str(data / 'train'), '--val-split', '0.2', '--out', str(out)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f'the copy of the annotations {mine["train"]} exists and is not an output of this tool' in err
+    assert {p: hashlib.sha256(path.read_bytes()).hexdigest() for p, path in mine.items()} == before
+    assert not out.exists()
+    assert main(argv + ['--force']) == 0  # the user's say-so
+    capsys.readouterr()
+    assert main(argv) == 0  # now the tool's own copies: replaced without asking
+    assert json.loads(mine['val'].read_text())['pit_det_copy_of'] == str(train.resolve())
+
+
 def test_schedule_follows_the_set_size():
     assert schedule_for(100, False).epochs == 50 and schedule_for(2000, False).epochs == 13
     assert schedule_for(100_000, False).epochs == 12 and schedule_for(2000, True).epochs == 6

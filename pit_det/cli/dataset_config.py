@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import command, config_file, parser_from_doc
-from ..data.coco import DatasetError, fill_missing_area, read_coco, split, write_coco
+from ..data.coco import DatasetError, fill_missing_area, is_copy, read_coco, split, write_coco
 from ..data.dataset_config import MARKER, read_base, write_config
 from ..checkpoint import CheckpointMismatchError, CheckpointReadError
 from ..checkpoint.matching import check_weights_file
@@ -35,7 +35,9 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument('--load-from', help='fine-tune this detector checkpoint (another class set is fine)')
     parser.add_argument('--epochs', type=int, help='override the schedule chosen for the set\'s size')
     parser.add_argument('--out', required=True, help='the config to write (.py)')
-    parser.add_argument('--force', action='store_true', help='replace an existing --out that this tool did not write')
+    parser.add_argument('--force', action='store_true',
+                        help='replace an existing --out, or annotation copies beside it (OUT_train.json, '
+                             'OUT_val.json), that this tool did not write')
     return parser.parse_args(argv)
 
 
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         copies = {part: out.with_name(f'{out.stem}_{part}.json') for part in ('train', 'val')}
         written = list(copies) if val is None else [part for part, count in zip(copies, filled) if count]
         for part in written:
-            check_file_output(copies[part], inputs, option='the copy of the annotations', own=lambda p: True)
+            check_file_output(copies[part], inputs, option='the copy of the annotations', own=is_copy,
+                              force=args.force)
         if val is None:
             train, val = split(train, args.val_split, args.seed, copies['train'], copies['val'])
         else:

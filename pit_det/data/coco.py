@@ -183,11 +183,26 @@ def split(coco: CocoSet, fraction: float, seed: int, train_out: Path, val_out: P
     return parts[0], parts[1]
 
 
+COPY_MARK = 'pit_det_copy_of'  # a top-level key of the annotation files pit-det writes (COCO readers ignore it)
+
+
 def write_coco(coco: CocoSet, path: Path) -> CocoSet:
-    """``coco``'s annotations written to ``path`` (atomically); the set as read from there."""
+    """``coco``'s annotations written to ``path`` (atomically), marked as a copy of ``coco.path`` (:func:`is_copy`);
+    the set as read from there."""
     from ..outputs import write_text
-    write_text(path, json.dumps(coco.data))
-    return CocoSet(Path(path).resolve(), coco.data)
+    data = {COPY_MARK: str(coco.path), **coco.data}  # first, so that is_copy reads a few bytes of a large file
+    write_text(path, json.dumps(data))
+    return CocoSet(Path(path).resolve(), data)
+
+
+def is_copy(path: str | Path) -> bool:
+    """Whether ``path`` is an annotation file :func:`write_coco` wrote (an earlier run's copy, replaced without
+    asking); any other file is the user's."""
+    try:
+        with open(path, 'rb') as f:
+            return f.read(len(COPY_MARK) + 3) == f'{{"{COPY_MARK}"'.encode()
+    except OSError:
+        return False
 
 
 def unwrap_dataset(dataset: dict) -> dict:
