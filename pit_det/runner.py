@@ -272,6 +272,23 @@ class CheckedRunner(Runner):
         model = self.model.module if hasattr(self.model, 'module') else self.model
         if getattr(self, '_testing', False) and hasattr(model, 'refuse_for_testing'):
             model.refuse_for_testing(self._load_from)
+        if self._resume:
+            self._forget_best_checkpoints_elsewhere()
+
+    def _forget_best_checkpoints_elsewhere(self) -> None:
+        """A run resumed from another work dir's checkpoint inherits that run's best checkpoint path and score;
+        mmengine's CheckpointHook deletes the previous best at each new best, so the other run's file was removed.
+        Such a run starts a best of its own (path and score forgotten): a run deletes files in its own work dir
+        only. A run resumed in its own work dir keeps both, as mmengine does."""
+        own = osp.realpath(self.work_dir)
+        info = self.message_hub.runtime_info
+        elsewhere = [str(info[k]) for k in info if k.startswith('best_ckpt') and isinstance(info[k], str)
+                     and osp.commonpath([own, osp.realpath(info[k])]) != own]
+        if elsewhere:
+            for key in [k for k in info if k.startswith(('best_ckpt', 'best_score'))]:
+                self.message_hub.pop_info(key)  # the hook reads a missing key as "no best checkpoint yet"
+            print_log(f'resumed from another work dir: its best checkpoint {", ".join(elsewhere)} stays where it '
+                      f'is; this run keeps a best checkpoint of its own in {self.work_dir}', logger='current')
 
     @master_only
     def dump_config(self) -> None:

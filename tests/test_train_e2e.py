@@ -102,6 +102,21 @@ def test_mim_train_resume_evaluate_and_mim_test(tmp_path, synthetic):
     assert not list(work.glob('*.partial'))  # every checkpoint was renamed into place whole
     metrics = resumed.test()  # the model in memory: epoch 2's weights
 
+    # resumed into another work dir, from a checkpoint whose next validation is a new best (its best score made
+    # low): mmengine deleted the best checkpoint of the first work dir; a run deletes files in its own only
+    state = torch.load(work / 'epoch_2.pth', weights_only=True)
+    state['message_hub']['runtime_info']['best_score'] = -1.0
+    low = tmp_path / 'epoch_2_low.pth'
+    torch.save(state, low)
+    kept = {p.name: p.read_bytes() for p in work.glob('*.pth')}
+    other_cfg = load_demo_config(synthetic, tmp_path / 'other', max_epochs=3)
+    other_cfg.train_dataloader.batch_size = other_cfg.val_dataloader.batch_size = 8
+    other_cfg.resume, other_cfg.load_from = True, str(low)
+    other = RUNNERS.build(other_cfg)
+    other.train()
+    assert {p.name: p.read_bytes() for p in work.glob('*.pth')} == kept  # byte-identical, none removed
+    assert (tmp_path / 'other' / 'best_coco_bbox_mAP_epoch_3.pth').is_file()
+
     out = subprocess.run([_mim(), 'test', 'mmdet', str(config), '--checkpoint', str(work / 'epoch_2.pth'),
                           '--work-dir', str(tmp_path / 'test')], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
