@@ -220,6 +220,23 @@ def test_an_ir_whose_weights_file_is_another_exports_is_refused(demo_config, exp
     assert ir.read_bytes() == xml  # nothing rewritten
 
 
+def test_an_ir_whose_graph_was_edited_is_refused(exported, tmp_path):
+    """A Sigmoid made a Relu in the .xml ran with exit 0 and collapsed boxes: the .xml records its graph's digest."""
+    from pit_det.deploy.metadata import exported_metadata
+    from pit_det.models import CheckpointReadError
+    ir = tmp_path / 'a.xml'
+    shutil.copy(exported.ir.with_suffix('.bin'), ir.with_suffix('.bin'))
+    text = exported.ir.read_text()
+    assert text.count('type="Sigmoid"') >= 1
+    ir.write_text(text)
+    assert exported_metadata(ir)['pit_det.num_classes'] == '3'  # a copy as exported reads
+    ir.write_text(text.replace('type="Sigmoid"', 'type="Relu"', 1))
+    with pytest.raises(CheckpointReadError, match=r'a\.xml is not the graph pit-det exported \(its layers differ'):
+        exported_metadata(ir)
+    with pytest.raises(CheckpointReadError, match='is not the graph pit-det exported'):
+        open_exported('openvino', ir, exported.model)
+
+
 def test_openvino_precision_takes_its_usual_spellings(exported):
     from pit_det.deploy.runtimes import openvino_precision
     from pit_det.preflight import PreflightError, check_model

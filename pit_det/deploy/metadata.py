@@ -1,7 +1,8 @@
 """What an exported file records of its origin, and the checks of a file against a detector or a config.
 
 An ONNX file keeps :data:`EXPORT_METADATA` in its ``metadata_props``; an OpenVINO IR in its ``rt_info``, with its
-format (:data:`FORMAT_KEY`) and the sha256 of its ``.bin`` (:data:`BIN_KEY`). :func:`exported_metadata` reads them
+format (:data:`FORMAT_KEY`), the sha256 of its ``.bin`` (:data:`BIN_KEY`) and of its graph (:data:`GRAPH_KEY`,
+:func:`graph_digest`). :func:`exported_metadata` reads them
 back (the one reader), :func:`check_exported` refuses a file of another format, class count or weights than a
 detector's, :func:`check_fits` (with :func:`format_mismatch` and :func:`classes_mismatch`) a file that does not fit a
 config, before any model is built.
@@ -25,6 +26,7 @@ RUNTIMES = ('onnxruntime', 'openvino', 'openvino-int8')
 FORMATS = ('onnx', 'openvino', 'openvino-int8')
 FORMAT_KEY = 'pit_det.format'
 BIN_KEY = 'pit_det.bin_sha256'  # an IR's record of its .bin: the weights file must be the one written with it
+GRAPH_KEY = 'pit_det.graph_sha256'  # and of its .xml: an edited layer (a Sigmoid made a Relu) ran with exit 0
 # the formats each runtime path runs: OpenVINO reads the ONNX graph as well as its own IR
 RUNS = {'onnxruntime': ('onnx',), 'openvino': ('onnx', 'openvino'), 'openvino-int8': ('openvino-int8',)}
 
@@ -42,6 +44,16 @@ def file_digest(path: str | Path) -> str:
     """sha256 of a file's bytes (computed once per size and modification time)."""
     stat = os.stat(path)
     return _digest(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def graph_digest(xml_text: str) -> str:
+    """sha256 of an IR's ``.xml`` without its ``<pit_det>`` metadata block (which holds this digest): every layer,
+    edge and setting of the graph. OpenVINO escapes ``<`` in values, so the block's tags occur once."""
+    group = BIN_KEY.split('.', 1)[0]
+    start, end = xml_text.find(f'<{group}>'), xml_text.rfind(f'</{group}>')
+    if 0 <= start < end:
+        xml_text = xml_text[:start] + xml_text[end + len(f'</{group}>'):]
+    return hashlib.sha256(xml_text.encode('utf-8')).hexdigest()
 
 
 def exported_metadata(path: str | Path) -> dict[str, str]:
@@ -76,6 +88,13 @@ def exported_metadata(path: str | Path) -> dict[str, str]:
                 raise CheckpointReadError(f'{weights} is not the weights file written with {path} (its sha256 differs '
                                           'from the one the .xml records: another export\'s .bin, or a damaged '
                                           f'copy): copy the .xml and .bin of one export together, or {again}')
+            graph_key = GRAPH_KEY.split('.', 1)
+            if not model.has_rt_info(graph_key):
+                raise CheckpointReadError(f'{path} does not record the digest of its graph (an older pit-det): {again}')
+            if model.get_rt_info(graph_key).astype(str) != graph_digest(path.read_text(encoding='utf-8')):
+                raise CheckpointReadError(f'{path} is not the graph pit-det exported (its layers differ from the '
+                                          'digest it records: edited, or damaged): use the file as exported, or '
+                                          f'{again}')
     else:
         onnx = require('onnx', purpose='reading an ONNX file needs')
         try:

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from .extras import MissingExtraError, require
-from .metadata import BIN_KEY, FORMAT_KEY, file_digest
+from .metadata import BIN_KEY, FORMAT_KEY, GRAPH_KEY, file_digest, graph_digest
 from .onnx import ExportError
 
 # name fragments of the ONNX nodes that stay in floating point in the INT8 graph (NNCF ignored scope)
@@ -113,18 +113,21 @@ def to_openvino(onnx_path: str | Path, metadata: dict[str, str], fmt: str,
     return model
 
 
-def record_weights_file(xml: Path) -> None:
-    """Record the sha256 of the ``.bin`` beside ``xml`` in the IR's ``rt_info`` (:data:`BIN_KEY`), which
+def record_digests(xml: Path) -> None:
+    """Record in the IR's ``rt_info`` the sha256 of the ``.bin`` beside ``xml`` (:data:`BIN_KEY`) and of the graph
+    (:data:`GRAPH_KEY`, :func:`~pit_det.deploy.metadata.graph_digest`), which
     :func:`~pit_det.deploy.metadata.exported_metadata` checks: OpenVINO reads any ``.bin`` whose tensors have the
-    sizes the ``.xml`` expects, so another export's weights would run silently. The digest is known only once the
-    ``.bin`` is written, so it goes into the written ``.xml``, beside the metadata :func:`to_openvino` set."""
+    sizes the ``.xml`` expects, and any edited ``.xml``, so another export's weights or a changed layer would run
+    silently. The digests are known only once both files are written, so they go into the written ``.xml``, beside
+    the metadata :func:`to_openvino` set."""
     text = xml.read_text(encoding='utf-8')
-    group, name = BIN_KEY.split('.', 1)
+    group, bin_name = BIN_KEY.split('.', 1)
     end = text.rfind(f'</{group}>')
     if end < 0:
-        raise ExportError(f'{xml}: OpenVINO wrote no <{group}> metadata to record the weights digest in')
-    entry = f'<{name} value="{file_digest(xml.with_suffix(".bin"))}" />\n'
-    xml.write_text(text[:end] + entry + text[end:], encoding='utf-8')
+        raise ExportError(f'{xml}: OpenVINO wrote no <{group}> metadata to record the digests in')
+    entries = (f'<{bin_name} value="{file_digest(xml.with_suffix(".bin"))}" />\n'
+               f'<{GRAPH_KEY.split(".", 1)[1]} value="{graph_digest(text)}" />\n')
+    xml.write_text(text[:end] + entries + text[end:], encoding='utf-8')
 
 
 def save_ir(model, out: str | Path, check: Callable[[Path], object] | None = None) -> Path:
@@ -136,7 +139,7 @@ def save_ir(model, out: str | Path, check: Callable[[Path], object] | None = Non
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.stem}.', dir=out.parent))
     try:
         ov.save_model(model, str(tmp / 'model.xml'), compress_to_fp16=False)
-        record_weights_file(tmp / 'model.xml')
+        record_digests(tmp / 'model.xml')
         if check is not None:
             check(tmp / 'model.xml')
         for suffix in ('.bin', '.xml'):
