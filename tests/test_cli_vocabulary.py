@@ -90,3 +90,48 @@ def test_every_command_in_the_docs_uses_flags_its_command_has(root):
             assert used <= flags(parser), f'{page.name}: {command}{rest} uses {sorted(used - flags(parser))}'
             checked += 1
     assert checked >= 30
+
+
+@pytest.mark.parametrize('module,argv', [('benchmark', ['pit-ti']), ('benchmark_deform_attn', []),
+                                         ('analyze_attention', ['pit-ti']),
+                                         ('export_onnx', ['pit_s_deformable_detr', 'none', '--out', 'x.onnx'])])
+@pytest.mark.parametrize('size', ['99999x99999', '0x0', '400x0'])
+def test_a_size_no_detector_takes_is_refused_by_the_parser(module, argv, size, capsys):
+    """99999x99999 asked torch for 120-212 GB (a MemoryError traceback); 0x0 ended in a traceback too."""
+    import importlib
+    main = importlib.import_module(f'pit_det.cli.{module}').main
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, '--size', size])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"size '{size}': each side from 1 to 8192 px" in err and 'Traceback' not in err
+
+
+def test_export_refuses_a_size_under_its_minimum_before_reading_the_checkpoint(tmp_path, capsys):
+    from pit_det.cli.export_onnx import main
+    not_read = tmp_path / 'unread.pth'
+    not_read.write_bytes(b'not a checkpoint: reading it would be the error')
+    assert main(['pit_s_deformable_detr', str(not_read), '--out', str(tmp_path / 'x.onnx'), '--size', '1x1']) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == 'error: --size 1x1: this detector needs at least 32 px per side'
+
+
+def test_a_command_that_runs_out_of_memory_ends_with_one_error_line(capsys):
+    """torch's allocator refuses at once what the machine cannot hold: the command says so, without a traceback."""
+    import torch
+
+    from pit_det.cli import command
+
+    @command
+    def main(argv=None):
+        torch.empty(2 ** 45)  # 128 TiB of float32
+        return 0
+    assert main() == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory (") and "can't allocate memory" in err and 'Traceback' not in err
+    assert 'use a smaller --size or batch' in err
+
+    @command
+    def other(argv=None):
+        raise RuntimeError('another failure')  # not about memory: raised as it is
+    with pytest.raises(RuntimeError, match='another failure'):
+        other()

@@ -50,11 +50,18 @@ class Results(list):
     limits: dict[str, float] = {}
 
 
+MAX_SIDE = 8192  # past any detector's input (COCO's largest is 1333): 99999x99999 asked torch for 120-212 GB
+
+
 def parse_size(text: str) -> tuple[int, int]:
+    """An image size ``HxW``, each side from 1 to :data:`MAX_SIDE` px."""
     match = re.fullmatch(r'(\d+)x(\d+)', text.strip())
     if not match:
         raise BenchmarkError(f'size {text!r}: use HxW, e.g. 400x666')
-    return int(match.group(1)), int(match.group(2))
+    size = int(match.group(1)), int(match.group(2))
+    if not all(1 <= side <= MAX_SIDE for side in size):
+        raise BenchmarkError(f'size {text!r}: each side from 1 to {MAX_SIDE} px, e.g. 400x666 or 800x1333')
+    return size
 
 
 def environment(device: str) -> dict:

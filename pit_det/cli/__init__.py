@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 from typing import Callable
 
 
@@ -21,9 +22,27 @@ def command(main: Callable[..., int]) -> Callable[..., int]:
         log_to_current_stdout()
         try:
             return main(*args, **kwargs)
+        except (MemoryError, RuntimeError) as exc:
+            if not out_of_memory(exc):
+                raise
+            print(f'error: out of memory ({_first_line(exc)}): this run needs more memory than the machine has; use '
+                  'a smaller --size or batch, or fewer models at once', file=sys.stderr)
+            return 1
         finally:
             log_to_current_stdout()
     return run
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation that failed: Python's ``MemoryError``, torch's CPU allocator ("can't
+    allocate memory") or a CUDA out-of-memory error."""
+    import torch
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:200]
 
 
 def parser_from_doc(doc: str, epilog: str | None = None) -> argparse.ArgumentParser:

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from ..deploy.onnx import (ExportError, build_exportable, check_shape, compare, export, load_image, metadata,
-                           one_pixel_size, shape_problem)
+from ..deploy.onnx import (MIN_SIDE, ExportError, build_exportable, check_shape, compare, export, load_image,
+                           metadata, one_pixel_size, shape_problem)
 from ..deploy.openvino import require_tools
 from ..checkpoint import CheckpointMismatchError, CheckpointReadError
 from ..deploy.metadata import FORMATS, exported_metadata
@@ -94,6 +94,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ExportError(f'--topk {args.topk}: compare at least 1 detection')
     if args.opset < 16:
         raise ExportError(f'--opset {args.opset}: GridSample needs opset >= 16')
+    if min(args.size) < MIN_SIDE:  # every detector's own minimum (min_side) is at least this: known before it is built
+        raise ExportError(f'--size {args.size[0]}x{args.size[1]}: this detector needs at least {MIN_SIDE} px per side')
     inputs = [('config', args.config), ('checkpoint', args.checkpoint), ('image', args.image)]
     check_file_output(args.out, inputs, option='--out', own=is_export, force=args.force)
     suffix = '.onnx' if args.format == 'onnx' else '.xml'

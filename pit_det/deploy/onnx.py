@@ -195,9 +195,12 @@ def level_shapes(model: nn.Module, height: int, width: int) -> list[tuple[int, i
     return [tuple(int(v) for v in f.shape[-2:]) for f in features]
 
 
+MIN_SIDE = 32  # the smallest input side of any detector here (four levels down to 1 px at stride 32)
+
+
 def min_side(model: nn.Module) -> int:
-    """The smallest input side ``model`` takes: 32 px, or the backbone's patch if larger."""
-    return max(32, getattr(model.backbone, 'patch_size', 1))
+    """The smallest input side ``model`` takes: :data:`MIN_SIDE`, or the backbone's patch if larger."""
+    return max(MIN_SIDE, getattr(model.backbone, 'patch_size', 1))
 
 
 def shape_problem(model: nn.Module, height: int, width: int,
