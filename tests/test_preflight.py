@@ -189,6 +189,15 @@ def test_more_detections_per_image_than_the_head_ranks_stop_before_training(tmp_
     assert not (tmp_path / 'work').exists() or not list((tmp_path / 'work').rglob('*.pth'))
 
 
+def test_a_backbone_argument_its_constructor_rejects_stops_before_the_build(tmp_path, data):
+    """--cfg-options model.backbone.arch=zz ended in a traceback from PiT's constructor."""
+    cfg = load_demo_config(data, tmp_path / 'work')
+    cfg.merge_from_dict({'model.backbone.arch': 'zz'})
+    with pytest.raises(PreflightError) as err:
+        runner_for(cfg)
+    assert "model.backbone (PiT): unknown PiT arch 'zz'; valid names: ti, xs, s, b" in str(err.value)
+
+
 def test_a_checkpoint_of_another_detector_is_refused_in_test_and_inference(tmp_path, data, root):
     """A Deformable DETR checkpoint in a DINO config scored mAP 0.046 with exit 0 (DINO's query and denoising
     embeddings, its decoder norm left untrained); training from it stays allowed (fine-tuning)."""

@@ -41,9 +41,17 @@ def level_problems(model_cfg: dict) -> list[str]:
             f'the rest added by the neck (4 for DINO-4scale and Deformable DETR with three backbone maps)']
 
 
+class BackboneArgumentError(ValueError):
+    """A pit-det backbone's config names an argument its constructor rejects (``model.backbone.arch=zz``)."""
+
+
 def declared_channels(backbone_cfg: dict) -> tuple[int, ...] | None:
     """The channels of the maps the backbone of ``backbone_cfg`` returns, without building it: what a pit-det
-    backbone declares (``declared_channels``), or mmdet's ResNet's from its ``arch_settings``; None if unknown."""
+    backbone declares (``declared_channels``), or mmdet's ResNet's from its ``arch_settings``; None if unknown.
+
+    Raises:
+        BackboneArgumentError: a pit-det backbone rejects an argument (its message names it and the valid ones).
+    """
     from mmdet.models.backbones import ResNet
     from mmdet.registry import MODELS
     kind = backbone_cfg.get('type')
@@ -52,8 +60,8 @@ def declared_channels(backbone_cfg: dict) -> tuple[int, ...] | None:
     if cls is not None and hasattr(cls, 'declared_channels'):
         try:
             return tuple(cls.declared_channels(**args))
-        except (ValueError, KeyError, RuntimeError):
-            return None  # the backbone's own constructor names a bad argument better
+        except (ValueError, KeyError) as exc:  # what its constructor would raise inside a traceback
+            raise BackboneArgumentError(f'model.backbone ({kind}): {exc.args[0] if exc.args else exc}') from None
     if isinstance(cls, type) and issubclass(cls, ResNet) and backbone_cfg.get('depth') in ResNet.arch_settings:
         block = ResNet.arch_settings[backbone_cfg['depth']][0]
         indices = backbone_cfg.get('out_indices', (0, 1, 2, 3))
@@ -66,7 +74,10 @@ def backbone_problems(model_cfg: dict) -> list[str]:
     backbone, neck = model_cfg.get('backbone') or {}, model_cfg.get('neck') or {}
     problems = []
     in_channels = list(neck.get('in_channels') or [])
-    channels = declared_channels(backbone)
+    try:
+        channels = declared_channels(backbone)
+    except BackboneArgumentError as exc:
+        return [str(exc)]
     what = f'the backbone ({backbone.get("type")}' + ''.join(
         f', {k} {backbone[k]}' for k in ('arch', 'model_name', 'depth', 'out_indices') if k in backbone) + ')'
     if channels is not None and len(channels) > len(in_channels) and in_channels:
