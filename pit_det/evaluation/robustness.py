@@ -184,15 +184,28 @@ def read_report(path: str | Path) -> dict:
     if missing:
         raise RobustnessError(f'--compare {path}: not a robustness.json (no {", ".join(missing)}); give files '
                               'written by pit-det-test-robustness')
-    shapes_ok = (isinstance(data['clean'], (int, float)) and isinstance(data['corruptions'], dict)
-                 and isinstance(data['occlusion'], dict)
-                 and all(isinstance(per, dict) and all(isinstance(v, (int, float)) for v in per.values())
+    shapes_ok = (_number(data['clean']) and all(_number(data[k]) or data[k] is None for k in ('mPC', 'rPC'))
+                 and isinstance(data['corruptions'], dict) and isinstance(data['occlusion'], dict)
+                 and all(isinstance(per, dict) and all(_parses(s, int) and _number(v) for s, v in per.items())
                          for per in data['corruptions'].values())
-                 and all(isinstance(v, (int, float)) for v in data['occlusion'].values()))
+                 and all(_parses(k, float) and _number(v) for k, v in data['occlusion'].items()))
     if not shapes_ok:
         raise RobustnessError(f'--compare {path}: its numbers are not where pit-det-test-robustness writes them '
-                              '(clean: a number, corruptions: {name: {severity: mAP}}, occlusion: {ratio: mAP})')
+                              '(clean: a number, mPC and rPC: numbers or null, corruptions: {name: {severity: mAP}}, '
+                              'occlusion: {ratio: mAP}; severities whole numbers, ratios numbers)')
     return data
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _parses(text, kind) -> bool:
+    try:
+        kind(text)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def evaluate_robustness(config: str, checkpoint: str, corruptions=CORRUPTIONS, severities=SEVERITIES, occlusion=(),
