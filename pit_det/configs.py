@@ -32,12 +32,16 @@ def config_names() -> list[str]:
 
 def find_config(name: str | Path) -> Path:
     """``name`` if it is a file; else the config of ours called ``name`` (with or without ``.py``, with or without
-    its sub-folder: ``pit_s_deformable_detr``, ``demo/deformable-detr_pit-ti_synthetic_cpu.py``)."""
+    its sub-folder: ``pit_s_deformable_detr``, ``demo/deformable-detr_pit-ti_synthetic_cpu.py``). A name with another
+    suffix (``pit_s_deformable_detr.pth``) names no config."""
     path = Path(name)
     if path.is_file():
         return path
+    if path.suffix not in ('', '.py'):  # a checkpoint's name given for the config must not run the config
+        raise ConfigNotFoundError(f'config {name}: no such file, and a config is a Python file (.py): give a config '
+                                  f'path or name, e.g. {path.stem}')
     root = config_root()
-    relative = path.with_suffix('.py') if path.suffix != '.py' else path
+    relative = path.with_suffix('.py')
     if relative.parts[:1] == ('configs',):  # configs/x.py typed outside the checkout
         relative = Path(*relative.parts[1:])
     found = []

@@ -102,6 +102,15 @@ def table(header: list[str], rows: list[list[str]], markdown: bool = False) -> s
     return '\n'.join([line(header), rule] + [line(row) for row in rows])
 
 
+def code_span(text: str) -> str:
+    """``text`` as one Markdown code span, whatever backticks it holds: fenced by one backtick more than its longest
+    run of them, padded with a space where it begins or ends with one (CommonMark)."""
+    import re
+    fence = '`' * (max((len(run) for run in re.findall('`+', text)), default=0) + 1)
+    pad = ' ' if text.startswith('`') or text.endswith('`') else ''
+    return f'{fence}{pad}{text}{pad}{fence}'
+
+
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     """A matplotlib figure laid out, written to ``path`` (whole or not at all) and closed."""
     import matplotlib.pyplot as plt

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -115,13 +116,14 @@ def manifest_setting(folder: Path, key: str) -> str:
 
 
 def fetch_command(folder: Path, file: str) -> str:
-    """The command that puts ``file`` (a wheel for the wheelhouse's target, or mmcv's source) into ``folder``."""
+    """The command that puts ``file`` (a wheel for the wheelhouse's target, or mmcv's source) into ``folder``, shell-quoted
+    for pasting."""
     if file.endswith('.tar.gz'):
-        return f'python -m pip download --no-deps --no-binary :all: -d {folder} mmcv=={MMCV_VERSION}'
+        return f'python -m pip download --no-deps --no-binary :all: -d {shlex.quote(str(folder))} mmcv=={MMCV_VERSION}'
     name, version, *_, abi, platform = file[:-len('.whl')].split('-')
     python = manifest_setting(folder, 'python')
     return (f'python -m pip download --no-deps --only-binary=:all: --python-version {python} --implementation cp '
-            f'--abi {abi} --platform {platform.split(".")[0]} -d {folder} {name}=={version}')
+            f'--abi {abi} --platform {platform.split(".")[0]} -d {shlex.quote(str(folder))} {name}=={version}')
 
 
 def check(folder: Path) -> list[str]:

@@ -85,6 +85,19 @@ def test_annotation_files_of_the_user_beside_the_config_are_refused(tmp_path, ca
     assert json.loads(mine['val'].read_text())['pit_det_copy_of'] == str(train.resolve())
 
 
+def test_the_next_commands_paste_as_one_word_per_path(tmp_path, capsys):
+    """The printed next: lines are for a shell: a config name with a space or a quote stays one argument."""
+    import shlex
+    data = make_synthetic_coco(tmp_path / 'data', num_train=8, num_val=2)
+    out = tmp_path / "my set's v2.py"
+    assert main([str(data / 'annotations' / 'train.json'), '--train-images', str(data / 'train'), '--val-split',
+                 '0.2', '--out', str(out)]) == 0
+    lines = capsys.readouterr().out.split('next:\n', 1)[1].splitlines()
+    train, test = (shlex.split(line) for line in lines)
+    assert train == ['mim', 'train', 'mmdet', str(out), '--work-dir', "work_dirs/my set's v2"]
+    assert test[3] == str(out) and test[5] == "work_dirs/my set's v2/epoch_50.pth"
+
+
 def test_schedule_follows_the_set_size():
     assert schedule_for(100, False).epochs == 50 and schedule_for(2000, False).epochs == 13
     assert schedule_for(100_000, False).epochs == 12 and schedule_for(2000, True).epochs == 6

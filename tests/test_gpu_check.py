@@ -75,3 +75,17 @@ def test_latency_table_and_summary(demo_config):
     text = gpu_check.summary_markdown(summary)
     assert '**latency**: ok' in text and '**kernel**: skipped' in text and markdown in text
     json.dumps(summary)
+
+
+def test_a_step_whose_error_holds_backticks_stays_one_code_span():
+    """An error quoting code (`x`) broke the summary's code span, and the rest of the line rendered as Markdown."""
+    from markdown_it import MarkdownIt
+    error = 'mmcv.ops failed: `ms_deform_attn` for ``cuda`` not found`'
+    summary = dict(gpu='a GPU', date='today', torch='t', cuda='c', mmcv='m', wall_s=1.0,
+                   steps={'kernel': dict(ok=False, seconds=1.0, error=error)})
+    line = next(line for line in gpu_check.summary_markdown(summary).splitlines() if '**kernel**' in line)
+    html = MarkdownIt().render(line)
+    assert html.count('<code>') == 1
+    code = html.split('<code>')[1].split('</code>')[0]
+    assert json.loads(code.replace('&quot;', '"').replace('&amp;', '&').replace('&lt;', '<').replace('&gt;', '>')) \
+        == dict(seconds=1.0, error=error)

@@ -48,6 +48,9 @@ def test_a_config_is_found_by_name_path_or_sub_folder(root, tmp_path, monkeypatc
         find_config('mask_rcnn')
     with pytest.raises(ConfigNotFoundError):
         find_config('deformable-detr_halfres')  # _base_ is not a config to run
+    for other in ('pit_s_deformable_detr.pth', 'pit_s_deformable_detr.txt'):  # resolved to the .py, silently
+        with pytest.raises(ConfigNotFoundError, match=f'config {other}: no such file, and a config is a Python file'):
+            find_config(other)
 
 
 def test_commands_take_a_config_name_and_refuse_an_unknown_one(tmp_path, monkeypatch, capsys):

@@ -138,6 +138,12 @@ def test_check_names_the_python_a_wheelhouse_is_for(root, tmp_path):
     assert problems[1].endswith(f'--python-version {HERE} --implementation cp --abi cp312 --platform '
                                 f'manylinux2014_x86_64 -d {tmp_path} PyYAML==6.0.4')
     assert 'holds no wheelhouse.txt' in wheelhouse.check(tmp_path / 'nothing')[0]
+    import shlex  # the fetch command pastes into a shell: a folder with a space stays one argument
+    spaced = tmp_path / 'wheel house'
+    spaced.mkdir()
+    (spaced / 'wheelhouse.txt').write_text((tmp_path / 'wheelhouse.txt').read_text())
+    command = shlex.split(wheelhouse.check(spaced)[-1].split('fetch it with: ', 1)[1])
+    assert command[command.index('-d') + 1] == str(spaced) and command[-1] == 'PyYAML==6.0.4'
 
 
 def test_check_refuses_damaged_wheels_and_a_manifest_that_is_not_text(root, tmp_path):

@@ -9,6 +9,7 @@ PiT-S Deformable DETR): every weight but the classification branches is loaded. 
 """
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -103,10 +104,12 @@ def main(argv: list[str] | None = None) -> int:
 def summary(out: Path, chosen: dict, train, val) -> str:
     """What was written, and the commands to run next."""
     classes, work = chosen['classes'], f'work_dirs/{out.stem}'
+    q = shlex.quote  # the next: lines are for pasting into a shell: a name with a space or a quote stays one word
+    config, checkpoint = q(str(out)), q(f'{work}/epoch_{chosen["schedule"].epochs}.pth')
     return (f'wrote {out}: {len(classes)} classes ({", ".join(classes[:8])}{", ..." if len(classes) > 8 else ""}), '
             f'{train.num_images} training images ({train.num_boxes} boxes), {val.num_images} validation images; '
-            f'{chosen["schedule"].why}\nnext:\n  mim train mmdet {out} --work-dir {work}\n'
-            f'  mim test mmdet {out} --checkpoint {work}/epoch_{chosen["schedule"].epochs}.pth --work-dir {work}')
+            f'{chosen["schedule"].why}\nnext:\n  mim train mmdet {config} --work-dir {q(work)}\n'
+            f'  mim test mmdet {config} --checkpoint {checkpoint} --work-dir {q(work)}')
 
 
 if __name__ == '__main__':

@@ -41,6 +41,7 @@ def _check_out_dir(folder: Path) -> None:
 
 def summary_markdown(summary: dict) -> str:
     from ..acceptance.checks import format_latency
+    from ..outputs import code_span
 
     lines = [f"# GPU check: {summary['gpu']}", '',
              f"{summary['date']}; torch {summary['torch']}, CUDA {summary['cuda']}, mmcv {summary['mmcv']}; "
@@ -48,7 +49,7 @@ def summary_markdown(summary: dict) -> str:
     for name, step in summary['steps'].items():
         verdict = 'skipped' if step.get('skipped') else ('ok' if step.get('ok') else 'FAILED')
         details = {k: v for k, v in step.items() if k not in ('ok', 'rows', 'skipped')}
-        lines.append(f'- **{name}**: {verdict} ({step.get("seconds", 0):.0f} s) `{json.dumps(details)}`')
+        lines.append(f'- **{name}**: {verdict} ({step.get("seconds", 0):.0f} s) {code_span(json.dumps(details))}')
     latency = summary['steps'].get('latency', {})
     if latency.get('rows'):
         limits = latency.get('limits', {})
