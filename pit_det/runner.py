@@ -275,6 +275,29 @@ class CheckedRunner(Runner):
         if self._resume:
             self._forget_best_checkpoints_elsewhere()
 
+    def resume(self, filename: str, *args, **kwargs) -> None:
+        """mmengine's resume, refusing a checkpoint of another detector or class set before its optimizer state is
+        read: a Deformable DETR checkpoint resumed into a DINO config ended in a traceback about parameter groups.
+        Resuming continues a run of this config; starting from another model's weights is ``load_from``."""
+        self._resuming = True
+        try:
+            super().resume(filename, *args, **kwargs)
+        finally:
+            self._resuming = False
+
+    def load_checkpoint(self, filename: str, *args, **kwargs):
+        checkpoint = super().load_checkpoint(filename, *args, **kwargs)
+        model = self.model.module if hasattr(self.model, 'module') else self.model
+        if getattr(self, '_resuming', False) and hasattr(model, 'refuse_for_testing'):
+            try:
+                model.refuse_for_testing(filename)
+            except CheckpointMismatchError as exc:
+                raise CheckpointMismatchError(
+                    f'--resume {filename}: {exc}. A resumed run continues the run that wrote the checkpoint, with '
+                    'its optimizer state; to start this config from another model\'s weights, pass the file as '
+                    f'--cfg-options load_from={filename} without --resume') from None
+        return checkpoint
+
     def _forget_best_checkpoints_elsewhere(self) -> None:
         """A run resumed from another work dir's checkpoint inherits that run's best checkpoint path and score;
         mmengine's CheckpointHook deletes the previous best at each new best, so the other run's file was removed.

@@ -219,6 +219,12 @@ def test_a_checkpoint_of_another_detector_is_refused_in_test_and_inference(tmp_p
         runner_for(cfg).test()
     with pytest.raises(CheckpointMismatchError, match=message):
         build_detector(dino, path)
+    cfg.load_from, cfg.resume = str(path), True  # --resume: continues a run, with its optimizer state
+    cfg.work_dir = str(tmp_path / 'resumed')
+    with pytest.raises(CheckpointMismatchError, match=r'--resume .*ddetr.pth: .*lacks .* pass the file as '
+                                                      r'--cfg-options load_from=.* without --resume'):
+        runner_for(cfg).train()
+    assert not list((tmp_path / 'resumed').rglob('*.pth'))
     own = tmp_path / 'dino.pth'  # its own checkpoint: every tensor there
     torch.save({'state_dict': MODELS.build(cfg.model).state_dict(), 'meta': {}}, own)
     assert build_detector(dino, own).missing_from_checkpoint == []
