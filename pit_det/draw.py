@@ -8,6 +8,8 @@ import numpy as np
 from .data import IMAGE_SUFFIXES
 from .outputs import check_file_output
 
+MAX_DRAWN_SIDE = 4096  # the long side of the largest picture drawn; the detector sees the image as its config resizes it
+
 
 def check_request(config: str | Path, checkpoint: str | Path, image: str | Path, out: str | Path,
                   device: str = 'cpu', force: bool = False, inputs: tuple = ()) -> np.ndarray:
@@ -45,7 +47,9 @@ def draw_detections(config: str | Path, checkpoint: str | Path, image: str | Pat
                     inference: dict | None = None, force: bool = False) -> int:
     """Run ``config`` with ``checkpoint`` on ``image`` and write the picture with boxes to ``out``.
 
-    Images whose short side is below ``min_side`` are drawn enlarged (boxes scaled alike) so labels stay legible.
+    Images whose short side is below ``min_side`` are drawn enlarged (boxes scaled alike) so labels stay legible;
+    images whose long side is above :data:`MAX_DRAWN_SIDE` are drawn reduced to it (a 10000x10000 photo took 10 GB
+    of memory to draw at its own size).
     ``inference``: the detector's inference path (``FastDeformableDETR(inference=...)``), e.g. ``dict(path='bf16')``.
     ``force``: replace an existing ``out`` (never an input).
 
@@ -67,8 +71,9 @@ def draw_detections(config: str | Path, checkpoint: str | Path, image: str | Pat
     visualizer.dataset_meta = model.dataset_meta
     img = mmcv.imconvert(bgr, 'bgr', 'rgb')
     scale = max(1.0, min_side / min(img.shape[:2]))
-    if scale > 1:
-        img = mmcv.imrescale(img, scale, interpolation='nearest')
+    scale = min(scale, MAX_DRAWN_SIDE / max(img.shape[:2]))
+    if scale != 1:
+        img = mmcv.imrescale(img, scale, interpolation='nearest' if scale > 1 else 'area')
         result.pred_instances.bboxes = result.pred_instances.bboxes * scale
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     visualizer.add_datasample('prediction', img, data_sample=result, draw_gt=False, pred_score_thr=score_thr,

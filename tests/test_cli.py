@@ -47,6 +47,16 @@ def test_infer_draws(detector, tmp_path, capsys):
     assert drawn.shape[:2] == (512, 683)  # enlarged to a 512-px short side so labels stay legible
 
 
+def test_infer_draws_a_huge_photo_reduced(detector, tmp_path, capsys):
+    """A 10000x10000 PNG took 10 GB of memory to draw at its own size: the picture is drawn at 4096 px at most."""
+    config, checkpoint, _ = detector
+    photo = tmp_path / 'huge.png'
+    Image.new('RGB', (10000, 6000), (90, 120, 150)).save(photo)
+    code, out, err = infer(capsys, config, checkpoint, photo, '--out', tmp_path / 'drawn.png', '--score-thr', 0)
+    assert code == 0, err
+    assert Image.open(tmp_path / 'drawn.png').size == (4096, 2458)  # the long side at 4096, the aspect kept
+
+
 def test_commands_run_one_after_another_with_their_streams_replaced_and_closed_log_no_error(demo_run, tmp_path,
                                                                                             monkeypatch):
     """mmengine's loggers live as long as the process: pit-det-test's run leaves one behind, which pit-det-infer
