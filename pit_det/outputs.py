@@ -41,6 +41,15 @@ def _check_parent(path: Path, option: str) -> None:
     parent = next((p for p in path.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise OutputError(f'{option} {path}: {parent} is a file, not a folder')
+    if parent is not None and not writable(parent):
+        raise OutputError(f'{option} {path}: the folder {parent} cannot be written (read-only, or not yours): '
+                          'choose a folder you can write')
+
+
+def writable(folder: str | Path) -> bool:
+    """Whether files can be made in ``folder``: its permissions for this user, and a read-only file system (which
+    refuses root too)."""
+    return os.access(folder, os.W_OK | os.X_OK)
 
 
 def check_file_output(path: str | Path, inputs: Iterable[tuple[str, str | Path | None]] = (), *,

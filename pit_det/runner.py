@@ -10,6 +10,7 @@ import logging
 import os
 import os.path as osp
 import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -22,7 +23,7 @@ from mmengine.visualization import Visualizer
 
 from .checkpoint.matching import CheckpointMismatchError
 from .checkpoint.sources import CheckpointReadError, WeightsUnavailableError
-from .outputs import atomic_write
+from .outputs import atomic_write, writable
 from .preflight import PreflightError, check_model, check_test, check_train
 
 
@@ -183,6 +184,12 @@ class CheckedRunner(Runner):
         if osp.isfile(str(kwargs.get('work_dir', ''))):
             raise PreflightError(f'cannot start: the work dir {kwargs["work_dir"]} is a file; give a folder '
                                  '(--work-dir DIR)')
+        if kwargs.get('work_dir'):
+            existing = next(p for p in (Path(kwargs['work_dir']).absolute(), *Path(kwargs['work_dir']).absolute()
+                                        .parents) if p.exists())
+            if not writable(existing):
+                raise PreflightError(f'cannot start: the work dir {kwargs["work_dir"]} cannot be written ({existing} '
+                                     'is read-only, or not yours): give a folder you can write (--work-dir DIR)')
         self._work_dir_lock = None
         if launcher == 'pytorch' and not torch.cuda.is_available() and not dist.is_initialized():
             dist.init_process_group(backend='gloo')  # torchrun's env://; mmengine then skips its own init_dist

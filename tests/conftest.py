@@ -125,3 +125,17 @@ def demo_run(tmp_path_factory):
         checkpoints.append(tmp / f'model_{seed}.pth')
         torch.save({'state_dict': model.state_dict(), 'meta': {}}, checkpoints[-1])
     return config, checkpoints
+
+
+@pytest.fixture()
+def read_only_folder(tmp_path):
+    """A folder on a read-only file system (a tmpfs mounted ro: refused to root too), holding nothing; skipped where
+    this user may not mount."""
+    import subprocess
+    folder = tmp_path / 'read_only'
+    folder.mkdir()
+    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f'cannot mount a read-only file system here: {mounted.stderr.decode().strip()}')
+    yield folder
+    subprocess.run(['umount', str(folder)], check=True)

@@ -47,6 +47,28 @@ def test_infer_draws(detector, tmp_path, capsys):
     assert drawn.shape[:2] == (512, 683)  # enlarged to a 512-px short side so labels stay legible
 
 
+def test_outputs_in_a_read_only_folder_are_refused_before_any_work(detector, demo_run, read_only_folder, capsys):
+    """--out in a read-only folder failed after the model ran (infer) or after the export (with a temp file name in
+    the message); a read-only work dir failed inside mmengine."""
+    from mmdet.registry import RUNNERS
+
+    from pit_det.cli.export_onnx import main as export_main
+    from pit_det.demo import load_demo_config
+    from pit_det.preflight import PreflightError
+    config, checkpoint, image = detector
+    code, out, err = infer(capsys, config, checkpoint, image, '--out', read_only_folder / 'x.png')
+    assert code == 1 and out == '' and err.strip() == (
+        f'error: --out {read_only_folder / "x.png"}: the folder {read_only_folder} cannot be written (read-only, or '
+        'not yours): choose a folder you can write')
+    assert export_main([str(config), str(checkpoint), '--out', str(read_only_folder / 'x.onnx'), '--size',
+                        '128x128']) == 1
+    printed = capsys.readouterr()
+    assert printed.out == '' and f'the folder {read_only_folder} cannot be written' in printed.err
+    cfg = load_demo_config(demo_run[0].parent / 'data', read_only_folder / 'work')
+    with pytest.raises(PreflightError, match=f'the work dir {read_only_folder / "work"} cannot be written'):
+        RUNNERS.build(cfg)
+
+
 def test_infer_draws_a_huge_photo_reduced(detector, tmp_path, capsys):
     """A 10000x10000 PNG took 10 GB of memory to draw at its own size: the picture is drawn at 4096 px at most."""
     config, checkpoint, _ = detector
