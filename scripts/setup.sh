@@ -51,11 +51,10 @@ if [[ -n "${PIT_DET_PYTHON:-}" ]]; then
              "or unset PIT_DET_PYTHON to let the setup create .venv with torch $TORCH_VERSION." >&2
         exit 1
     }
-    # pit-det supports torch 2.6 - 2.14 (pyproject.toml); anything else would make pip replace the user's torch.
-    "$PY" -c 'import sys, torch; v = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
-sys.exit(0 if (2, 6) <= v < (2, 15) else 1)' || {
-        echo "ERROR: $PY has torch $("$PY" -c 'import torch; print(torch.__version__)'); pit-det supports 2.6 to 2.14." \
-             "Use an environment with such a torch, or unset PIT_DET_PYTHON." >&2
+    # the ranges of pyproject.toml: anything else would make pip replace the user's torch
+    outside=$("$PY" scripts/requirements.py --check-installed torch torchvision 2>&1) || {
+        echo "ERROR: $PY has $(echo "$outside" | paste -sd ';' -). Use an environment with such a torch, or unset" \
+             "PIT_DET_PYTHON." >&2
         exit 1
     }
 else

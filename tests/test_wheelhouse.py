@@ -186,7 +186,7 @@ def test_setup_rejects_a_folder_that_is_no_wheelhouse(root, tmp_path):
     assert run.returncode == 1 and 'it is not a pit-det wheelhouse' in run.stderr
 
 
-def test_requirements_leave_out_what_the_setup_installs_apart(root):
+def test_requirements_leave_out_what_the_setup_installs_apart(root, tmp_path):
     requirements = load_script(root, 'requirements')
     listed = requirements.requirements(['test'], ['torch', 'torchvision', 'mmcv'])
     names = [requirements.requirement_name(r) for r in listed]
@@ -194,6 +194,14 @@ def test_requirements_leave_out_what_the_setup_installs_apart(root):
     assert not {'torch', 'torchvision', 'mmcv', 'openvino'} & set(names)
     with pytest.raises(SystemExit, match='no extra gpu'):
         requirements.requirements(['gpu'], [])
+    # the range a kept torch is checked against (scripts/setup.sh with PIT_DET_PYTHON) is pyproject.toml's
+    import torch
+    assert requirements.outside_range(['torch', 'torchvision']) == []
+    narrow = tmp_path / 'pyproject.toml'
+    narrow.write_text((root / 'pyproject.toml').read_text().replace('"torch>=2.6,', '"torch>=2.6,<2.7,'))
+    here = torch.__version__.split('+')[0]
+    problem, = requirements.outside_range(['torch'], narrow)
+    assert problem.startswith(f'torch {here}: pit-det supports torch') and '<2.7' in problem
 
 
 def test_a_placeholder_is_a_wheel_pip_reads_back(root, tmp_path):
