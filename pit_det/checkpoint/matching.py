@@ -219,7 +219,10 @@ class FitsDetectorCheckpoints:
     def _check_fit_on_load(self, state_dict: dict, prefix: str, *args) -> None:
         tolerated = fit_detector_checkpoint(self, state_dict, prefix)
         self.class_layers_differ = tolerated  # fine-tuning tolerates them; testing and inference do not
-        self.missing_from_checkpoint = [k for k in self.state_dict() if f'{prefix}{k}' not in state_dict]
+        # the backbone's own tensors are checked by the backbone, in whichever of its layouts they come
+        own_backbone = isinstance(getattr(self, 'backbone', None), FitsCheckpoints)
+        self.missing_from_checkpoint = [k for k in self.state_dict() if f'{prefix}{k}' not in state_dict
+                                        and not (own_backbone and k.startswith('backbone.'))]
         bias = state_dict.get(f'{prefix}bbox_head.cls_branches.0.bias')
         self.checkpoint_num_classes = int(bias.shape[0]) if bias is not None else None
         if tolerated:
