@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -114,7 +115,6 @@ def table(header: list[str], rows: list[list[str]], markdown: bool = False) -> s
 def code_span(text: str) -> str:
     """``text`` as one Markdown code span, whatever backticks it holds: fenced by one backtick more than its longest
     run of them, padded with a space where it begins or ends with one (CommonMark)."""
-    import re
     fence = '`' * (max((len(run) for run in re.findall('`+', text)), default=0) + 1)
     pad = ' ' if text.startswith('`') or text.endswith('`') else ''
     return f'{fence}{pad}{text}{pad}{fence}'
