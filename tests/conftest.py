@@ -58,6 +58,18 @@ def mmengine_log():
     logger.removeHandler(handler)
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle
+def pytest_collection_modifyitems(items):
+    """Files holding more slow tests first: xdist hands whole files to the two workers in this order (--dist
+    loadfile), so the long ones start early and the workers end together instead of one waiting on a long file
+    drawn last. pytest-randomly's order stays within each file and among files of equal weight."""
+    weight, first = {}, {}
+    for index, item in enumerate(items):
+        weight[item.path] = weight.get(item.path, 0) + (item.get_closest_marker('slow') is not None)
+        first.setdefault(item.path, index)
+    items.sort(key=lambda item: (-weight[item.path], first[item.path]))
+
+
 def pytest_generate_tests(metafunc):
     """A test taking ``config_path`` runs once per config of ``configs/`` (``_base_`` left out)."""
     if 'config_path' in metafunc.fixturenames:

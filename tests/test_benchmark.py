@@ -13,6 +13,7 @@ FIELDS = {'model', 'mode', 'size', 'batch', 'inference', 'device', 'median_ms', 
           'images_per_s', 'peak_mem_mib', 'params_m', 'gmacs', 'iters'}
 
 
+@pytest.mark.slow
 def test_quick_mode_writes_json_csv_and_plot(tmp_path, capsys):
     assert main(['pit-ti', 'timm:pit_ti_224', 'resnet50', '--quick', '--out-dir', str(tmp_path), '--plot',
                  '--reference', 'timm:pit_ti_224']) == 0
@@ -130,6 +131,7 @@ def test_vit_s_backbone_spec():
     assert result.gmacs is not None and result.gmacs > 0
 
 
+@pytest.mark.slow
 def test_paths_of_one_model_in_one_interleaved_table():
     config = 'configs/demo/deformable-detr_pit-ti_synthetic_cpu.py'
     specs = [config, f'{config}@bf16', f'{config}@onnxruntime']

@@ -175,6 +175,7 @@ print('hf-hub ok')
 '''
 
 
+@pytest.mark.slow
 def test_hf_hub_tag_loads_from_the_hub_cache_offline(root, tmp_path):
     import timm
     from safetensors.torch import save_file
@@ -255,6 +256,7 @@ def test_two_urls_with_one_file_name_never_share_a_cached_file(official_pit, tmp
     assert server.gets['d1/model.pth'] == 1  # the cache still serves each URL its own file
 
 
+@pytest.mark.slow
 def test_an_unreachable_hub_fails_at_once_with_one_message(root, tmp_path):
     """No network and HF_HUB_OFFLINE unset: one probe, not huggingface_hub's five retries per file."""
     import time

@@ -183,6 +183,7 @@ def test_the_dataset_command_writes_a_dino_config_with_dinos_schedule(root, tmp_
     assert model.dn_query_generator.num_classes == 3 and model.dn_query_generator.label_embedding.num_embeddings == 3
 
 
+@pytest.mark.slow
 def test_the_convergence_study_trains_both_heads_on_one_set_and_says_what_the_claim_comes_to(tmp_path, capsys):
     from pit_det.analysis.convergence import epochs_to_reach, run_convergence, verdict
     result = run_convergence(tmp_path / 'out', tmp_path / 'data', epochs=1, seed=11, num_train=16, num_val=8)

@@ -58,6 +58,7 @@ def test_demo_detector_exports_and_matches_in_onnxruntime(exported):
     assert any(node.op_type == 'GridSample' for node in graph.node)  # the deformable attention, in standard ONNX
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('config', ['pit_s_deformable_detr.py',
                                     'deformable-detr-refine-twostage_pit-s_16xb2-50e_coco-halfres.py'])
 def test_pit_s_detectors_export(root, config, tmp_path):

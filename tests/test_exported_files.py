@@ -77,6 +77,7 @@ def test_an_onnx_file_of_another_class_count_is_refused_before_the_model_is_buil
     assert f'--model-file {exports[0]} was exported from a detector of 3 classes' in err and 'has 5' in err
 
 
+@pytest.mark.slow
 def test_mim_test_through_an_onnx_file_of_other_weights_stops_with_the_message(demo_run, exports, tmp_path):
     import mmdet
     config, checkpoints = demo_run

@@ -61,6 +61,7 @@ def test_training_and_mim_test_checks(demo_config, tmp_path):
     assert 0 <= test['bbox_mAP'] <= 1
 
 
+@pytest.mark.slow
 def test_latency_table_and_summary(demo_config):
     table = latency_table('cpu', configs={'demo': str(demo_config)}, sizes=((64, 96),), batches=(1, 2),
                           precisions=('fp32',), warmup=0, iters=2, progress=lambda line: None)

@@ -129,6 +129,7 @@ def test_side_by_side_benchmark_smoke(tmp_path):
     assert set(op['peak_mib']) == {'fused', 'mmcv'} and min(op['peak_mib'].values()) >= 0
 
 
+@pytest.mark.slow
 def test_copies_of_the_source_in_other_folders_share_one_build(tmp_path):
     """A clone and an installed copy take turns without recompiling (36 s on 2 cores each time)."""
     import subprocess

@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 
 SCRIPT = r'''
@@ -35,6 +36,7 @@ except OSError as exc:
 '''
 
 
+@pytest.mark.slow
 def test_a_save_that_fails_midway_leaves_no_file_under_the_final_name(tmp_path):
     for kind in ('pit', 'mmengine'):
         work = tmp_path / kind
@@ -84,6 +86,7 @@ print('SAVE_DIR', runners[1].visualizer._vis_backends['LocalVisBackend']._save_d
 '''
 
 
+@pytest.mark.slow
 def test_two_runs_in_one_process_write_into_their_own_work_dirs(tmp_path):
     from mmdet.registry import RUNNERS
     from mmdet.utils import register_all_modules
