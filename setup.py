@@ -5,6 +5,7 @@ As mmdet's ``setup.py`` (``add_mim_extension``) does, a built wheel carries ``co
 finds one by name, and pit-det's own commands find configs by name outside a checkout. An editable install reads
 them from the checkout instead (``pit_det/configs.py``).
 """
+
 import shutil
 from pathlib import Path
 

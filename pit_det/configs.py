@@ -4,6 +4,7 @@ A checkout keeps them in ``configs/``; a wheel carries them under ``pit_det/.mim
 ``model-index.yml``, as OpenMMLab packages do), which is also where ``mim train pit_det NAME`` and ``mim search
 pit_det`` look. Every command that takes a config accepts ``pit_s_deformable_detr`` as well as a path.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,8 +39,10 @@ def find_config(name: str | Path) -> Path:
     if path.is_file():
         return path
     if path.suffix not in ('', '.py'):  # a checkpoint's name given for the config must not run the config
-        raise ConfigNotFoundError(f'config {name}: no such file, and a config is a Python file (.py): give a config '
-                                  f'path or name, e.g. {path.stem}')
+        raise ConfigNotFoundError(
+            f'config {name}: no such file, and a config is a Python file (.py): give a config '
+            f'path or name, e.g. {path.stem}'
+        )
     root = config_root()
     relative = path.with_suffix('.py')
     if relative.parts[:1] == ('configs',):  # configs/x.py typed outside the checkout
@@ -48,16 +51,21 @@ def find_config(name: str | Path) -> Path:
     if root.is_dir() and not path.is_absolute():
         for candidate in sorted(root.rglob(relative.name)):
             parts = candidate.relative_to(root).parts
-            if '_base_' not in parts and parts[-len(relative.parts):] == relative.parts:
+            if '_base_' not in parts and parts[-len(relative.parts) :] == relative.parts:
                 found.append(candidate)
     if len(found) == 1:
         return found[0]
     if found:
-        raise ConfigNotFoundError(f'config {name}: {len(found)} configs of that name ({", ".join(map(str, found))}): '
-                                  'give its path')
+        raise ConfigNotFoundError(
+            f'config {name}: {len(found)} configs of that name ({", ".join(map(str, found))}): give its path'
+        )
     names = config_names()
     close = [n for n in names if path.stem.replace('-', '_') in n.replace('-', '_')]
-    hint = (f'; did you mean {", ".join(close[:3])}?' if close else
-            f'; pit-det\'s configs (in {root}): {", ".join(names)}' if names else
-            f'; no configs of pit-det were found in {root}: reinstall pit-det')
+    hint = (
+        f'; did you mean {", ".join(close[:3])}?'
+        if close
+        else f"; pit-det's configs (in {root}): {', '.join(names)}"
+        if names
+        else f'; no configs of pit-det were found in {root}: reinstall pit-det'
+    )
     raise ConfigNotFoundError(f'config {name}: no such file, and no config of pit-det of that name{hint}')

@@ -2,6 +2,7 @@
 
 Runs anywhere (CPU, no downloads) through the same mmengine Runner that ``mim train``/``mim test`` use.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,14 +16,16 @@ from .data import make_synthetic_coco
 DEMO_CONFIG = config_root() / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'
 
 
-def load_demo_config(data_root: str | Path, work_dir: str | Path, max_epochs: int | None = None,
-                     config: str | Path = DEMO_CONFIG):
+def load_demo_config(
+    data_root: str | Path, work_dir: str | Path, max_epochs: int | None = None, config: str | Path = DEMO_CONFIG
+):
     """The demo config with its data root, work dir and (optionally) epoch count replaced."""
     from mmengine.config import Config
 
     if not Path(config).is_file():
-        raise FileNotFoundError(f'{config} not found: reinstall pit-det (its wheel carries the configs under '
-                                'pit_det/.mim/configs).')
+        raise FileNotFoundError(
+            f'{config} not found: reinstall pit-det (its wheel carries the configs under pit_det/.mim/configs).'
+        )
     cfg = Config.fromfile(str(config))
     root = str(Path(data_root)) + '/'
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
@@ -60,12 +63,17 @@ def check_folders(**folders: str | Path) -> None:
     """Raise ``ValueError`` naming the option (``data_root`` -> ``--data-root``) of any folder that is a file."""
     for option, folder in folders.items():
         if Path(folder).exists() and not Path(folder).is_dir():
-            raise ValueError(f'--{option.replace("_", "-")} {folder} is a file: give a folder (new, or one this '
-                             'command made before)')
+            raise ValueError(
+                f'--{option.replace("_", "-")} {folder} is a file: give a folder (new, or one this command made before)'
+            )
 
 
-def run_demo(work_dir: str | Path = 'work_dirs/demo', data_root: str | Path = 'data/synthetic',
-             max_epochs: int | None = None, seed: int = 0) -> dict:
+def run_demo(
+    work_dir: str | Path = 'work_dirs/demo',
+    data_root: str | Path = 'data/synthetic',
+    max_epochs: int | None = None,
+    seed: int = 0,
+) -> dict:
     """Generate the data, train, evaluate and draw with the best checkpoint; returns the metrics and paths."""
     if max_epochs is not None and max_epochs < 1:
         raise ValueError(f'epochs must be at least 1, got {max_epochs}')
@@ -81,15 +89,21 @@ def run_demo(work_dir: str | Path = 'work_dirs/demo', data_root: str | Path = 'd
     make_synthetic_coco(data_root, seed=seed)
     cfg = load_demo_config(data_root, work_dir, max_epochs)
     cfg.randomness = dict(seed=seed)
-    print(f'[2/4] training {DEMO_CONFIG.relative_to(DEMO_CONFIG.parents[2])} for {cfg.train_cfg.max_epochs} epochs '
-          f'(logs and checkpoints in {work_dir})', flush=True)
+    print(
+        f'[2/4] training {DEMO_CONFIG.relative_to(DEMO_CONFIG.parents[2])} for {cfg.train_cfg.max_epochs} epochs '
+        f'(logs and checkpoints in {work_dir})',
+        flush=True,
+    )
     start = time.time()
     runner = RUNNERS.build(cfg)
     runner.train()
     train_s = time.time() - start
     checkpoint, epoch = best_checkpoint(runner)
-    print(f'[3/4] evaluating the best checkpoint ({checkpoint.name}, epoch {epoch}) on the validation set '
-          '(COCO bbox, pycocotools)', flush=True)
+    print(
+        f'[3/4] evaluating the best checkpoint ({checkpoint.name}, epoch {epoch}) on the validation set '
+        '(COCO bbox, pycocotools)',
+        flush=True,
+    )
     runner.load_checkpoint(str(checkpoint))
     metrics = {k: float(v) for k, v in runner.test().items()}
     image = _most_varied_val_image(data_root)
@@ -98,7 +112,14 @@ def run_demo(work_dir: str | Path = 'work_dirs/demo', data_root: str | Path = 'd
     config_dump = work_dir / 'demo_config.py'
     cfg.dump(str(config_dump))
     count = draw_detections(config_dump, checkpoint, image, picture, force=True)  # the demo's own picture
-    result = dict(metrics=metrics, train_seconds=round(train_s, 1), checkpoint=str(checkpoint), epoch=epoch,
-                  picture=str(picture), detections_drawn=count, config=str(config_dump))
+    result = dict(
+        metrics=metrics,
+        train_seconds=round(train_s, 1),
+        checkpoint=str(checkpoint),
+        epoch=epoch,
+        picture=str(picture),
+        detections_drawn=count,
+        config=str(config_dump),
+    )
     (work_dir / 'metrics.json').write_text(json.dumps(result, indent=2))
     return result

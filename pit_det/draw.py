@@ -1,4 +1,5 @@
 """Draw a detector's predictions on an image (used by ``pit-det-infer`` and the demo)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,11 +9,20 @@ import numpy as np
 from .data import IMAGE_SUFFIXES
 from .outputs import check_file_output
 
-MAX_DRAWN_SIDE = 4096  # the long side of the largest picture drawn; the detector sees the image as its config resizes it
+MAX_DRAWN_SIDE = (
+    4096  # the long side of the largest picture drawn; the detector sees the image as its config resizes it
+)
 
 
-def check_request(config: str | Path, checkpoint: str | Path, image: str | Path, out: str | Path,
-                  device: str = 'cpu', force: bool = False, inputs: tuple = ()) -> np.ndarray:
+def check_request(
+    config: str | Path,
+    checkpoint: str | Path,
+    image: str | Path,
+    out: str | Path,
+    device: str = 'cpu',
+    force: bool = False,
+    inputs: tuple = (),
+) -> np.ndarray:
     """Everything :func:`draw_detections` needs, checked before a model is built; returns the image (BGR).
 
     Raises:
@@ -30,8 +40,12 @@ def check_request(config: str | Path, checkpoint: str | Path, image: str | Path,
     out = Path(out)
     if out.is_dir() or out.suffix.lower() not in IMAGE_SUFFIXES:
         raise ValueError(f'--out {out}: give a picture file name ending in one of {", ".join(IMAGE_SUFFIXES)}')
-    check_file_output(out, [('input image', image), ('config', config), ('checkpoint', checkpoint), *inputs],
-                      option='--out', force=force)
+    check_file_output(
+        out,
+        [('input image', image), ('config', config), ('checkpoint', checkpoint), *inputs],
+        option='--out',
+        force=force,
+    )
     if device.startswith('cuda') and not torch.cuda.is_available():
         raise ValueError(f'--device {device}: no CUDA GPU is visible to torch; use --device cpu')
     if Path(image).stat().st_size == 0:
@@ -42,9 +56,17 @@ def check_request(config: str | Path, checkpoint: str | Path, image: str | Path,
     return img
 
 
-def draw_detections(config: str | Path, checkpoint: str | Path, image: str | Path, out: str | Path,
-                    score_thr: float = 0.3, device: str = 'cpu', min_side: int = 512,
-                    inference: dict | None = None, force: bool = False) -> int:
+def draw_detections(
+    config: str | Path,
+    checkpoint: str | Path,
+    image: str | Path,
+    out: str | Path,
+    score_thr: float = 0.3,
+    device: str = 'cpu',
+    min_side: int = 512,
+    inference: dict | None = None,
+    force: bool = False,
+) -> int:
     """Run ``config`` with ``checkpoint`` on ``image`` and write the picture with boxes to ``out``.
 
     Images whose short side is below ``min_side`` are drawn enlarged (boxes scaled alike) so labels stay legible;
@@ -76,6 +98,7 @@ def draw_detections(config: str | Path, checkpoint: str | Path, image: str | Pat
         img = mmcv.imrescale(img, scale, interpolation='nearest' if scale > 1 else 'area')
         result.pred_instances.bboxes = result.pred_instances.bboxes * scale
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    visualizer.add_datasample('prediction', img, data_sample=result, draw_gt=False, pred_score_thr=score_thr,
-                              out_file=str(out))
+    visualizer.add_datasample(
+        'prediction', img, data_sample=result, draw_gt=False, pred_score_thr=score_thr, out_file=str(out)
+    )
     return int(np.sum(result.pred_instances.scores.cpu().numpy() >= score_thr))

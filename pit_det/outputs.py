@@ -8,14 +8,16 @@ existing file that is not an earlier output of the same tool, unless the user pa
 before the first model is built. Files are written next to their destination and renamed into place, so a reader
 never sees half a file and a failed run leaves the previous file as it was.
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 
 class OutputError(ValueError):
@@ -43,8 +45,10 @@ def _check_parent(path: Path, option: str) -> None:
     if parent is not None and not parent.is_dir():
         raise OutputError(f'{option} {path}: {parent} is a file, not a folder')
     if parent is not None and not writable(parent):
-        raise OutputError(f'{option} {path}: the folder {parent} cannot be written (read-only, or not yours): '
-                          'choose a folder you can write')
+        raise OutputError(
+            f'{option} {path}: the folder {parent} cannot be written (read-only, or not yours): '
+            'choose a folder you can write'
+        )
 
 
 def writable(folder: str | Path) -> bool:
@@ -53,8 +57,14 @@ def writable(folder: str | Path) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
 
 
-def check_file_output(path: str | Path, inputs: Iterable[tuple[str, str | Path | None]] = (), *,
-                      option: str = '--out', own: Callable[[Path], bool] | None = None, force: bool = False) -> Path:
+def check_file_output(
+    path: str | Path,
+    inputs: Iterable[tuple[str, str | Path | None]] = (),
+    *,
+    option: str = '--out',
+    own: Callable[[Path], bool] | None = None,
+    force: bool = False,
+) -> Path:
     """Refuse to write the file ``path`` over an input, a folder, or an existing file that is not the tool's own.
 
     Args:
@@ -74,19 +84,27 @@ def check_file_output(path: str | Path, inputs: Iterable[tuple[str, str | Path |
     path = Path(path)
     hit = _input_at(path, inputs)
     if hit:
-        raise OutputError(f'{option} {path} is the {hit[0]} ({hit[1]}): choose another path; a tool never writes '
-                          'over its input')
+        raise OutputError(
+            f'{option} {path} is the {hit[0]} ({hit[1]}): choose another path; a tool never writes over its input'
+        )
     if path.is_dir():
         raise OutputError(f'{option} {path} is a folder: give a file name')
     _check_parent(path, option)
     if path.exists() and not force and not (own is not None and own(path)):
-        raise OutputError(f'{option} {path} exists and is not an output of this tool: choose another path, or pass '
-                          '--force to replace it')
+        raise OutputError(
+            f'{option} {path} exists and is not an output of this tool: choose another path, or pass '
+            '--force to replace it'
+        )
     return path
 
 
-def check_dir_output(folder: str | Path, names: Iterable[str], inputs: Iterable[tuple[str, str | Path | None]] = (),
-                     *, option: str = '--out-dir') -> Path:
+def check_dir_output(
+    folder: str | Path,
+    names: Iterable[str],
+    inputs: Iterable[tuple[str, str | Path | None]] = (),
+    *,
+    option: str = '--out-dir',
+) -> Path:
     """Refuse a folder that is a file, or whose files ``names`` (what the tool writes there) include an input.
 
     Existing files of those names are taken as earlier outputs of the tool (the names are its own) and replaced.
@@ -103,11 +121,12 @@ def check_dir_output(folder: str | Path, names: Iterable[str], inputs: Iterable[
 
 def table(header: list[str], rows: list[list[str]], markdown: bool = False) -> str:
     """Columns padded to their widest cell; ``markdown``: with ``|`` borders, to paste into docs."""
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
 
     def line(cells):
-        padded = [str(c).ljust(w) for c, w in zip(cells, widths)]
+        padded = [str(c).ljust(w) for c, w in zip(cells, widths, strict=True)]
         return '| ' + ' | '.join(padded) + ' |' if markdown else '  '.join(padded)
+
     rule = '|' + '|'.join('-' * (w + 2) for w in widths) + '|' if markdown else '  '.join('-' * w for w in widths)
     return '\n'.join([line(header), rule] + [line(row) for row in rows])
 
@@ -123,6 +142,7 @@ def code_span(text: str) -> str:
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     """A matplotlib figure laid out, written to ``path`` (whole or not at all) and closed."""
     import matplotlib.pyplot as plt
+
     path = Path(path)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip('.') or 'png'))

@@ -3,6 +3,7 @@
 Selected in our configs with ``runner_type='CheckedRunner'``; mmdet's ``tools/train.py`` and ``tools/test.py`` (what
 ``mim train``/``mim test`` run) build it from the config. The checks are in :mod:`pit_det.preflight`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,6 +24,7 @@ from mmengine.visualization import Visualizer
 
 from .checkpoint.matching import CheckpointMismatchError
 from .checkpoint.sources import CheckpointReadError, WeightsUnavailableError
+from .extensions import show_without_traceback
 from .outputs import atomic_write, writable
 from .preflight import PreflightError, check_model, check_test, check_train
 
@@ -48,6 +50,7 @@ def log_to_current_stdout() -> None:
     (before and after its work) and by :class:`CheckedRunner` once its logger exists; a logger made later by other
     code keeps its own stream until then. Only plain ``StreamHandler``s change: log files stay where they are."""
     from mmengine.logging import MMLogger
+
     for logger in list(MMLogger._instance_dict.values()):  # ManagerMixin's registry of instances; no public list
         for handler in logger.handlers:
             if type(handler) is logging.StreamHandler and handler.stream is not CURRENT_STDOUT:
@@ -61,8 +64,7 @@ class WorkDirBusyError(RuntimeError):
 
 # What stops a run for a reason its message explains (data, weights, a checkpoint that does not fit, a work dir in
 # use): the command line tools print the message alone, without a traceback.
-STOP_ERRORS = (PreflightError, CheckpointMismatchError, CheckpointReadError, WeightsUnavailableError,
-               WorkDirBusyError)
+STOP_ERRORS = (PreflightError, CheckpointMismatchError, CheckpointReadError, WeightsUnavailableError, WorkDirBusyError)
 
 
 class WorkDirLock:
@@ -79,7 +81,7 @@ class WorkDirLock:
         self.path = osp.join(work_dir, self.NAME)
         self._file = None
 
-    def acquire(self) -> 'WorkDirLock':
+    def acquire(self) -> WorkDirLock:
         """Take the lock, or raise :class:`WorkDirBusyError` naming the process that holds it."""
         import fcntl
         import json
@@ -96,18 +98,26 @@ class WorkDirLock:
             file.close()
             try:
                 info = json.loads(holder)
-                who = (f'pid {info["pid"]} on {info["host"]}, started {info["started"]}: '
-                       f'{" ".join(info["command"])}')
+                who = f'pid {info["pid"]} on {info["host"]}, started {info["started"]}: {" ".join(info["command"])}'
             except (ValueError, KeyError, TypeError):
                 who = 'a process that left no details'
             raise WorkDirBusyError(
                 f'work dir {osp.dirname(self.path)} is in use by another training run ({who}). Two runs in one work '
-                'dir overwrite each other\'s checkpoints and logs. Wait for it to finish, stop it (kill PID), or '
-                'give this run its own --work-dir.') from None
+                "dir overwrite each other's checkpoints and logs. Wait for it to finish, stop it (kill PID), or "
+                'give this run its own --work-dir.'
+            ) from None
         file.seek(0)
         file.truncate()
-        file.write(json.dumps(dict(pid=os.getpid(), host=socket.gethostname(),
-                                   started=time.strftime('%Y-%m-%d %H:%M:%S'), command=sys.argv)))
+        file.write(
+            json.dumps(
+                dict(
+                    pid=os.getpid(),
+                    host=socket.gethostname(),
+                    started=time.strftime('%Y-%m-%d %H:%M:%S'),
+                    command=sys.argv,
+                )
+            )
+        )
         file.flush()
         self._file = file
         return self
@@ -120,6 +130,7 @@ class WorkDirLock:
     def held_by_other(self) -> bool:
         """Whether another process holds the lock now (this one does not take it)."""
         import fcntl
+
         if self._file is not None or not osp.isfile(self.path):
             return False
         with open(self.path) as file:
@@ -129,18 +140,6 @@ class WorkDirLock:
                 return True
             fcntl.flock(file, fcntl.LOCK_UN)
         return False
-
-
-def _print_stop_errors(previous):
-    """A ``sys.excepthook`` that prints a :data:`STOP_ERRORS` exception as ``error: MESSAGE`` (exit status 1, as
-    for any uncaught exception) and hands everything else to ``previous``."""
-    def hook(exc_type, exc, tb):
-        if issubclass(exc_type, STOP_ERRORS):
-            print(f'error: {exc}', file=sys.stderr)
-        else:
-            previous(exc_type, exc, tb)
-    hook.pit_det_stop_errors = True
-    return hook
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -177,19 +176,24 @@ class CheckedRunner(Runner):
         # mmdet's tools/train.py and tools/test.py (what `mim train`/`mim test` run) do not catch errors: a run that
         # cannot start printed a traceback into mmengine's internals above the message. Only uncaught exceptions
         # reach sys.excepthook, so code that builds a runner and catches these errors is unaffected.
-        if not getattr(sys.excepthook, 'pit_det_stop_errors', False):
-            sys.excepthook = _print_stop_errors(sys.excepthook)
+        show_without_traceback(STOP_ERRORS)
         if isinstance(kwargs.get('model'), dict):
             check_model(kwargs['model'])  # options the model's constructor would reject inside a traceback
         if osp.isfile(str(kwargs.get('work_dir', ''))):
-            raise PreflightError(f'cannot start: the work dir {kwargs["work_dir"]} is a file; give a folder '
-                                 '(--work-dir DIR)')
+            raise PreflightError(
+                f'cannot start: the work dir {kwargs["work_dir"]} is a file; give a folder (--work-dir DIR)'
+            )
         if kwargs.get('work_dir'):
-            existing = next(p for p in (Path(kwargs['work_dir']).absolute(), *Path(kwargs['work_dir']).absolute()
-                                        .parents) if p.exists())
+            existing = next(
+                p
+                for p in (Path(kwargs['work_dir']).absolute(), *Path(kwargs['work_dir']).absolute().parents)
+                if p.exists()
+            )
             if not writable(existing):
-                raise PreflightError(f'cannot start: the work dir {kwargs["work_dir"]} cannot be written ({existing} '
-                                     'is read-only, or not yours): give a folder you can write (--work-dir DIR)')
+                raise PreflightError(
+                    f'cannot start: the work dir {kwargs["work_dir"]} cannot be written ({existing} '
+                    'is read-only, or not yours): give a folder you can write (--work-dir DIR)'
+                )
         self._work_dir_lock = None
         if launcher == 'pytorch' and not torch.cuda.is_available() and not dist.is_initialized():
             dist.init_process_group(backend='gloo')  # torchrun's env://; mmengine then skips its own init_dist
@@ -201,6 +205,7 @@ class CheckedRunner(Runner):
         started, so two runs started in one second in one work dir wrote one log file. Rank 0 creates the folder
         (``TIMESTAMP``, else ``TIMESTAMP_1``, ...) and the other ranks take its name."""
         from mmengine.dist import broadcast_object_list
+
         super().setup_env(env_cfg)
         stamp = [self._timestamp]
         if self.rank == 0:
@@ -223,25 +228,37 @@ class CheckedRunner(Runner):
         run's visualizer back and write its config, scalars and drawings into the first run's work dir (or fail once
         that dir is gone). A name already taken gets this run's log dir appended.
         """
-        if isinstance(visualizer, dict) and visualizer.get('name') and \
-                Visualizer.check_instance_created(visualizer['name']):
-            visualizer = {**visualizer, 'name': f"{visualizer['name']}@{self.log_dir}"}
+        if (
+            isinstance(visualizer, dict)
+            and visualizer.get('name')
+            and Visualizer.check_instance_created(visualizer['name'])
+        ):
+            visualizer = {**visualizer, 'name': f'{visualizer["name"]}@{self.log_dir}'}
         return super().build_visualizer(visualizer)
 
     def build_optim_wrapper(self, optim_wrapper):
         """``--amp`` (mmengine's ``AmpOptimWrapper``, fp16 with dynamic loss scaling) as bf16 autocast on the CPU."""
-        if isinstance(optim_wrapper, dict) and optim_wrapper.get('type') == 'AmpOptimWrapper' and \
-                not torch.cuda.is_available():
+        if (
+            isinstance(optim_wrapper, dict)
+            and optim_wrapper.get('type') == 'AmpOptimWrapper'
+            and not torch.cuda.is_available()
+        ):
             optim_wrapper = {k: v for k, v in optim_wrapper.items() if k not in ('loss_scale', 'dtype', 'use_fsdp')}
             optim_wrapper['type'] = 'BF16AutocastOptimWrapper'
-            print_log('no CUDA device: mixed precision runs as bf16 autocast on the CPU (BF16AutocastOptimWrapper)',
-                      logger='current')
+            print_log(
+                'no CUDA device: mixed precision runs as bf16 autocast on the CPU (BF16AutocastOptimWrapper)',
+                logger='current',
+            )
         return super().build_optim_wrapper(optim_wrapper)
 
     def wrap_model(self, model_wrapper_cfg, model):
         if model_wrapper_cfg is None and is_distributed() and not torch.cuda.is_available():
-            model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
-                                     find_unused_parameters=self.cfg.get('find_unused_parameters', False))
+            model_wrapper_cfg = dict(
+                type='MMDistributedDataParallel',
+                device_ids=None,
+                broadcast_buffers=False,
+                find_unused_parameters=self.cfg.get('find_unused_parameters', False),
+            )
         return super().wrap_model(model_wrapper_cfg, model)
 
     def _preflight(self, check) -> None:
@@ -301,8 +318,9 @@ class CheckedRunner(Runner):
             except CheckpointMismatchError as exc:
                 raise CheckpointMismatchError(
                     f'--resume {filename}: {exc}. A resumed run continues the run that wrote the checkpoint, with '
-                    'its optimizer state; to start this config from another model\'s weights, pass the file as '
-                    f'--cfg-options load_from={filename} without --resume') from None
+                    "its optimizer state; to start this config from another model's weights, pass the file as "
+                    f'--cfg-options load_from={filename} without --resume'
+                ) from None
         return checkpoint
 
     def _forget_best_checkpoints_elsewhere(self) -> None:
@@ -312,13 +330,21 @@ class CheckedRunner(Runner):
         only. A run resumed in its own work dir keeps both, as mmengine does."""
         own = osp.realpath(self.work_dir)
         info = self.message_hub.runtime_info
-        elsewhere = [str(info[k]) for k in info if k.startswith('best_ckpt') and isinstance(info[k], str)
-                     and osp.commonpath([own, osp.realpath(info[k])]) != own]
+        elsewhere = [
+            str(info[k])
+            for k in info
+            if k.startswith('best_ckpt')
+            and isinstance(info[k], str)
+            and osp.commonpath([own, osp.realpath(info[k])]) != own
+        ]
         if elsewhere:
             for key in [k for k in info if k.startswith(('best_ckpt', 'best_score'))]:
                 self.message_hub.pop_info(key)  # the hook reads a missing key as "no best checkpoint yet"
-            print_log(f'resumed from another work dir: its best checkpoint {", ".join(elsewhere)} stays where it '
-                      f'is; this run keeps a best checkpoint of its own in {self.work_dir}', logger='current')
+            print_log(
+                f'resumed from another work dir: its best checkpoint {", ".join(elsewhere)} stays where it '
+                f'is; this run keeps a best checkpoint of its own in {self.work_dir}',
+                logger='current',
+            )
 
     @master_only
     def dump_config(self) -> None:
@@ -342,7 +368,8 @@ class CheckedRunner(Runner):
         """mmengine's checkpoint, written to ``FILENAME.partial``, flushed to disk, then renamed.
 
         A file under a checkpoint's final name is therefore always whole; a save that fails leaves nothing behind,
-        a run killed while saving only its ``.PID.partial`` file (:func:`pit_det.outputs.atomic_write`). Non-local backends (``backend_args``) are written as mmengine writes them.
+        a run killed while saving only its ``.PID.partial`` file (:func:`pit_det.outputs.atomic_write`). Non-local
+        backends (``backend_args``) are written as mmengine writes them.
         """
         if kwargs.get('backend_args') or kwargs.get('file_client_args') or '://' in str(out_dir):
             return super().save_checkpoint(out_dir, filename, *args, **kwargs)

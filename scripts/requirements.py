@@ -6,6 +6,7 @@ installs while mmcv builds.
 
 Standalone (stdlib, or the TOML reader pip carries on Python 3.10), because it runs before pit_det is installed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,6 +44,7 @@ def outside_range(names: list[str], pyproject: Path = PYPROJECT) -> list[str]:
     (its local part, ``+cu130``, ignored), ``NAME VERSION: pit-det supports NAME SPEC``; one place holds the range
     (pyproject.toml), which the setup checks a kept torch against."""
     import importlib.metadata
+
     try:
         from packaging.requirements import Requirement
     except ModuleNotFoundError:
@@ -61,8 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--without', nargs='*', default=[], help='package names to leave out')
     parser.add_argument('--extras', default='', help='comma-separated extras (test, eval, export)')
-    parser.add_argument('--check-installed', nargs='+', metavar='NAME',
-                        help='instead: exit 1, naming each, if these installed packages are outside the ranges')
+    parser.add_argument(
+        '--check-installed',
+        nargs='+',
+        metavar='NAME',
+        help='instead: exit 1, naming each, if these installed packages are outside the ranges',
+    )
     args = parser.parse_args(argv)
     if args.check_installed:
         problems = outside_range(args.check_installed)

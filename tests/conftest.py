@@ -1,4 +1,5 @@
 """What the tests share: the repository's paths, a fixed seed, PiT weights in each checkpoint layout, the configs."""
+
 import os
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def mmengine_log():
 
         def emit(self, record):
             self.lines.append(record.getMessage())
+
     handler = Lines()
     logger = MMLogger.get_current_instance()
     logger.addHandler(handler)
@@ -87,9 +89,14 @@ def _no_logger_on_a_closed_stream(request):
     """A test that leaves an mmengine logger writing to a stream closed since (capsys's, say) fails by name: the next
     record logged there would print '--- Logging error ---' into whichever test runs next in this worker."""
     import logging
+
     yield
-    closed = [name for name, logger in MMLogger._instance_dict.items() for handler in logger.handlers
-              if type(handler) is logging.StreamHandler and getattr(handler.stream, 'closed', False)]
+    closed = [
+        name
+        for name, logger in MMLogger._instance_dict.items()
+        for handler in logger.handlers
+        if type(handler) is logging.StreamHandler and getattr(handler.stream, 'closed', False)
+    ]
     assert not closed, f'{request.node.nodeid} left mmengine loggers {closed} on a closed stream'
 
 
@@ -122,6 +129,7 @@ def demo_run(tmp_path_factory):
 
     from pit_det.data import make_synthetic_coco
     from pit_det.demo import load_demo_config
+
     tmp = tmp_path_factory.mktemp('demo')
     data = make_synthetic_coco(tmp / 'data', num_train=8, num_val=4)
     cfg = load_demo_config(data, tmp / 'work', max_epochs=50)
@@ -144,6 +152,7 @@ def read_only_folder(tmp_path):
     """A folder on a read-only file system (a tmpfs mounted ro: refused to root too), holding nothing; skipped where
     this user may not mount."""
     import subprocess
+
     folder = tmp_path / 'read_only'
     folder.mkdir()
     mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', str(folder)], capture_output=True)

@@ -5,6 +5,7 @@ The sample covers the ops whose sources cannot share a translation unit in the u
 ``nms_rotated``, ``box_iou_rotated``). ``python tests/mmcv_ops.py OUT.json`` records them (as was done with a
 per-file build for ``tests/data/mmcv_ops_per_file_build.json``).
 """
+
 import json
 import sys
 
@@ -25,8 +26,17 @@ def _rotated(gen, n, size=64.0):
 
 def compute() -> dict[str, list]:
     """Each op's output on seeded inputs, as nested lists."""
-    from mmcv.ops import (BezierAlign, PSAMask, box_iou_rotated, nms, nms_rotated, roi_align, roi_align_rotated,
-                          rotated_feature_align)
+    from mmcv.ops import (
+        BezierAlign,
+        PSAMask,
+        box_iou_rotated,
+        nms,
+        nms_rotated,
+        roi_align,
+        roi_align_rotated,
+        rotated_feature_align,
+    )
+
     gen = torch.Generator().manual_seed(0)
     feats = torch.rand(2, 4, 16, 20, generator=gen)
     boxes = _boxes(gen, 12, 24.0)  # overlapping: nms drops some
@@ -58,6 +68,7 @@ def compute() -> dict[str, list]:
 def ext_functions() -> list[str]:
     """The functions ``mmcv._ext`` exports."""
     import mmcv._ext as ext
+
     return sorted(name for name in dir(ext) if not name.startswith('_'))
 
 

@@ -1,4 +1,5 @@
 """Mixed precision: --amp trains in bf16 autocast on the CPU; CUDA keeps mmengine's fp16 AmpOptimWrapper."""
+
 import copy
 import subprocess
 import sys
@@ -15,7 +16,6 @@ from pit_det.demo import load_demo_config
 from pit_det.runner import BF16AutocastOptimWrapper
 
 
-
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     return make_synthetic_coco(tmp_path_factory.mktemp('amp') / 'synthetic', num_train=4, num_val=2)
@@ -24,13 +24,18 @@ def data(tmp_path_factory):
 def one_iteration(cfg, data_root):
     """One real train_step (mmengine's path: data preprocessor, loss, backward, step) under the bf16 wrapper."""
     from mmdet.registry import DATASETS
+
     register_all_modules()
     model = MODELS.build(copy.deepcopy(cfg.model))
     model.init_weights()
     model.train()
     dataset_cfg = copy.deepcopy(cfg.train_dataloader.dataset)
-    dataset_cfg.update(data_root=str(data_root) + '/', ann_file='annotations/train.json',
-                       data_prefix=dict(img='train/'), metainfo=dict(classes=('square', 'disc', 'triangle')))
+    dataset_cfg.update(
+        data_root=str(data_root) + '/',
+        ann_file='annotations/train.json',
+        data_prefix=dict(img='train/'),
+        metainfo=dict(classes=('square', 'disc', 'triangle')),
+    )
     dataset = DATASETS.build(dataset_cfg)
     batch = pseudo_collate([dataset[i] for i in range(2)])
     wrapper = BF16AutocastOptimWrapper(optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3))
@@ -55,8 +60,11 @@ def test_bf16_iteration_of_the_pit_s_config_at_a_small_size(root, data):
     cfg.model.backbone.init_cfg = None
     cfg.model.bbox_head.num_classes = 3
     cfg.train_dataloader.dataset.pipeline = [
-        dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True),
-        dict(type='Resize', scale=(160, 160), keep_ratio=True), dict(type='PackDetInputs')]
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations', with_bbox=True),
+        dict(type='Resize', scale=(160, 160), keep_ratio=True),
+        dict(type='PackDetInputs'),
+    ]
     one_iteration(cfg, data)
 
 
@@ -75,8 +83,11 @@ def test_tools_train_amp_on_the_cpu(root, data, tmp_path):
     cfg.train_dataloader.batch_size = cfg.val_dataloader.batch_size = 2
     config = tmp_path / 'config.py'
     cfg.dump(str(config))
-    run = subprocess.run([sys.executable, str(root / 'tools' / 'train.py'), str(config), '--amp', '--work-dir',
-                          str(tmp_path / 'work')], capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, str(root / 'tools' / 'train.py'), str(config), '--amp', '--work-dir', str(tmp_path / 'work')],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert 'bf16 autocast on the CPU' in run.stdout + run.stderr and (tmp_path / 'work' / 'epoch_1.pth').is_file()
 
@@ -86,10 +97,18 @@ def test_tools_train_amp_on_the_cpu(root, data, tmp_path):
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_cuda_deformable_attention_under_autocast(dtype):
     from pit_det.ops import FusedMultiScaleDeformableAttention
-    layer = FusedMultiScaleDeformableAttention(embed_dims=64, num_heads=4, num_levels=2, num_points=2,
-                                               batch_first=True).cuda().eval()
-    kwargs = dict(query=torch.randn(2, 54, 64).cuda(), reference_points=torch.rand(2, 54, 2, 2).cuda(),
-                  spatial_shapes=torch.tensor([[6, 7], [3, 4]]).cuda(), level_start_index=torch.tensor([0, 42]).cuda())
+
+    layer = (
+        FusedMultiScaleDeformableAttention(embed_dims=64, num_heads=4, num_levels=2, num_points=2, batch_first=True)
+        .cuda()
+        .eval()
+    )
+    kwargs = dict(
+        query=torch.randn(2, 54, 64).cuda(),
+        reference_points=torch.rand(2, 54, 2, 2).cuda(),
+        spatial_shapes=torch.tensor([[6, 7], [3, 4]]).cuda(),
+        level_start_index=torch.tensor([0, 42]).cuda(),
+    )
     reference = layer(**kwargs)
     with torch.autocast('cuda', dtype=dtype):
         mixed = layer(**kwargs)
@@ -101,11 +120,13 @@ def demo_model_and_batch():
     """The demo detector (random weights, eval mode) and a 160x192 batch of one."""
     register_all_modules()
     from pit_det.demo import DEMO_CONFIG
+
     cfg = Config.fromfile(str(DEMO_CONFIG))
     model = MODELS.build(cfg.model)
     model.init_weights()
     model.eval()
     from test_configs import tiny_batch
+
     return (model, *tiny_batch())
 
 
@@ -129,7 +150,9 @@ def test_bf16_path_runs_backbone_and_encoder_in_bf16_and_the_boxes_in_float32():
     def record(name):
         def hook(module, args, output):
             seen.setdefault(name, output.dtype)
+
         return hook
+
     model.backbone.patch_embed.conv.register_forward_hook(record('backbone'))
     model.encoder.layers[0].ffn.layers[1].register_forward_hook(record('encoder'))
     model.decoder.layers[0].ffn.layers[1].register_forward_hook(record('decoder'))

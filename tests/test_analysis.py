@@ -1,4 +1,5 @@
 """The attention analysis: analytic cases, PiT's token geometry, and a run of the command."""
+
 import json
 import math
 
@@ -22,7 +23,7 @@ def test_uniform_attention_gives_log_n_and_the_mean_pairwise_distance():
     attn = torch.rand(2, 3, n + 1, n + 1)  # one class token, then uniform over the spatial keys
     attn[..., 1:, 1:] = 1.0
     entropy, distance, frac, count = attention_stats(attn, 1, centres, diagonal=10.0)
-    pairwise = sum(math.dist(a, b) for a in centres.tolist() for b in centres.tolist()) / n ** 2
+    pairwise = sum(math.dist(a, b) for a in centres.tolist() for b in centres.tolist()) / n**2
     assert entropy == pytest.approx(math.log(n)) and distance == pytest.approx(pairwise)
     assert frac == pytest.approx(pairwise / 10.0) and count == 2 * 3 * n
 
@@ -48,9 +49,13 @@ def test_command_writes_json_csv_and_png(tmp_path, capsys):
     data = make_synthetic_coco(tmp_path / 'data', num_train=4, num_val=1)
     deit = tmp_path / 'deit.pth'
     import timm
+
     torch.save(timm.create_model('deit_small_patch16_224').state_dict(), deit)
     out = tmp_path / 'out'
-    assert main(['pit-ti', f'vit-s={deit}', '--images', str(data / 'train'), '--size', '64x64', '--out-dir', str(out)]) == 0
+    assert (
+        main(['pit-ti', f'vit-s={deit}', '--images', str(data / 'train'), '--size', '64x64', '--out-dir', str(out)])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert 'pit-ti: 4/4 images' in printed and 'layout timm-vit, 148/148 tensors loaded' in printed
     models = json.loads((out / 'attention.json').read_text())['models']
@@ -87,7 +92,9 @@ def test_every_argument_is_checked_before_the_first_model(tmp_path, capsys):
     taken.write_text('a file of the user')
     assert main(['pit-ti', '--images', images, '--out-dir', str(taken)]) == 1
     out, err = capsys.readouterr()
-    assert f'--out-dir {taken} is a file' in err and 'images at' not in out and taken.read_text() == 'a file of the user'
+    assert (
+        f'--out-dir {taken} is a file' in err and 'images at' not in out and taken.read_text() == 'a file of the user'
+    )
     checkpoint = tmp_path / 'out' / 'attention.json'  # a checkpoint where the tool would write its report
     checkpoint.parent.mkdir()
     checkpoint.write_bytes(b'weights')

@@ -1,10 +1,10 @@
 import pytest
 import timm
 import torch
+from mmdet.registry import MODELS
 
 from pit_det import ARCH_ZOO, PiT
 from pit_det.models import convert_pit_checkpoint, load_pit_weights
-from mmdet.registry import MODELS
 
 ARCHS = list(ARCH_ZOO)
 CHANNELS = {'ti': (64, 128, 256), 'xs': (96, 192, 384), 's': (144, 288, 576), 'b': (256, 512, 1024)}
@@ -27,7 +27,7 @@ def test_shapes_odd_non_square(arch):
     assert [tuple(o.shape[-2:]) for o in outs] == expected == model.feature_sizes(h, w)
     assert tuple(o.shape[1] for o in outs) == CHANNELS[arch.split('-')[0]] == model.out_channels
     assert all(o.shape[0] == 2 for o in outs)
-    assert model.strides == tuple(stride * 2 ** i for i in range(3))
+    assert model.strides == tuple(stride * 2**i for i in range(3))
 
 
 @pytest.mark.slow
@@ -52,7 +52,7 @@ def test_equals_timm_and_official_layout(relayout, arch, tmp_path):
         load_pit_weights(model, path)
         with torch.no_grad():
             outs = model(x)
-        for o, e in zip(outs, expected):
+        for o, e in zip(outs, expected, strict=True):
             err = ((o - e).abs().max() / e.abs().max()).item()
             assert err < 1e-5, (layout, err)
 
@@ -81,8 +81,14 @@ def test_input_smaller_than_a_patch():
 def test_frozen_stages_survive_train():
     model = PiT(arch='ti', frozen_stages=2, drop_rate=0.1)
     model.train()
-    frozen = ['patch_embed.conv.weight', 'pos_embed', 'cls_token', 'transformers.0.blocks.0.attn.qkv.weight',
-              'transformers.1.pool.conv.weight', 'transformers.1.blocks.5.mlp.fc2.bias']
+    frozen = [
+        'patch_embed.conv.weight',
+        'pos_embed',
+        'cls_token',
+        'transformers.0.blocks.0.attn.qkv.weight',
+        'transformers.1.pool.conv.weight',
+        'transformers.1.blocks.5.mlp.fc2.bias',
+    ]
     params = dict(model.named_parameters())
     assert all(not params[name].requires_grad for name in frozen)
     assert params['transformers.2.pool.fc.weight'].requires_grad
@@ -110,7 +116,7 @@ def test_with_cp_and_explicit_attention_match_default():
     model.set_fused_attn(True)
     model.set_with_cp(True)
     checkpointed = model(x)
-    for a, b, c in zip(ref, explicit, checkpointed):
+    for a, b, c in zip(ref, explicit, checkpointed, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(a, c, rtol=0, atol=0)
     g_ref = torch.autograd.grad(sum(o.sum() for o in ref), x)[0]
@@ -127,7 +133,7 @@ def test_pos_embed_resized_at_forward_time_and_bf16_autocast():
             bf16 = model(x)
         larger = model(torch.rand(1, 3, 320, 240))
     assert all(o.dtype == torch.bfloat16 for o in bf16)
-    for a, b in zip(fp32, bf16):
+    for a, b in zip(fp32, bf16, strict=True):
         assert ((a - b.float()).abs().mean() / a.abs().mean()).item() < 0.05
     assert tuple(larger[0].shape[-2:]) == (39, 29)
 

@@ -9,14 +9,42 @@ from pit_det.benchmark import BenchmarkError, build_detector, count_work, detect
 from pit_det.benchmark.builders import build_call
 from pit_det.cli.benchmark import main
 
-FIELDS = {'model', 'mode', 'size', 'batch', 'inference', 'device', 'median_ms', 'mean_ms', 'p90_ms',
-          'images_per_s', 'peak_mem_mib', 'params_m', 'gmacs', 'iters'}
+FIELDS = {
+    'model',
+    'mode',
+    'size',
+    'batch',
+    'inference',
+    'device',
+    'median_ms',
+    'mean_ms',
+    'p90_ms',
+    'images_per_s',
+    'peak_mem_mib',
+    'params_m',
+    'gmacs',
+    'iters',
+}
 
 
 @pytest.mark.slow
 def test_quick_mode_writes_json_csv_and_plot(tmp_path, capsys):
-    assert main(['pit-ti', 'timm:pit_ti_224', 'resnet50', '--quick', '--out-dir', str(tmp_path), '--plot',
-                 '--reference', 'timm:pit_ti_224']) == 0
+    assert (
+        main(
+            [
+                'pit-ti',
+                'timm:pit_ti_224',
+                'resnet50',
+                '--quick',
+                '--out-dir',
+                str(tmp_path),
+                '--plot',
+                '--reference',
+                'timm:pit_ti_224',
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert 'pit-ti / timm:pit_ti_224 = ' in out and 'round 2/2' in out
     data = json.loads((tmp_path / 'benchmark.json').read_text())
@@ -62,14 +90,23 @@ def test_detector_predict_mode(tmp_path):
     assert results[0].pct_of_peak > 0 and results[0].peak_precision == 'fp32'
     # counted independently, by mmengine's parameter counter on the detector built from the config
     from mmengine.analysis import parameter_count
+
     assert results[0].params_m == pytest.approx(parameter_count(build_detector(config)[0])[''] / 1e6, abs=1e-3)
     assert_consistent(vars(results[0]))
 
 
 def test_train_mode_times_a_training_step_of_both_heads_with_config_options():
     specs = ['configs/demo/dino-4scale_pit-ti_synthetic_cpu.py', 'configs/demo/deformable-detr_pit-ti_synthetic_cpu.py']
-    results = run_benchmark(specs, [(64, 96)], warmup=0, iters=1, mode='train', count_macs=False,
-                            cfg_options={'model.backbone.with_cp': True}, progress=lambda m: None)
+    results = run_benchmark(
+        specs,
+        [(64, 96)],
+        warmup=0,
+        iters=1,
+        mode='train',
+        count_macs=False,
+        cfg_options={'model.backbone.with_cp': True},
+        progress=lambda m: None,
+    )
     assert [r.model for r in results] == specs and all(r.mode == 'train' and r.median_ms > 0 for r in results)
     built = build_call(specs[0], 'train', (64, 96), 2, 'cpu', cfg_options={'model.backbone.with_cp': True})
     assert built.model.training and built.model.backbone.transformers[0].with_cp
@@ -77,38 +114,55 @@ def test_train_mode_times_a_training_step_of_both_heads_with_config_options():
     assert torch.isfinite(loss) and all(p.grad is not None for p in built.model.backbone.parameters())
 
 
-@pytest.mark.parametrize('kwargs,message', [
-    (dict(models=['pit-m']), "unknown PiT arch 'm'"),
-    (dict(models=['vgg16']), 'unknown model'),
-    (dict(models=['pit-ti'], sizes=[(8, 200)]), 'smaller than a patch'),
-    (dict(models=['pit-ti'], mode='predict'), 'needs a detector config'),
-    (dict(models=['pit-ti@fp16']), 'fp16 autocast is for CUDA; on the CPU use @bf16'),
-    (dict(models=['pit-ti', 'pit-ti']), 'a model is named twice'),
-    (dict(models=['configs/nope.py'], mode='predict'), 'config not found'),
-    (dict(models=['configs/demo/dino-4scale_pit-ti_synthetic_cpu.py@bf16'], mode='train'),
-     '--mode train times eager training'),
-    (dict(models=['configs/demo/dino-4scale_pit-ti_synthetic_cpu.py'], mode='predict',
-          cfg_options={'model.backbone.depth': 3}), "cannot be built with --cfg-options .*'depth'"),
-])
+@pytest.mark.parametrize(
+    'kwargs,message',
+    [
+        (dict(models=['pit-m']), "unknown PiT arch 'm'"),
+        (dict(models=['vgg16']), 'unknown model'),
+        (dict(models=['pit-ti'], sizes=[(8, 200)]), 'smaller than a patch'),
+        (dict(models=['pit-ti'], mode='predict'), 'needs a detector config'),
+        (dict(models=['pit-ti@fp16']), 'fp16 autocast is for CUDA; on the CPU use @bf16'),
+        (dict(models=['pit-ti', 'pit-ti']), 'a model is named twice'),
+        (dict(models=['configs/nope.py'], mode='predict'), 'config not found'),
+        (
+            dict(models=['configs/demo/dino-4scale_pit-ti_synthetic_cpu.py@bf16'], mode='train'),
+            '--mode train times eager training',
+        ),
+        (
+            dict(
+                models=['configs/demo/dino-4scale_pit-ti_synthetic_cpu.py'],
+                mode='predict',
+                cfg_options={'model.backbone.depth': 3},
+            ),
+            "cannot be built with --cfg-options .*'depth'",
+        ),
+    ],
+)
 def test_bad_requests(kwargs, message):
     args = dict(sizes=[(64, 64)], warmup=0, iters=1, progress=lambda m: None) | kwargs
     with pytest.raises(BenchmarkError, match=message):
         run_benchmark(**args)
 
 
-@pytest.mark.parametrize('argv,message', [
-    (['pit-ti', '--threads', '-1'], '--threads -1: give a number of threads >= 1'),
-    (['pit-ti', '--reference', 'resnet50'], "--reference 'resnet50' is not one of the models to measure (pit-ti)"),
-])
+@pytest.mark.parametrize(
+    'argv,message',
+    [
+        (['pit-ti', '--threads', '-1'], '--threads -1: give a number of threads >= 1'),
+        (['pit-ti', '--reference', 'resnet50'], "--reference 'resnet50' is not one of the models to measure (pit-ti)"),
+    ],
+)
 def test_bad_command_lines_say_what_to_do(argv, message, capsys):
     assert main(argv) == 1  # a refused input
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize('argv,message', [
-    (['pit-ti', '--size', '400by666'], "size '400by666': use HxW"),
-    (['pit-ti', '--precision', 'bf16'], 'unrecognized arguments: --precision bf16'),  # MODEL@bf16 names a path
-])
+@pytest.mark.parametrize(
+    'argv,message',
+    [
+        (['pit-ti', '--size', '400by666'], "size '400by666': use HxW"),
+        (['pit-ti', '--precision', 'bf16'], 'unrecognized arguments: --precision bf16'),  # MODEL@bf16 names a path
+    ],
+)
 def test_bad_usage_is_argparses_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as stop:
         main(argv)
@@ -123,6 +177,7 @@ def test_cuda_without_gpu(capsys):
 
 def test_vit_s_backbone_spec():
     import timm
+
     result = run_benchmark(['vit-s'], [(64, 96)], warmup=0, iters=1, progress=lambda m: None)[0]
     # DeiT-S without its classifier and final norm, plus the pyramid's stride-8 transposed convolution (2x2, 384 ch)
     deit = sum(p.numel() for p in timm.create_model('deit_small_patch16_224').parameters())
@@ -142,7 +197,8 @@ def test_paths_of_one_model_in_one_interleaved_table():
     # the OpenVINO rows' models (timed and measured as the rows above, with an export or a quantisation per process)
     for path in ('openvino', 'openvino-int8'):
         boxes, scores, labels = build_call(f'{config}@{path}', 'predict', (64, 96), 1, 'cpu').call(
-            torch.rand(1, 3, 64, 96))
+            torch.rand(1, 3, 64, 96)
+        )
         assert boxes.shape == (1, 50, 4) and scores.shape == labels.shape == (1, 50), path
     with pytest.raises(BenchmarkError, match=r'unknown inference path @int8'):
         run_benchmark([f'{config}@int8'], [(64, 96)], warmup=0, iters=1, mode='predict', progress=lambda m: None)
@@ -153,12 +209,17 @@ def test_paths_of_one_model_in_one_interleaved_table():
 
 def test_environment_names_the_isa():
     import subprocess
+
     from pit_det.benchmark.report import cpu_isa
+
     isa, native = cpu_isa()
     assert isa in ('AMX', 'AVX-512 BF16', 'AVX-512', 'AVX2', 'SSE')
     # what lscpu (which asks the CPU through cpuid) says
-    flags = next(line for line in subprocess.run(['lscpu'], capture_output=True, text=True).stdout.splitlines()
-                 if line.startswith('Flags:')).split()
+    flags = next(
+        line
+        for line in subprocess.run(['lscpu'], capture_output=True, text=True).stdout.splitlines()
+        if line.startswith('Flags:')
+    ).split()
     assert native == any(f in flags for f in ('avx512_bf16', 'amx_bf16'))
     assert isa.startswith(('AVX-512', 'AMX')) == ('avx512f' in flags)
 
@@ -166,10 +227,12 @@ def test_environment_names_the_isa():
 def test_a_model_named_like_a_formula_is_text_in_the_csv(root, tmp_path, monkeypatch):
     """A config file named '=HYPERLINK(...)' is a formula a spreadsheet would run: its CSV cell is text."""
     name = '=HYPERLINK("x")+cmd.py'
-    (tmp_path / name).write_text(f"_base_ = '{root / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'}'\n")
+    (tmp_path / name).write_text(
+        f"_base_ = '{root / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'}'\n"
+    )
     out = tmp_path / 'out'
     monkeypatch.chdir(tmp_path)  # the spec as a user types it, relative
     assert main([name, '--mode', 'predict', '--quick', '--no-macs', '--out-dir', str(out)]) == 0
-    row, = csv.DictReader((out / 'benchmark.csv').open())
+    (row,) = csv.DictReader((out / 'benchmark.csv').open())
     assert row['model'] == "'" + name and float(row['median_ms']) > 0
     assert json.loads((out / 'benchmark.json').read_text())['results'][0]['model'] == name  # the JSON keeps the name

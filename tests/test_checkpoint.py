@@ -5,10 +5,9 @@ import pytest
 import torch
 
 from pit_det import CheckpointMismatchError, PiT, convert_pit_checkpoint, load_pit_weights
+from pit_det.cli.convert import convert_pit_file
 from pit_det.models import ConversionReport
 from pit_det.models.pit_layout import detect_layout
-from pit_det.cli.convert import convert_pit_file
-
 
 
 def reference(arch='ti'):
@@ -16,8 +15,14 @@ def reference(arch='ti'):
     model.init_weights()
     sd = dict(model.state_dict())
     c = model.pos_embed.shape[1]
-    sd.update({'norm.weight': torch.ones(4 * c), 'norm.bias': torch.zeros(4 * c),
-               'head.weight': torch.rand(1000, 4 * c), 'head.bias': torch.rand(1000)})
+    sd.update(
+        {
+            'norm.weight': torch.ones(4 * c),
+            'norm.bias': torch.zeros(4 * c),
+            'head.weight': torch.rand(1000, 4 * c),
+            'head.bias': torch.rand(1000),
+        }
+    )
     return model, sd
 
 
@@ -55,8 +60,13 @@ def test_same_key_different_layer_is_told_apart(relayout):
 def test_prefixes_and_report(relayout):
     _, sd = reference('ti')
     report = ConversionReport('')
-    out = convert_pit_checkpoint({'state_dict': {f'module.backbone.{k}': v for k, v in relayout(sd, 'official').items()}
-                                  | {'module.neck.conv.weight': torch.zeros(1)}}, report=report)
+    out = convert_pit_checkpoint(
+        {
+            'state_dict': {f'module.backbone.{k}': v for k, v in relayout(sd, 'official').items()}
+            | {'module.neck.conv.weight': torch.zeros(1)}
+        },
+        report=report,
+    )
     assert 'pools.0.conv.weight' in dict(report.renamed) and 'neck.conv.weight' not in out
     assert 'transformers.1.pool.fc.bias' in out and 'head.weight' not in out
 
@@ -65,8 +75,11 @@ def test_architecture_mismatch_names_shapes(tmp_path):
     _, sd = reference('s')
     path = tmp_path / 's.pth'
     torch.save(sd, path)
-    with pytest.raises(CheckpointMismatchError, match=r'patch_embed.conv.weight: checkpoint \(144, 3, 16, 16\) '
-                                                      r'vs model \(256, 3, 14, 14\)'):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r'patch_embed.conv.weight: checkpoint \(144, 3, 16, 16\) '
+        r'vs model \(256, 3, 14, 14\)',
+    ):
         load_pit_weights(PiT(arch='b'), path)
     with pytest.raises(CheckpointMismatchError, match='cls_token'):
         load_pit_weights(PiT(arch='s-distilled'), path)
@@ -93,6 +106,7 @@ def test_pickled_code_is_refused(tmp_path):
     class Evil:
         def __reduce__(self):
             return (print, ('pwned',))
+
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {'patch_embed.conv.weight': torch.zeros(1)}, 'x': Evil()}, path)
     with pytest.raises(Exception, match='Weights only load failed'):
@@ -113,6 +127,7 @@ def test_cli_prints_renames_and_never_overwrites(root, relayout, tmp_path, capsy
     assert 'pools.0.conv.weight -> transformers.1.pool.conv.weight' in printed.out
     assert 'dropped: head.weight' in printed.out
     from pit_det.cli.convert import main as convert
+
     assert convert([str(src), '--out', str(tmp_path / 'dst.pth')]) == 1
     assert '--force' in capsys.readouterr().err
     assert convert([str(src), '--out', str(src), '--force']) == 1
@@ -129,8 +144,10 @@ def demo_detector():
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
+
     register_all_modules()
     from pit_det.demo import DEMO_CONFIG
+
     model = MODELS.build(Config.fromfile(str(DEMO_CONFIG)).model)
     model.init_weights()
     return model
@@ -138,6 +155,7 @@ def demo_detector():
 
 def test_every_source_converts_once(relayout, tmp_path, monkeypatch):
     import pit_det.models.pit as pit_module
+
     calls = []
     real = pit_module.convert_pit_checkpoint
     monkeypatch.setattr(pit_module, 'convert_pit_checkpoint', lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -152,15 +170,20 @@ def test_every_source_converts_once(relayout, tmp_path, monkeypatch):
     assert len(calls) == 2
 
 
-@pytest.mark.parametrize('content,message', [
-    (b'', 'is empty'),
-    (b'this is a text file, not a checkpoint', 'not a readable PyTorch file'),
-    ('truncated', 'not a readable PyTorch file'),
-    ('folder', 'is a folder'),
-])
+@pytest.mark.parametrize(
+    'content,message',
+    [
+        (b'', 'is empty'),
+        (b'this is a text file, not a checkpoint', 'not a readable PyTorch file'),
+        ('truncated', 'not a readable PyTorch file'),
+        ('folder', 'is a folder'),
+    ],
+)
 def test_unreadable_checkpoint_is_a_clear_error_everywhere(tmp_path, capsys, content, message):
     from mmengine.runner import load_checkpoint
+
     from pit_det.models import CheckpointReadError
+
     path = tmp_path / 'bad.pth'
     if content == 'truncated':
         torch.save(reference('ti')[1], path)
@@ -174,24 +197,30 @@ def test_unreadable_checkpoint_is_a_clear_error_everywhere(tmp_path, capsys, con
     with pytest.raises(CheckpointReadError, match=message):  # load_from, --resume, mim test, infer
         load_checkpoint(demo_detector(), str(path))
     from pit_det.cli.convert import main as convert
+
     assert convert([str(path), '--out', str(tmp_path / 'out.pth')]) == 1  # the command: its error line, exit 1
     assert any(line.startswith('error: ') and message in line for line in capsys.readouterr().err.splitlines())
 
 
 def test_load_from_another_arch_is_an_error(relayout, tmp_path):
     from mmengine.runner import load_checkpoint
+
     _, sd = reference('b')
     src, converted = tmp_path / 'pit_b_official.pth', tmp_path / 'pit_b.pth'
     torch.save(relayout(sd, 'official'), src)
     convert_pit_file(src, converted)
-    with pytest.raises(CheckpointMismatchError, match=r'does not fit this PiT.*patch_embed.conv.weight: checkpoint '
-                                                      r'\(256, 3, 14, 14\) vs model \(64, 3, 16, 16\)'):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r'does not fit this PiT.*patch_embed.conv.weight: checkpoint '
+        r'\(256, 3, 14, 14\) vs model \(64, 3, 16, 16\)',
+    ):
         load_checkpoint(demo_detector(), str(converted))
 
 
 def test_a_foreign_state_dict_is_not_a_detector_checkpoint(tmp_path):
-    from mmengine.runner import load_checkpoint
     import torchvision
+    from mmengine.runner import load_checkpoint
+
     path = tmp_path / 'resnet50.pth'
     torch.save(torchvision.models.resnet50().state_dict(), path)
     with pytest.raises(CheckpointMismatchError, match=r'holds only 0 of the \d+ tensors of this FastDeformableDETR'):
@@ -200,6 +229,7 @@ def test_a_foreign_state_dict_is_not_a_detector_checkpoint(tmp_path):
 
 def test_detector_checkpoints_that_fit_load(tmp_path, mmengine_log):
     from mmengine.runner import load_checkpoint
+
     trained = demo_detector()
     path = tmp_path / 'epoch_1.pth'
     torch.save({'state_dict': trained.state_dict(), 'meta': {}}, path)
@@ -208,8 +238,10 @@ def test_detector_checkpoints_that_fit_load(tmp_path, mmengine_log):
     for k, v in trained.state_dict().items():
         torch.testing.assert_close(fresh.state_dict()[k], v, rtol=0, atol=0)
     # another class set: only the classification layers differ; they keep their initialisation (fine-tuning)
-    other = {k: (torch.zeros(5, *v.shape[1:]) if k.startswith('bbox_head.cls_branches') else v)
-             for k, v in trained.state_dict().items()}
+    other = {
+        k: (torch.zeros(5, *v.shape[1:]) if k.startswith('bbox_head.cls_branches') else v)
+        for k, v in trained.state_dict().items()
+    }
     torch.save({'state_dict': other}, path)
     torch.manual_seed(1)
     tuned = demo_detector()
@@ -232,6 +264,7 @@ def test_detector_checkpoints_that_fit_load(tmp_path, mmengine_log):
 
 def test_converted_file_respects_the_umask(tmp_path):
     import os
+
     _, sd = reference('ti')
     torch.save(sd, tmp_path / 'src.pth')
     old = os.umask(0o022)

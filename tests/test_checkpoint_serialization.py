@@ -1,3 +1,4 @@
+import collections
 import os
 import pickle
 
@@ -6,13 +7,44 @@ import torch
 from mmengine.logging import HistoryBuffer, MessageHub
 
 
-def test_history_buffer_pickles_without_getattr_and_keeps_statistics():
+def test_mmengines_own_buffer_loads_weights_only_and_its_getattr_reaches_only_the_statistics(tmp_path):
+    """mmengine pickles a buffer's statistics table as builtins.getattr(HistoryBuffer, 'min') etc.: such a file
+    loads weights-only, as a checked buffer, and HistoryBuffer itself is mmengine's, unchanged by importing pit_det."""
+    import pit_det  # noqa: F401
+    from pit_det.checkpoint.serialization import CheckedHistoryBuffer
+
+    assert HistoryBuffer.__setstate__.__module__ == HistoryBuffer.__getstate__.__module__ == HistoryBuffer.__module__
     buffer = HistoryBuffer()
     for v in (1.0, 3.0, 2.0):
         buffer.update(v)
-    assert 'getattr' not in str(pickle.dumps(buffer))
-    restored = pickle.loads(pickle.dumps(buffer))
+    assert b'getattr' in pickle.dumps(buffer, protocol=2)  # what every mmengine checkpoint holds
+    torch.save({'buffer': buffer}, tmp_path / 'hub.pth')
+    restored = torch.load(tmp_path / 'hub.pth', weights_only=True)['buffer']
+    assert type(restored) is CheckedHistoryBuffer and isinstance(restored, HistoryBuffer)
     assert restored.statistics('mean') == 2.0 and restored.statistics('max') == 3.0
+    again = pickle.dumps(restored, protocol=2)  # saved again as mmengine's class, loadable without pit_det
+    assert b'pit_det' not in again and b'mmengine.logging.history_buffer' in again
+    assert pickle.loads(again).statistics('min') == 1.0
+
+
+class _Getattr:
+    """Pickles as builtins.getattr(owner, name)."""
+
+    def __init__(self, owner, name):
+        self.owner, self.name = owner, name
+
+    def __reduce__(self):
+        return (getattr, (self.owner, self.name))
+
+
+@pytest.mark.parametrize(
+    ('owner', 'name'),
+    [(HistoryBuffer, '_statistics_methods'), (HistoryBuffer, 'update'), (collections.Counter, 'fromkeys')],
+)
+def test_getattr_of_anything_but_a_statistics_method_is_refused(owner, name, tmp_path):
+    torch.save({'x': _Getattr(owner, name)}, tmp_path / 'crafted.pth')
+    with pytest.raises(pickle.UnpicklingError, match=f"getattr\\({owner.__name__}, '{name}'\\).*only HistoryBuffer"):
+        torch.load(tmp_path / 'crafted.pth', weights_only=True)
 
 
 def test_mmengine_style_checkpoint_round_trip_weights_only(tmp_path):
@@ -25,9 +57,12 @@ def test_mmengine_style_checkpoint_round_trip_weights_only(tmp_path):
     model(torch.rand(1, 3)).sum().backward()
     optim.step()
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optim, milestones=[40])
-    checkpoint = dict(meta=dict(epoch=1, iter=3, message_hub=hub.state_dict(), dataset_meta=dict(classes=('a',))),
-                      state_dict=model.state_dict(), optimizer=optim.state_dict(),
-                      param_schedulers=[scheduler.state_dict()])
+    checkpoint = dict(
+        meta=dict(epoch=1, iter=3, message_hub=hub.state_dict(), dataset_meta=dict(classes=('a',))),
+        state_dict=model.state_dict(),
+        optimizer=optim.state_dict(),
+        param_schedulers=[scheduler.state_dict()],
+    )
     path = tmp_path / 'epoch_1.pth'
     torch.save(checkpoint, path)
     saved = torch.serialization.get_safe_globals()
@@ -48,6 +83,7 @@ def test_arbitrary_callable_is_still_refused(tmp_path):
     class Payload:
         def __reduce__(self):
             return (os.system, ('echo pwned',))
+
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'meta': Payload()}, path)
     with pytest.raises(pickle.UnpicklingError, match='system'):
@@ -70,11 +106,16 @@ def test_crafted_buffer_cannot_change_the_class_table(tmp_path):
     import collections
 
     import numpy as np
+
     HistoryBuffer()  # mmengine fills the class's table with its defaults at the first buffer made in the process
     table = dict(HistoryBuffer._statistics_methods)
     assert set(table) == {'min', 'max', 'current', 'mean'}
-    state = {'max_length': 10, '_log_history': np.array([1.0, 3.0]), '_count_history': np.array([1, 1]),
-             'statistics_methods': {'mean': _codecs.encode, 'evil': collections.Counter}}
+    state = {
+        'max_length': 10,
+        '_log_history': np.array([1.0, 3.0]),
+        '_count_history': np.array([1, 1]),
+        'statistics_methods': {'mean': _codecs.encode, 'evil': collections.Counter},
+    }
     path = tmp_path / 'crafted.pth'
     torch.save({'meta': {'message_hub': {'log_scalars': {'train/loss': _CraftedBuffer(state)}}}}, path)
     loaded = torch.load(path, weights_only=True)

@@ -1,4 +1,5 @@
 """Weights from URLs and the Hugging Face hub: a real HTTP server on localhost and a real hub cache folder."""
+
 import hashlib
 import http.server
 import json
@@ -11,9 +12,7 @@ import threading
 import pytest
 import torch
 
-from pit_det.models import PiT
-from pit_det.models import CheckpointReadError
-
+from pit_det.models import CheckpointReadError, PiT
 
 
 class Server:
@@ -36,7 +35,7 @@ class Server:
                 self.end_headers()
                 if body_too:
                     server.gets[name] = server.gets.get(name, 0) + 1
-                    self.wfile.write(data[:len(data) // 2] if name in server.truncate else data)
+                    self.wfile.write(data[: len(data) // 2] if name in server.truncate else data)
                     self.close_connection = True
 
             def do_GET(self):
@@ -47,6 +46,7 @@ class Server:
 
             def log_message(self, *args):
                 pass
+
         self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
@@ -77,11 +77,13 @@ def torch_home(tmp_path, monkeypatch):
 @pytest.fixture()
 def official_pit(relayout):
     """``make(arch, path)``: a random PiT of ``arch`` saved at ``path`` in the official layout."""
+
     def make(arch, path):
         model = PiT(arch=arch)
         model.init_weights()
         torch.save({'model': relayout(model.state_dict(), 'official')}, path)
         return path
+
     return make
 
 
@@ -147,7 +149,7 @@ def test_a_pickle_carrying_a_callable_is_refused_unrun_and_not_kept(tmp_path, se
     assert not marker.exists() and cached(torch_home) == []
 
 
-HF_SCRIPT = r'''
+HF_SCRIPT = r"""
 import sys, torch, timm
 from mmengine.runner import load_checkpoint
 from safetensors.torch import load_file
@@ -172,13 +174,14 @@ detector = demo_detector()
 load_checkpoint(detector, 'hf-hub:timm/pit_ti_224.in1k')  # mmdet's load_from
 assert torch.equal(detector.backbone.pos_embed, reference['pos_embed'])
 print('hf-hub ok')
-'''
+"""
 
 
 @pytest.mark.slow
 def test_hf_hub_tag_loads_from_the_hub_cache_offline(root, tmp_path):
     import timm
     from safetensors.torch import save_file
+
     revision = 'a' * 40
     repo = tmp_path / 'hf' / 'hub' / 'models--timm--pit_ti_224.in1k'
     (repo / 'refs').mkdir(parents=True)
@@ -188,21 +191,45 @@ def test_hf_hub_tag_loads_from_the_hub_cache_offline(root, tmp_path):
     weights = timm.create_model('pit_ti_224', pretrained=False).state_dict()
     save_file({k: v.contiguous() for k, v in weights.items()}, snapshot / 'model.safetensors')
     env = dict(os.environ, HF_HOME=str(tmp_path / 'hf'), HF_HUB_OFFLINE='1')
-    run = subprocess.run([sys.executable, '-c', HF_SCRIPT, str(snapshot / 'model.safetensors'), str(root / 'tests')],
-                         capture_output=True, text=True, env=env)
+    run = subprocess.run(
+        [sys.executable, '-c', HF_SCRIPT, str(snapshot / 'model.safetensors'), str(root / 'tests')],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert run.returncode == 0 and 'hf-hub ok' in run.stdout, run.stderr[-3000:]
     # the log names the tag and the cached file it resolved to
     assert f'weights hf-hub:timm/pit_ti_224.in1k: {snapshot / "model.safetensors"}' in run.stdout + run.stderr
-    convert = subprocess.run([sys.executable, str(root / 'tools' / 'convert_checkpoint.py'),
-                              'hf-hub:timm/pit_ti_224.in1k', '--out', str(tmp_path / 'pit_ti.pth'), '--arch', 'ti'],
-                             capture_output=True, text=True, env=env)
+    convert = subprocess.run(
+        [
+            sys.executable,
+            str(root / 'tools' / 'convert_checkpoint.py'),
+            'hf-hub:timm/pit_ti_224.in1k',
+            '--out',
+            str(tmp_path / 'pit_ti.pth'),
+            '--arch',
+            'ti',
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert convert.returncode == 0 and 'layout: timm' in convert.stdout, convert.stderr[-2000:]
     # offline and not cached: one message with the cache folder and the two ways out, no traceback
-    missing = subprocess.run([sys.executable, str(root / 'tools' / 'convert_checkpoint.py'),
-                              'hf-hub:timm/pit_b_224.in1k', '--out', str(tmp_path / 'pit_b.pth')],
-                             capture_output=True, text=True, env=env)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            str(root / 'tools' / 'convert_checkpoint.py'),
+            'hf-hub:timm/pit_b_224.in1k',
+            '--out',
+            str(tmp_path / 'pit_b.pth'),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert missing.returncode == 1 and 'Traceback' not in missing.stderr
-    assert f"not in the Hugging Face cache {tmp_path / 'hf' / 'hub'}" in missing.stderr
+    assert f'not in the Hugging Face cache {tmp_path / "hf" / "hub"}' in missing.stderr
     assert 'Two ways out' in missing.stderr
 
 
@@ -219,6 +246,7 @@ def test_two_cpu_processes_train_with_one_download(official_pit, root, tmp_path,
 
     from pit_det.data import make_synthetic_coco
     from pit_det.demo import load_demo_config
+
     name = server.add('pit_ti', official_pit('ti', tmp_path / 'ti.pth').read_bytes())
     data = make_synthetic_coco(tmp_path / 'data', num_train=8, num_val=4)
     cfg = load_demo_config(data, tmp_path / 'work', max_epochs=1)
@@ -226,10 +254,27 @@ def test_two_cpu_processes_train_with_one_download(official_pit, root, tmp_path,
     cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=server.url(name))
     config = tmp_path / 'config.py'
     cfg.dump(str(config))
-    run = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port',
-                          str(_free_port()), str(root / 'tools' / 'train.py'), str(config), '--launcher', 'pytorch',
-                          '--work-dir', str(tmp_path / 'work')], capture_output=True, text=True,
-                         env=dict(os.environ, OMP_NUM_THREADS='1'), timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'torch.distributed.run',
+            '--nproc_per_node',
+            '2',
+            '--master_port',
+            str(_free_port()),
+            str(root / 'tools' / 'train.py'),
+            str(config),
+            '--launcher',
+            'pytorch',
+            '--work-dir',
+            str(tmp_path / 'work'),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_NUM_THREADS='1'),
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     log = run.stdout + run.stderr
     assert 'Distributed launcher: pytorch' in log and 'Distributed training: True' in log and 'coco/bbox_mAP' in log
@@ -241,6 +286,7 @@ def test_two_cpu_processes_train_with_one_download(official_pit, root, tmp_path,
 
 def test_two_urls_with_one_file_name_never_share_a_cached_file(official_pit, tmp_path, server, torch_home):
     from pit_det.cli.convert import main as convert
+
     ti, s = official_pit('ti', tmp_path / 'ti.pth'), official_pit('s', tmp_path / 's.pth')
     server.files['d1/model.pth'], server.files['d2/model.pth'] = ti.read_bytes(), s.read_bytes()
     assert convert([server.url('d1/model.pth'), '--out', str(tmp_path / 'a.pth'), '--arch', 'ti']) == 0
@@ -260,16 +306,17 @@ def test_two_urls_with_one_file_name_never_share_a_cached_file(official_pit, tmp
 def test_an_unreachable_hub_fails_at_once_with_one_message(root, tmp_path):
     """No network and HF_HUB_OFFLINE unset: one probe, not huggingface_hub's five retries per file."""
     import time
+
     with socket.socket() as s:  # a port nothing listens on: the connection is refused at once, as without network
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k != 'HF_HUB_OFFLINE'}
     env.update(HF_HOME=str(tmp_path / 'hf'), HF_ENDPOINT=f'http://127.0.0.1:{port}')
     outputs = []
-    for argv in ([str(root / 'tools' / 'convert_checkpoint.py'), 'hf-hub:timm/pit_s_224.in1k', '--out',
-                  str(tmp_path / 'a')],
-                 [str(root / 'tools' / 'analyze_attention.py'), 'pit-s=hf-hub:timm/pit_s_224.in1k', '--images',
-                  str(tmp_path)]):
+    for argv in (
+        [str(root / 'tools' / 'convert_checkpoint.py'), 'hf-hub:timm/pit_s_224.in1k', '--out', str(tmp_path / 'a')],
+        [str(root / 'tools' / 'analyze_attention.py'), 'pit-s=hf-hub:timm/pit_s_224.in1k', '--images', str(tmp_path)],
+    ):
         start = time.perf_counter()
         run = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=120)
         elapsed = time.perf_counter() - start

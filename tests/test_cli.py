@@ -1,4 +1,5 @@
 """Command lines as a new user meets them: bad input is refused before any work, with what to do."""
+
 import io
 import sys
 from pathlib import Path
@@ -12,21 +13,23 @@ from pit_det.cli import demo as demo_cli
 from pit_det.cli import infer as infer_cli
 
 
-
 @pytest.fixture(scope='module')
 def detector(demo_config, tmp_path_factory):
     """The demo config and a checkpoint of it (random weights, as mmengine saves them)."""
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
+
     register_all_modules()
     tmp = tmp_path_factory.mktemp('detector')
     cfg = Config.fromfile(str(demo_config))
     model = MODELS.build(cfg.model)
     model.init_weights()
     checkpoint = tmp / 'epoch_1.pth'
-    torch.save({'state_dict': model.state_dict(),
-                'meta': {'dataset_meta': {'classes': ('square', 'disc', 'triangle')}}}, checkpoint)
+    torch.save(
+        {'state_dict': model.state_dict(), 'meta': {'dataset_meta': {'classes': ('square', 'disc', 'triangle')}}},
+        checkpoint,
+    )
     image = tmp / 'photo.png'
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(image)
     return demo_config, checkpoint, image
@@ -55,13 +58,21 @@ def test_outputs_in_a_read_only_folder_are_refused_before_any_work(detector, dem
     from pit_det.cli.export_onnx import main as export_main
     from pit_det.demo import load_demo_config
     from pit_det.preflight import PreflightError
+
     config, checkpoint, image = detector
     code, out, err = infer(capsys, config, checkpoint, image, '--out', read_only_folder / 'x.png')
-    assert code == 1 and out == '' and err.strip() == (
-        f'error: --out {read_only_folder / "x.png"}: the folder {read_only_folder} cannot be written (read-only, or '
-        'not yours): choose a folder you can write')
-    assert export_main([str(config), str(checkpoint), '--out', str(read_only_folder / 'x.onnx'), '--size',
-                        '128x128']) == 1
+    assert (
+        code == 1
+        and out == ''
+        and err.strip()
+        == (
+            f'error: --out {read_only_folder / "x.png"}: the folder {read_only_folder} cannot be written '
+            '(read-only, or not yours): choose a folder you can write'
+        )
+    )
+    assert (
+        export_main([str(config), str(checkpoint), '--out', str(read_only_folder / 'x.onnx'), '--size', '128x128']) == 1
+    )
     printed = capsys.readouterr()
     assert printed.out == '' and f'the folder {read_only_folder} cannot be written' in printed.err
     cfg = load_demo_config(demo_run[0].parent / 'data', read_only_folder / 'work')
@@ -79,17 +90,21 @@ def test_infer_draws_a_huge_photo_reduced(detector, tmp_path, capsys):
     assert Image.open(tmp_path / 'drawn.png').size == (4096, 2458)  # the long side at 4096, the aspect kept
 
 
-def test_commands_run_one_after_another_with_their_streams_replaced_and_closed_log_no_error(demo_run, tmp_path,
-                                                                                            monkeypatch):
+def test_commands_run_one_after_another_with_their_streams_replaced_and_closed_log_no_error(
+    demo_run, tmp_path, monkeypatch
+):
     """mmengine's loggers live as long as the process: pit-det-test's run leaves one behind, which pit-det-infer
     then logs through. Each command's log goes to the streams of its own call, never to an earlier call's (closed
     since: '--- Logging error ---' and a traceback on stderr)."""
     from pit_det.cli.mmdet_tools import run_mmdet_tool
+
     config, checkpoints = demo_run
     image = config.parent / 'data' / 'val' / '000000.png'
     calls = [lambda: run_mmdet_tool('test', [str(config), str(checkpoints[0]), '--work-dir', str(tmp_path / 'test')])]
-    calls += [lambda i=i: infer_cli.main([str(config), str(checkpoints[0]), str(image), '--out', str(tmp_path / f'{i}.png')])
-              for i in range(2)]
+    calls += [
+        lambda i=i: infer_cli.main([str(config), str(checkpoints[0]), str(image), '--out', str(tmp_path / f'{i}.png')])
+        for i in range(2)
+    ]
     printed = []
     for call in calls:
         out, err = io.StringIO(), io.StringIO()
@@ -100,10 +115,10 @@ def test_commands_run_one_after_another_with_their_streams_replaced_and_closed_l
         out.close()
         err.close()
     monkeypatch.undo()
-    for code, out, err in printed:
+    for code, _out, err in printed:
         assert code == 0 and 'Logging error' not in err and 'Traceback' not in err, err
     assert 'coco/bbox_mAP' in printed[0][1]
-    for _, out, _ in printed[1:]:  # the log of the checkpoint's loading reached the call's own stdout
+    for _, out, _err in printed[1:]:  # the log of the checkpoint's loading reached the call's own stdout
         assert 'Loads checkpoint by local backend' in out and 'detections (score >= 0.3) drawn to' in out, out
 
 
@@ -142,6 +157,7 @@ def test_infer_on_cuda_without_a_gpu(detector, tmp_path, capsys):
 
 def test_infer_refuses_checkpoints_that_are_not_this_detector(detector, tmp_path, capsys):
     import torchvision
+
     config, checkpoint, image = detector
     resnet = tmp_path / 'resnet50.pth'
     torch.save(torchvision.models.resnet18().state_dict(), resnet)
@@ -161,8 +177,9 @@ def test_infer_on_an_image_thinner_than_a_patch(detector, tmp_path, capsys):
     assert code == 1 and 'at least one patch' in err and 'Resize' in err
 
 
-@pytest.mark.parametrize('argv,message', [(['--epochs', '0'], 'must be at least 1'),
-                                          (['--epochs', '-3'], 'must be at least 1')])
+@pytest.mark.parametrize(
+    'argv,message', [(['--epochs', '0'], 'must be at least 1'), (['--epochs', '-3'], 'must be at least 1')]
+)
 def test_demo_refuses_a_bad_epoch_count(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         demo_cli.main(argv)
@@ -191,10 +208,15 @@ def test_train_command_prints_the_preflight_message_without_a_traceback(root, de
     import sys
 
     import mmdet
+
     # ours, and mmdet's own script (what `mim train mmdet CONFIG` runs), whose runner is the config's CheckedRunner
     path = root / script if script.startswith('tools') else Path(mmdet.__file__).parents[1] / script
     # the demo config, whose generated data does not exist in tmp_path
-    run = subprocess.run([sys.executable, str(path), str(demo_config), '--work-dir', str(tmp_path / 'work')],
-                         capture_output=True, text=True, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, str(path), str(demo_config), '--work-dir', str(tmp_path / 'work')],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert run.returncode == 1 and 'Traceback' not in run.stderr, run.stderr[-3000:]
     assert 'error: cannot start' in run.stderr and 'run `pit-det-demo`' in run.stderr

@@ -1,11 +1,12 @@
 """One command-line vocabulary: docs/cli.md lists every command's flags, every command in the docs uses flags its
 command has, and no parser keeps the retired spellings."""
+
 import argparse
 import importlib
 import re
-import tomllib
 
 import pytest
+import tomllib
 
 RETIRED = {'--json', '--plots', '--sizes', '--shape', '--onnx'}  # now --out, --out-dir, --size, --model-file
 
@@ -13,8 +14,11 @@ RETIRED = {'--json', '--plots', '--sizes', '--shape', '--onnx'}  # now --out, --
 def commands(root) -> dict[str, str]:
     """Console command -> its cli module, for the commands with a parser of pit-det's own."""
     scripts = tomllib.loads((root / 'pyproject.toml').read_text())['project']['scripts']
-    return {name: target.split(':')[0] for name, target in scripts.items() if not target.endswith(('train_main',
-                                                                                                   'test_main'))}
+    return {
+        name: target.split(':')[0]
+        for name, target in scripts.items()
+        if not target.endswith(('train_main', 'test_main'))
+    }
 
 
 def parser_of(module: str) -> argparse.ArgumentParser:
@@ -24,6 +28,7 @@ def parser_of(module: str) -> argparse.ArgumentParser:
     def catch(self, args=None, namespace=None):
         caught.append(self)
         raise SystemExit(0)
+
     original = argparse.ArgumentParser.parse_args
     argparse.ArgumentParser.parse_args = catch
     try:
@@ -50,8 +55,11 @@ def tool_modules(root) -> dict[str, str]:
 def test_every_parser_is_built_one_way_and_keeps_no_retired_flag(root):
     for name, module in commands(root).items():
         parser = parser_of(module)
-        assert isinstance(parser.formatter_class, type) and parser.formatter_class is \
-            argparse.RawDescriptionHelpFormatter and parser.epilog, f'{name}: not built by parser_from_doc'
+        assert (
+            isinstance(parser.formatter_class, type)
+            and parser.formatter_class is argparse.RawDescriptionHelpFormatter
+            and parser.epilog
+        ), f'{name}: not built by parser_from_doc'
         assert not flags(parser) & RETIRED, name
         assert all(action.help != argparse.SUPPRESS for action in parser._actions), f'{name}: a hidden flag'
 
@@ -77,8 +85,9 @@ def command_lines(text: str):
 
 def test_every_command_in_the_docs_uses_flags_its_command_has(root):
     by_name = {name: parser_of(module) for name, module in commands(root).items()}
-    by_tool = {tool: parser_of(module) for tool, module in tool_modules(root).items()
-               if module != 'pit_det.cli.mmdet_tools'}
+    by_tool = {
+        tool: parser_of(module) for tool, module in tool_modules(root).items() if module != 'pit_det.cli.mmdet_tools'
+    }
     pages = [root / 'README.md', root / 'configs' / 'README.md', *(root / 'docs').glob('*.md')]
     checked = 0
     for page in pages:
@@ -92,13 +101,20 @@ def test_every_command_in_the_docs_uses_flags_its_command_has(root):
     assert checked >= 30
 
 
-@pytest.mark.parametrize('module,argv', [('benchmark', ['pit-ti']), ('benchmark_deform_attn', []),
-                                         ('analyze_attention', ['pit-ti']),
-                                         ('export_onnx', ['pit_s_deformable_detr', 'none', '--out', 'x.onnx'])])
+@pytest.mark.parametrize(
+    'module,argv',
+    [
+        ('benchmark', ['pit-ti']),
+        ('benchmark_deform_attn', []),
+        ('analyze_attention', ['pit-ti']),
+        ('export_onnx', ['pit_s_deformable_detr', 'none', '--out', 'x.onnx']),
+    ],
+)
 @pytest.mark.parametrize('size', ['99999x99999', '0x0', '400x0'])
 def test_a_size_no_detector_takes_is_refused_by_the_parser(module, argv, size, capsys):
     """99999x99999 asked torch for 120-212 GB (a MemoryError traceback); 0x0 ended in a traceback too."""
     import importlib
+
     main = importlib.import_module(f'pit_det.cli.{module}').main
     with pytest.raises(SystemExit) as stop:
         main([*argv, '--size', size])
@@ -108,6 +124,7 @@ def test_a_size_no_detector_takes_is_refused_by_the_parser(module, argv, size, c
 
 def test_export_refuses_a_size_under_its_minimum_before_reading_the_checkpoint(tmp_path, capsys):
     from pit_det.cli.export_onnx import main
+
     not_read = tmp_path / 'unread.pth'
     not_read.write_bytes(b'not a checkpoint: reading it would be the error')
     assert main(['pit_s_deformable_detr', str(not_read), '--out', str(tmp_path / 'x.onnx'), '--size', '1x1']) == 1
@@ -123,15 +140,17 @@ def test_a_command_that_runs_out_of_memory_ends_with_one_error_line(capsys):
 
     @command
     def main(argv=None):
-        torch.empty(2 ** 45)  # 128 TiB of float32
+        torch.empty(2**45)  # 128 TiB of float32
         return 0
+
     assert main() == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: out of memory (") and "can't allocate memory" in err and 'Traceback' not in err
+    assert err.startswith('error: out of memory (') and "can't allocate memory" in err and 'Traceback' not in err
     assert 'use a smaller --size or batch' in err
 
     @command
     def other(argv=None):
         raise RuntimeError('another failure')  # not about memory: raised as it is
+
     with pytest.raises(RuntimeError, match='another failure'):
         other()

@@ -1,4 +1,5 @@
 """pit-det-coco-eval never replaces an input, and refuses results and ground truth that would give a wrong number."""
+
 import hashlib
 import json
 from pathlib import Path
@@ -17,8 +18,10 @@ def digest(path: Path) -> str:
 def coco(tmp_path_factory):
     root = make_synthetic_coco(tmp_path_factory.mktemp('coco') / 'synthetic', num_train=1, num_val=6)
     ann = root / 'annotations' / 'val.json'
-    dets = [dict(image_id=a['image_id'], category_id=a['category_id'], bbox=a['bbox'], score=1.0)
-            for a in json.loads(ann.read_text())['annotations']]
+    dets = [
+        dict(image_id=a['image_id'], category_id=a['category_id'], bbox=a['bbox'], score=1.0)
+        for a in json.loads(ann.read_text())['annotations']
+    ]
     results = root / 'results.json'
     results.write_text(json.dumps(dets))
     return ann, results, dets
@@ -58,15 +61,18 @@ def test_coco_eval_json_replaces_its_own_report_only(coco, tmp_path, capsys):
     assert code == 1 and 'is a folder' in err and 'Traceback' not in err
 
 
-@pytest.mark.parametrize('change,message', [
-    (dict(score=float('nan')), 'score must be a finite number, found NaN'),
-    (dict(score='0.9'), 'score must be a finite number, found "0.9"'),
-    (dict(score=None), 'score must be a finite number, found null'),
-    (dict(bbox=[float('nan'), 1, 2, 3]), 'bbox must be four finite numbers'),
-    (dict(bbox=[1, 1, float('inf'), 3]), 'bbox must be four finite numbers'),
-    (dict(bbox=[True, True, True, True]), 'bbox must be four finite numbers'),
-    (dict(image_id='1'), 'image_id must be an integer as in the annotations, found "1"'),
-])
+@pytest.mark.parametrize(
+    'change,message',
+    [
+        (dict(score=float('nan')), 'score must be a finite number, found NaN'),
+        (dict(score='0.9'), 'score must be a finite number, found "0.9"'),
+        (dict(score=None), 'score must be a finite number, found null'),
+        (dict(bbox=[float('nan'), 1, 2, 3]), 'bbox must be four finite numbers'),
+        (dict(bbox=[1, 1, float('inf'), 3]), 'bbox must be four finite numbers'),
+        (dict(bbox=[True, True, True, True]), 'bbox must be four finite numbers'),
+        (dict(image_id='1'), 'image_id must be an integer as in the annotations, found "1"'),
+    ],
+)
 def test_coco_eval_refuses_non_finite_and_non_numeric_entries(coco, tmp_path, capsys, change, message):
     ann, _, dets = coco
     bad = [dict(d) for d in dets]
@@ -95,8 +101,9 @@ def test_ground_truth_without_annotations_or_area(coco, tmp_path, capsys):
     code, out, err = run_eval(capsys, empty, results, '--out-dir', tmp_path / 'plots')
     assert code == 1 and f'annotations {empty} hold no annotations' in err and 'Traceback' not in err
     no_area = tmp_path / 'no_area.json'
-    no_area.write_text(json.dumps(dict(data, annotations=[{k: v for k, v in a.items() if k != 'area'}
-                                                          for a in data['annotations']])))
+    no_area.write_text(
+        json.dumps(dict(data, annotations=[{k: v for k, v in a.items() if k != 'area'} for a in data['annotations']]))
+    )
     code, out, err = run_eval(capsys, no_area, results)
     assert code == 0 and 'have no "area"; using box width x height' in err
     assert out.splitlines()[2].split()[:2] == ['AP', '1.000']

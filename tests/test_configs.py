@@ -2,21 +2,25 @@ import copy
 
 import pytest
 import torch
-from mmengine.config import Config
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.utils import register_all_modules
+from mmengine.config import Config
 from mmengine.structures import InstanceData
 
 from pit_det.ops import FusedMultiScaleDeformableAttention
 
 
-
 def tiny_batch(h=160, w=192, num_classes=3):  # two-stage needs >= 300 memory tokens
-    sample = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), batch_input_shape=(h, w),
-                                         scale_factor=(1.0, 1.0), pad_shape=(h, w)))
-    sample.gt_instances = InstanceData(bboxes=torch.tensor([[10.0, 12.0, 60.0, 70.0], [50.0, 8.0, 120.0, 40.0]]),
-                                       labels=torch.tensor([0, num_classes - 1]))
+    sample = DetDataSample(
+        metainfo=dict(
+            img_shape=(h, w), ori_shape=(h, w), batch_input_shape=(h, w), scale_factor=(1.0, 1.0), pad_shape=(h, w)
+        )
+    )
+    sample.gt_instances = InstanceData(
+        bboxes=torch.tensor([[10.0, 12.0, 60.0, 70.0], [50.0, 8.0, 120.0, 40.0]]),
+        labels=torch.tensor([0, num_classes - 1]),
+    )
     return torch.rand(1, 3, h, w), [sample]
 
 
@@ -74,7 +78,7 @@ def test_fused_and_mmcv_attention_give_the_same_detections(root):
     with torch.no_grad():
         a = fused.eval()._forward(inputs, samples)
         b = plain.eval()._forward(inputs, samples)
-    for x, y in zip(torch.utils._pytree.tree_leaves(a), torch.utils._pytree.tree_leaves(b)):
+    for x, y in zip(torch.utils._pytree.tree_leaves(a), torch.utils._pytree.tree_leaves(b), strict=True):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="model.cpu_deform_attn='fast': use one of fused, mmcv"):
         MODELS.build(dict(copy.deepcopy(cfg.model), cpu_deform_attn='fast'))
@@ -83,8 +87,16 @@ def test_fused_and_mmcv_attention_give_the_same_detections(root):
 def test_half_resolution_is_one_base_shared_by_pit_and_r50(root):
     pit = Config.fromfile(str(root / 'configs' / 'pit_s_deformable_detr.py'))
     r50 = Config.fromfile(str(root / 'configs' / 'deformable-detr_r50_16xb2-50e_coco-halfres.py'))
-    for key in ('train_pipeline', 'test_pipeline', 'train_dataloader', 'test_dataloader', 'train_cfg',
-                'param_scheduler', 'runner_type', 'custom_imports'):
+    for key in (
+        'train_pipeline',
+        'test_pipeline',
+        'train_dataloader',
+        'test_dataloader',
+        'train_cfg',
+        'param_scheduler',
+        'runner_type',
+        'custom_imports',
+    ):
         assert pit[key] == r50[key], key
     assert r50.model.type == pit.model.type == 'FastDeformableDETR'
     assert r50.model.backbone.type == 'ResNet' and r50.model.backbone.init_cfg.checkpoint == 'torchvision://resnet50'

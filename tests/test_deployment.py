@@ -1,4 +1,5 @@
 """CPU deployment: a trained detector through the exported-graph paths on images of several sizes, against eager."""
+
 import pytest
 from mmdet.registry import RUNNERS
 from mmengine.config import Config
@@ -14,6 +15,7 @@ SIZES = ((128, 128), (96, 128), (128, 96))  # the validation images' sizes (they
 def default_precision() -> str:
     """The precision OpenVINO picks on this CPU (bf16 where it has bf16 instructions)."""
     import openvino
+
     return openvino.Core().get_property('CPU', 'INFERENCE_PRECISION_HINT').get_type_name()
 
 
@@ -41,15 +43,33 @@ def test_test_through_onnxruntime_openvino_and_int8_keeps_the_map(trained, tmp_p
     config, checkpoint = trained
     onnx_file, int8 = tmp_path / 'model.onnx', tmp_path / 'model_int8.xml'
     assert export_main([str(config), str(checkpoint), '--out', str(onnx_file), '--size', '128x128']) == 0
-    assert export_main([str(config), str(checkpoint), '--out', str(int8), '--size', '128x128', '--format', 'openvino-int8',
-                        '--calibration-images', '32']) == 0
+    assert (
+        export_main(
+            [
+                str(config),
+                str(checkpoint),
+                '--out',
+                str(int8),
+                '--size',
+                '128x128',
+                '--format',
+                'openvino-int8',
+                '--calibration-images',
+                '32',
+            ]
+        )
+        == 0
+    )
     maps, images = {}, set()
-    for name, inference in (('eager', {}),
-                            ('onnxruntime', dict(path='onnxruntime', model_file=str(onnx_file))),
-                            ('openvino f32', dict(path='openvino', model_file=str(onnx_file), precision='f32')),
-                            *([('openvino', dict(path='openvino', model_file=str(onnx_file)))]
-                              if default_precision() != 'f32' else []),  # else the run above
-                            ('openvino-int8', dict(path='openvino-int8', model_file=str(int8)))):
+    for name, inference in (
+        ('eager', {}),
+        ('onnxruntime', dict(path='onnxruntime', model_file=str(onnx_file))),
+        ('openvino f32', dict(path='openvino', model_file=str(onnx_file), precision='f32')),
+        *(
+            [('openvino', dict(path='openvino', model_file=str(onnx_file)))] if default_precision() != 'f32' else []
+        ),  # else the run above
+        ('openvino-int8', dict(path='openvino-int8', model_file=str(int8))),
+    ):
         cfg = Config.fromfile(str(config))
         cfg.work_dir, cfg.load_from = str(tmp_path / name.replace(' ', '_')), str(checkpoint)
         cfg.model.inference = {'path': 'eager', **inference}

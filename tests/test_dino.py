@@ -1,5 +1,6 @@
 """DINO under pit-det: the detector, its checkpoints of another class set, its export, the preflight of both heads'
 level and channel settings, and the dataset command over a DINO config."""
+
 import copy
 import subprocess
 import sys
@@ -49,6 +50,7 @@ def test_pit_s_dino_trains_a_step_into_the_backbone_and_predicts_900_queries_int
     assert isinstance(model, FastDINO) and model.num_queries == 900
     assert any(isinstance(m, FusedMultiScaleDeformableAttention) for m in model.modules())
     from test_configs import tiny_batch
+
     inputs, samples = tiny_batch(224, 256, num_classes=80)  # 1133 encoder positions for 900 queries
     model.train()
     losses = model.loss(inputs, samples)
@@ -72,6 +74,7 @@ def test_the_fused_kernel_gives_mmcvs_numbers_inside_dino(root):
     plain.load_state_dict(fused.state_dict())
     assert not any(isinstance(m, FusedMultiScaleDeformableAttention) for m in plain.modules())
     from test_configs import tiny_batch
+
     inputs, samples = tiny_batch(128, 128)
     with torch.no_grad():
         a = fused.eval().predict(inputs, samples)[0].pred_instances
@@ -96,12 +99,17 @@ def test_a_dino_checkpoint_of_another_class_count_is_refused_for_testing_and_fin
 
 def test_an_exported_dino_matches_mmdets_predict_at_every_checked_size(root, dino_checkpoint, tmp_path, capsys):
     out = tmp_path / 'dino.onnx'
-    assert export_main([str(root / 'configs' / DINO_DEMO), str(dino_checkpoint), '--out', str(out),
-                        '--size', '128x128']) == 0
+    assert (
+        export_main([str(root / 'configs' / DINO_DEMO), str(dino_checkpoint), '--out', str(out), '--size', '128x128'])
+        == 0
+    )
     printed = capsys.readouterr().out
     compared = [line for line in printed.splitlines() if line.startswith('onnxruntime vs mmdet predict at')]
-    assert [line.split(' at ')[1].split(',')[0] for line in compared] == ['128x128 (batch of 2)', '96x128 (batch of 1)',
-                                                                          '32x128 (batch of 1)']
+    assert [line.split(' at ')[1].split(',')[0] for line in compared] == [
+        '128x128 (batch of 2)',
+        '96x128 (batch of 1)',
+        '32x128 (batch of 1)',
+    ]
     assert all('labels identical' in line for line in compared) and 'DIFFER' not in printed
 
 
@@ -109,22 +117,37 @@ def dino_model(root, **options):
     return config(root, 'dino-4scale_pit-s_8xb2-12e_coco.py', **options).model
 
 
-@pytest.mark.parametrize('options, message', [
-    ({'model.neck.num_outs': 5}, 'the level settings disagree: model.num_feature_levels=4, model.neck.num_outs=5, '
-     'model.encoder.layer_cfg.self_attn_cfg.num_levels=4, model.decoder.layer_cfg.cross_attn_cfg.num_levels=4'),
-    ({'model.decoder.layer_cfg.cross_attn_cfg.num_levels': 3}, 'cross_attn_cfg.num_levels=3'),
-    ({'model.neck.in_channels': [512, 1024, 2048]},
-     'model.neck.in_channels=[512, 1024, 2048] but the backbone (PiT, arch s, out_indices (0, 1, 2)) returns maps of '
-     '[144, 288, 576] channels: set --cfg-options model.neck.in_channels="[144, 288, 576]"'),
-    ({'model.neck.in_channels': [288, 576], 'model.neck.num_outs': 4},
-     'returns 3 maps but model.neck.in_channels takes 2: the outputs the neck does not use feed no loss, and DDP '
-     'stops'),
-    ({'model.dn_cfg.num_classes': 80}, 'model.dn_cfg sets num_classes: DINO sizes its denoising queries from the '
-     'detector (the label embedding\'s classes from model.bbox_head.num_classes'),
-    ({'model.positional_encoding.num_feats': 64}, 'model.positional_encoding.num_feats=64 but the transformer is 256 '
-     'wide: set it to 128'),
-    ({'model.as_two_stage': False}, 'model.as_two_stage=False: DINO is always two-stage with box refinement'),
-])
+@pytest.mark.parametrize(
+    'options, message',
+    [
+        (
+            {'model.neck.num_outs': 5},
+            'the level settings disagree: model.num_feature_levels=4, model.neck.num_outs=5, '
+            'model.encoder.layer_cfg.self_attn_cfg.num_levels=4, model.decoder.layer_cfg.cross_attn_cfg.num_levels=4',
+        ),
+        ({'model.decoder.layer_cfg.cross_attn_cfg.num_levels': 3}, 'cross_attn_cfg.num_levels=3'),
+        (
+            {'model.neck.in_channels': [512, 1024, 2048]},
+            'model.neck.in_channels=[512, 1024, 2048] but the backbone (PiT, arch s, out_indices (0, 1, 2)) returns '
+            'maps of [144, 288, 576] channels: set --cfg-options model.neck.in_channels="[144, 288, 576]"',
+        ),
+        (
+            {'model.neck.in_channels': [288, 576], 'model.neck.num_outs': 4},
+            'returns 3 maps but model.neck.in_channels takes 2: the outputs the neck does not use feed no loss, and '
+            'DDP stops',
+        ),
+        (
+            {'model.dn_cfg.num_classes': 80},
+            'model.dn_cfg sets num_classes: DINO sizes its denoising queries from the '
+            "detector (the label embedding's classes from model.bbox_head.num_classes",
+        ),
+        (
+            {'model.positional_encoding.num_feats': 64},
+            'model.positional_encoding.num_feats=64 but the transformer is 256 wide: set it to 128',
+        ),
+        ({'model.as_two_stage': False}, 'model.as_two_stage=False: DINO is always two-stage with box refinement'),
+    ],
+)
 def test_the_preflight_names_each_setting_that_would_fail_inside_the_model(root, options, message):
     with pytest.raises(PreflightError) as caught:
         check_model(dino_model(root, **options))
@@ -133,20 +156,25 @@ def test_the_preflight_names_each_setting_that_would_fail_inside_the_model(root,
 
 def test_the_preflight_refuses_resnet_stages_that_feed_no_loss_under_both_heads(root):
     for name in ('dino-4scale_r50_8xb2-12e_coco.py', 'deformable-detr_r50_16xb2-50e_coco-halfres.py'):
-        model = config(root, name, **{'model.backbone.out_indices': (0, 1, 2),
-                                      'model.neck.in_channels': [256, 512, 1024]}).model
-        with pytest.raises(PreflightError, match='builds 4 stages but returns none after stage 2: .* Set '
-                                                 'model.backbone.num_stages=3'):
+        model = config(
+            root, name, **{'model.backbone.out_indices': (0, 1, 2), 'model.neck.in_channels': [256, 512, 1024]}
+        ).model
+        with pytest.raises(
+            PreflightError, match='builds 4 stages but returns none after stage 2: .* Set model.backbone.num_stages=3'
+        ):
             check_model(model)
-    for name in ('dino-4scale_r50_8xb2-12e_coco.py', 'dino-4scale_vit-s_8xb2-12e_coco.py',
-                 'deformable-detr_vit-s_16xb2-50e_coco-halfres.py'):
+    for name in (
+        'dino-4scale_r50_8xb2-12e_coco.py',
+        'dino-4scale_vit-s_8xb2-12e_coco.py',
+        'deformable-detr_vit-s_16xb2-50e_coco-halfres.py',
+    ):
         check_model(config(root, name).model)  # the shipped baselines pass
 
 
 def test_a_batch_other_than_the_recipes_is_told_to_scale_its_lr(root):
     cfg = config(root, 'dino-4scale_pit-s_8xb2-12e_coco.py')
     advice = lr_scaling_advice(cfg, world_size=1)
-    assert advice.startswith('this run\'s total batch is 2 (1 x 2) but the config\'s learning rate is set for 16')
+    assert advice.startswith("this run's total batch is 2 (1 x 2) but the config's learning rate is set for 16")
     assert '--auto-scale-lr' in advice and '(0.0001 -> 1.25e-05)' in advice
     assert lr_scaling_advice(cfg, world_size=8) is None
     cfg.auto_scale_lr.enable = True  # what --auto-scale-lr sets
@@ -155,11 +183,18 @@ def test_a_batch_other_than_the_recipes_is_told_to_scale_its_lr(root):
 
 def test_mim_train_of_a_dino_config_with_bad_levels_stops_with_the_message_and_no_traceback(root, tmp_path):
     bad = tmp_path / 'bad.py'
-    bad.write_text(f"_base_ = {str(root / 'configs' / 'dino-4scale_pit-s_8xb2-12e_coco.py')!r}\n"
-                   "model = dict(neck=dict(num_outs=5, in_channels=[512, 1024, 2048]))\n")
+    bad.write_text(
+        f'_base_ = {str(root / "configs" / "dino-4scale_pit-s_8xb2-12e_coco.py")!r}\n'
+        'model = dict(neck=dict(num_outs=5, in_channels=[512, 1024, 2048]))\n'
+    )
     train = f'{mmdet.__file__.rsplit("/", 1)[0]}/.mim/tools/train.py'  # what `mim train mmdet CONFIG` runs
-    run = subprocess.run([sys.executable, train, str(bad), '--work-dir', str(tmp_path / 'work')],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    run = subprocess.run(
+        [sys.executable, train, str(bad), '--work-dir', str(tmp_path / 'work')],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert run.returncode == 1 and 'Traceback' not in run.stderr, run.stderr[-3000:]
     assert 'model.neck.num_outs=5' in run.stderr and 'model.neck.in_channels="[144, 288, 576]"' in run.stderr
     assert not (tmp_path / 'work').exists() or not any((tmp_path / 'work').rglob('*.pth'))
@@ -168,11 +203,27 @@ def test_mim_train_of_a_dino_config_with_bad_levels_stops_with_the_message_and_n
 def test_the_dataset_command_writes_a_dino_config_with_dinos_schedule(root, tmp_path, capsys):
     from pit_det.cli.dataset_config import main as dataset_main
     from pit_det.data import make_synthetic_coco
+
     data = make_synthetic_coco(tmp_path / 'mine', num_train=8, num_val=4, seed=3)
     out = tmp_path / 'mine_dino.py'
-    assert dataset_main([str(data / 'annotations' / 'train.json'), '--train-images', str(data / 'train'),
-                         '--val-ann', str(data / 'annotations' / 'val.json'), '--val-images', str(data / 'val'),
-                         '--base', 'dino-4scale_pit-s_8xb2-12e_coco', '--out', str(out)]) == 0
+    assert (
+        dataset_main(
+            [
+                str(data / 'annotations' / 'train.json'),
+                '--train-images',
+                str(data / 'train'),
+                '--val-ann',
+                str(data / 'annotations' / 'val.json'),
+                '--val-images',
+                str(data / 'val'),
+                '--base',
+                'dino-4scale_pit-s_8xb2-12e_coco',
+                '--out',
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert ': a DINO for the dataset of' in out.read_text()
     cfg = Config.fromfile(str(out))
     assert cfg.model.type == 'FastDINO' and cfg.model.bbox_head.num_classes == 3
@@ -186,6 +237,7 @@ def test_the_dataset_command_writes_a_dino_config_with_dinos_schedule(root, tmp_
 @pytest.mark.slow
 def test_the_convergence_study_trains_both_heads_on_one_set_and_says_what_the_claim_comes_to(tmp_path, capsys):
     from pit_det.analysis.convergence import epochs_to_reach, run_convergence, verdict
+
     result = run_convergence(tmp_path / 'out', tmp_path / 'data', epochs=1, seed=11, num_train=16, num_val=8)
     assert set(result['curves']) == {'Deformable DETR', 'DINO'}
     for curve in result['curves'].values():  # one validation per epoch, AP from pycocotools
@@ -199,11 +251,13 @@ def test_the_convergence_study_trains_both_heads_on_one_set_and_says_what_the_cl
     assert verdict({'Deformable DETR': ddetr, 'DINO': fast})['holds']  # 0.6 reached at epoch 2 of 4
     slow = [dict(epoch=e, bbox_mAP=ap) for e, ap in enumerate([0.1, 0.2, 0.6, 0.7], 1)]
     assert verdict({'Deformable DETR': ddetr, 'DINO': slow}) == dict(
-        deformable_detr_final_ap=0.6, dino_final_ap=0.7, epochs=4, dino_epoch_reaching_it=3, holds=False)
+        deformable_detr_final_ap=0.6, dino_final_ap=0.7, epochs=4, dino_epoch_reaching_it=3, holds=False
+    )
 
 
 def test_the_convergence_command_refuses_a_data_root_that_is_a_file(tmp_path, capsys):
     from pit_det.cli.convergence import main as convergence_main
+
     (tmp_path / 'data').write_text('not a folder')
     assert convergence_main(['--out-dir', str(tmp_path / 'out'), '--data-root', str(tmp_path / 'data')]) == 1
     assert f'--data-root {tmp_path / "data"} is a file: give a folder' in capsys.readouterr().err

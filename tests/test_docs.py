@@ -1,4 +1,5 @@
 """The README is an entry page that links every docs page, and every measured table says on which machine and when."""
+
 import re
 
 
@@ -23,7 +24,7 @@ def test_docs_links_resolve(root):
 def sections(text: str):
     """``(heading, body)`` for every ``##``/``###`` section."""
     parts = re.split(r'^(#{2,3} .*)$', text, flags=re.M)
-    return list(zip(parts[1::2], parts[2::2]))
+    return list(zip(parts[1::2], parts[2::2], strict=True))
 
 
 MACHINE = re.compile(r'AMD|Intel|Xeon|EPYC|NVIDIA|GPU')
@@ -36,8 +37,11 @@ def test_every_measured_table_names_its_machine_and_date(root):
     checked = 0
     for page in pages:
         for heading, body in sections(page.read_text()):
-            tables = [line for line in body.splitlines() if line.startswith('|') and
-                      re.search(r'\bms\b|MiB|speed-up|mAP|/ R50|/ PiT-S', line)]
+            tables = [
+                line
+                for line in body.splitlines()
+                if line.startswith('|') and re.search(r'\bms\b|MiB|speed-up|mAP|/ R50|/ PiT-S', line)
+            ]
             if not tables:
                 continue
             checked += 1

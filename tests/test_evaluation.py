@@ -1,4 +1,5 @@
 """COCO evaluation scripts and the robustness benchmark, on the synthetic set."""
+
 import copy
 import json
 import random
@@ -17,17 +18,24 @@ from pit_det.evaluation import robustness
 from pit_det.evaluation.coco import METRICS, error_breakdown, evaluate, load_ground_truth, tide_errors
 
 
-
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     root = make_synthetic_coco(tmp_path_factory.mktemp('eval') / 'synthetic', num_train=2, num_val=12)
     ann = json.loads((root / 'annotations' / 'val.json').read_text())
-    perfect = [dict(image_id=a['image_id'], category_id=a['category_id'], bbox=a['bbox'], score=1.0)
-               for a in ann['annotations']]
+    perfect = [
+        dict(image_id=a['image_id'], category_id=a['category_id'], bbox=a['bbox'], score=1.0)
+        for a in ann['annotations']
+    ]
     rng = random.Random(0)
-    noisy = [dict(d, bbox=[d['bbox'][0] + rng.uniform(-5, 5), d['bbox'][1] + rng.uniform(-5, 5), *d['bbox'][2:]],
-                  score=rng.random(), category_id=d['category_id'] if rng.random() > 0.25 else d['category_id'] % 3 + 1)
-             for d in perfect] + [dict(image_id=1, category_id=2, bbox=[1, 1, 10, 10], score=0.9)]
+    noisy = [
+        dict(
+            d,
+            bbox=[d['bbox'][0] + rng.uniform(-5, 5), d['bbox'][1] + rng.uniform(-5, 5), *d['bbox'][2:]],
+            score=rng.random(),
+            category_id=d['category_id'] if rng.random() > 0.25 else d['category_id'] % 3 + 1,
+        )
+        for d in perfect
+    ] + [dict(image_id=1, category_id=2, bbox=[1, 1, 10, 10], score=0.9)]
     files = {}
     for name, results in (('perfect', perfect), ('noisy', noisy)):
         files[name] = root / f'{name}.bbox.json'
@@ -50,15 +58,18 @@ def test_every_number_equals_pycocotools(data):
         alone.params.catIds = [cat['id']]
         alone.evaluate(), alone.accumulate(), alone.summarize()
         per_class = ours['per_class'][cat['name']]
-        assert [per_class[m] for m in ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')] == \
-            pytest.approx(list(alone.stats[:6]), abs=1e-12)
+        assert [per_class[m] for m in ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')] == pytest.approx(
+            list(alone.stats[:6]), abs=1e-12
+        )
 
 
 def test_side_by_side_json_and_zero_difference(data, tmp_path, capsys):
     _, ann, files = data
     out = tmp_path / 'eval.json'
-    assert coco_eval.main([str(ann), str(files['noisy']), str(files['noisy']), '--names', 'a', 'b',
-                           '--out', str(out)]) == 0
+    assert (
+        coco_eval.main([str(ann), str(files['noisy']), str(files['noisy']), '--names', 'a', 'b', '--out', str(out)])
+        == 0
+    )
     printed = capsys.readouterr().out
     diff_column = [line.split()[-1] for line in printed.split('\n\n')[0].splitlines()[2:]]
     assert len(diff_column) == 12 and set(diff_column) == {'+0.000'}
@@ -89,6 +100,7 @@ def test_plots_are_written(data, tmp_path, capsys):
     assert list((tmp_path / 'noisy.bbox_tide').glob('*.png'))
     # what the tool checks before any work is exactly what it wrote (TIDE draws nothing for the perfect results)
     from pit_det.evaluation.coco import plot_files
+
     written = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob('*') if p.is_file()}
     assert written == set(plot_files('noisy.bbox')) | set(plot_files('perfect.bbox')[:-1])
 
@@ -96,6 +108,7 @@ def test_plots_are_written(data, tmp_path, capsys):
 def test_an_input_where_a_plot_goes_is_refused_before_any_work(data, tmp_path, capsys):
     """The results file at plots/bbox-r_coco-errors-small.png was replaced by that plot, with exit 0."""
     import hashlib
+
     _, ann, files = data
     plots = tmp_path / 'plots'
     plots.mkdir()
@@ -109,23 +122,31 @@ def test_an_input_where_a_plot_goes_is_refused_before_any_work(data, tmp_path, c
     (plots / 'n_tide').write_text('a file of the user')  # where TIDE's folder goes
     assert coco_eval.main([str(ann), str(files['noisy']), '--names', 'n', '--out-dir', str(plots)]) == 1
     err = capsys.readouterr().err
-    assert f"{plots / 'n_tide'} is a file, not a folder" in err and 'Traceback' not in err
+    assert f'{plots / "n_tide"} is a file, not a folder' in err and 'Traceback' not in err
     assert sorted(p.name for p in plots.iterdir()) == ['bbox-r_coco-errors-small.png', 'n_tide']
 
 
-@pytest.mark.parametrize('content,message', [
-    ('', 'are empty'),
-    ('[{"image_id": 1,', 'are not valid JSON'),
-    ('{"image_id": 1}', 'must be a JSON list'),
-    ('[{"image_id": 999, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}]',
-     'entry 0 .*image_id 999 is not in the annotations'),
-    ('[{"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}, '
-     '{"image_id": 1, "category_id": 7, "bbox": [0, 0, 5, 5], "score": 0.5}]',
-     'entry 1 .*category_id 7 is not in the annotations'),
-    ('[{"image_id": 1, "category_id": 1, "bbox": [10, 10, -4, 5], "score": 0.5}]', 'entry 0 .*negative size'),
-])
+@pytest.mark.parametrize(
+    'content,message',
+    [
+        ('', 'are empty'),
+        ('[{"image_id": 1,', 'are not valid JSON'),
+        ('{"image_id": 1}', 'must be a JSON list'),
+        (
+            '[{"image_id": 999, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}]',
+            'entry 0 .*image_id 999 is not in the annotations',
+        ),
+        (
+            '[{"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}, '
+            '{"image_id": 1, "category_id": 7, "bbox": [0, 0, 5, 5], "score": 0.5}]',
+            'entry 1 .*category_id 7 is not in the annotations',
+        ),
+        ('[{"image_id": 1, "category_id": 1, "bbox": [10, 10, -4, 5], "score": 0.5}]', 'entry 0 .*negative size'),
+    ],
+)
 def test_bad_results_name_the_file_and_entry(root, data, tmp_path, capsys, monkeypatch, content, message):
     import re
+
     _, ann, _ = data
     bad = tmp_path / 'bad.json'
     bad.write_text(content)
@@ -156,6 +177,7 @@ def test_results_that_predict_nothing_give_zero_with_a_warning(data, tmp_path, c
 def test_each_corruption_changes_the_image_keeping_shape_and_dtype(data):
     root, _, _ = data
     from PIL import Image
+
     image = np.asarray(Image.open(root / 'val' / '000000.png').convert('RGB'))
     for name in robustness.CORRUPTIONS:
         np.random.seed(0)
@@ -164,7 +186,8 @@ def test_each_corruption_changes_the_image_keeping_shape_and_dtype(data):
         assert np.abs(out.astype(int) - image).mean() > 0.5, name
         assert robustness.corrupt_rgb(image, name, 0) is image
     from skimage.filters import gaussian  # gaussian_blur as the package computes it, multichannel spelt anew
-    expected = np.uint8(np.clip(gaussian(image / 255., sigma=2, channel_axis=-1), 0, 1) * 255)
+
+    expected = np.uint8(np.clip(gaussian(image / 255.0, sigma=2, channel_axis=-1), 0, 1) * 255)
     assert np.array_equal(robustness.corrupt_rgb(image, 'gaussian_blur', 2), expected)
     assert not hasattr(np, 'float_') or 'float_' not in np.__dict__  # the restored API is put away again
 
@@ -183,6 +206,7 @@ def detector_checkpoint(tmp_path_factory, data):
     from mmdet.utils import register_all_modules
 
     from pit_det.demo import load_demo_config
+
     register_all_modules()
     root, _, _ = data
     tmp = tmp_path_factory.mktemp('detector')
@@ -201,8 +225,24 @@ def detector_checkpoint(tmp_path_factory, data):
 def test_subset_run_writes_json_and_png_and_severity_zero_is_clean(detector_checkpoint, tmp_path, capsys):
     config, checkpoint = detector_checkpoint
     out = tmp_path / 'rob'
-    assert test_robustness.main([str(config), str(checkpoint), '--corruptions', 'fog', '--severities', '0', '2',
-                                 '--occlusion', '0.3', '--out-dir', str(out)]) == 0
+    assert (
+        test_robustness.main(
+            [
+                str(config),
+                str(checkpoint),
+                '--corruptions',
+                'fog',
+                '--severities',
+                '0',
+                '2',
+                '--occlusion',
+                '0.3',
+                '--out-dir',
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / 'robustness.json').read_text())
     assert result['corruptions']['fog']['0'] == result['clean']  # severity 0: the clean images, the clean mAP
     assert result['mPC'] == result['corruptions']['fog']['2'] and result['severities_run'] == [2]

@@ -1,4 +1,5 @@
 """ONNX export of whole detectors, run in onnxruntime and compared with torch."""
+
 import contextlib
 import io
 import shutil
@@ -15,9 +16,8 @@ from mmengine.config import Config
 from pit_det.cli.export_onnx import main
 from pit_det.deploy.onnx import build_exportable, compare, export, metadata
 from pit_det.deploy.openvino import save_ir, to_openvino
-from pit_det.models import CheckpointMismatchError
 from pit_det.deploy.runtimes import Runtime, open_exported
-
+from pit_det.models import CheckpointMismatchError
 
 
 @pytest.fixture(scope='module')
@@ -37,8 +37,9 @@ def exported(demo_config, demo_checkpoint, tmp_path_factory):
     folder = tmp_path_factory.mktemp('exported')
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert main([str(demo_config), str(demo_checkpoint), '--out', str(folder / 'demo.onnx'), '--size',
-                     '128x160']) == 0
+        assert (
+            main([str(demo_config), str(demo_checkpoint), '--out', str(folder / 'demo.onnx'), '--size', '128x160']) == 0
+        )
     model = build_exportable(demo_config, demo_checkpoint)
     ir = save_ir(to_openvino(folder / 'demo.onnx', metadata(model, 128, 160), 'openvino'), folder / 'demo.xml')
     return SimpleNamespace(onnx=folder / 'demo.onnx', ir=ir, printed=printed.getvalue(), model=model)
@@ -48,8 +49,11 @@ def test_demo_detector_exports_and_matches_in_onnxruntime(exported):
     out, printed = exported.onnx, exported.printed
     assert 'onnx.checker: valid' in printed and 'labels identical' in printed
     graph = onnx.load(str(out)).graph
-    assert [i.name for i in graph.input] == ['image'] and [o.name for o in graph.output] == ['boxes', 'scores',
-                                                                                            'labels']
+    assert [i.name for i in graph.input] == ['image'] and [o.name for o in graph.output] == [
+        'boxes',
+        'scores',
+        'labels',
+    ]
     dims = [(d.dim_param or d.dim_value) for d in graph.input[0].type.tensor_type.shape.dim]
     assert dims == ['batch', 3, 'height', 'width']  # any batch, any size
     assert 'onnxruntime vs mmdet predict at 128x160 (batch of 2)' in printed
@@ -59,8 +63,9 @@ def test_demo_detector_exports_and_matches_in_onnxruntime(exported):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('config', ['pit_s_deformable_detr.py',
-                                    'deformable-detr-refine-twostage_pit-s_16xb2-50e_coco-halfres.py'])
+@pytest.mark.parametrize(
+    'config', ['pit_s_deformable_detr.py', 'deformable-detr-refine-twostage_pit-s_16xb2-50e_coco-halfres.py']
+)
 def test_pit_s_detectors_export(root, config, tmp_path):
     register_all_modules()
     cfg = Config.fromfile(str(root / 'configs' / config))
@@ -98,15 +103,19 @@ def test_without_the_extra_the_message_names_it(demo_config, demo_checkpoint, tm
 def test_inference_paths_of_the_detector(demo_config, demo_checkpoint, exported):
     """mim test / pit-det-infer choose the path by config (model.inference): each gives eager's detections."""
     from mmdet.apis import init_detector
-
     from test_configs import tiny_batch
+
     inputs, samples = tiny_batch(128, 160)
     onnx_file = exported.onnx
     inputs = inputs * 255  # the detector's input before normalisation: 0-255
     outputs = {}
     # the compile path: tests/test_compile.py (a compile costs more than the rest of this test)
-    for path, extra in (('eager', {}), ('bf16', {}), ('onnxruntime', {'model_file': str(onnx_file)}),
-                        ('openvino', {'model_file': str(onnx_file), 'precision': 'f32'})):
+    for path, extra in (
+        ('eager', {}),
+        ('bf16', {}),
+        ('onnxruntime', {'model_file': str(onnx_file)}),
+        ('openvino', {'model_file': str(onnx_file), 'precision': 'f32'}),
+    ):
         options = {f'model.inference.{k}': v for k, v in dict(path=path, **extra).items()}
         model = init_detector(str(demo_config), str(demo_checkpoint), device='cpu', cfg_options=options)
         keys = set(model.state_dict())
@@ -117,8 +126,9 @@ def test_inference_paths_of_the_detector(demo_config, demo_checkpoint, exported)
         outputs[path] = result
         if path == 'onnxruntime':  # a batch of two in one onnxruntime call: each image as alone
             _, more = tiny_batch(128, 160)
-            data = model.data_preprocessor({'inputs': [inputs[0], inputs[0].flip(0)], 'data_samples': more + samples},
-                                           False)
+            data = model.data_preprocessor(
+                {'inputs': [inputs[0], inputs[0].flip(0)], 'data_samples': more + samples}, False
+            )
             with torch.no_grad():
                 pair = model.predict(data['inputs'], data['data_samples'])
             assert torch.allclose(pair[1].pred_instances.bboxes, result.bboxes, atol=1e-3)
@@ -128,10 +138,13 @@ def test_inference_paths_of_the_detector(demo_config, demo_checkpoint, exported)
         assert (outputs[path].bboxes - eager.bboxes).abs().max() < 0.05, path
         assert torch.equal(outputs[path].labels, eager.labels), path
     assert (outputs['bf16'].scores[:5] - eager.scores[:5]).abs().max() < 0.05
-    with pytest.raises(ValueError, match='model.inference.model_file=FILE goes with model.inference.path='
-                                         'onnxruntime/openvino/openvino-int8'):
-        init_detector(str(demo_config), str(demo_checkpoint), device='cpu',
-                      cfg_options={'model.inference.path': 'onnxruntime'})
+    with pytest.raises(
+        ValueError,
+        match='model.inference.model_file=FILE goes with model.inference.path=onnxruntime/openvino/openvino-int8',
+    ):
+        init_detector(
+            str(demo_config), str(demo_checkpoint), device='cpu', cfg_options={'model.inference.path': 'onnxruntime'}
+        )
 
 
 def test_one_graph_takes_every_size_in_onnxruntime_and_openvino(exported):
@@ -139,8 +152,11 @@ def test_one_graph_takes_every_size_in_onnxruntime_and_openvino(exported):
     identical labels), in onnxruntime and OpenVINO f32, from the ONNX file and from the IR."""
     model, onnx_file, ir = exported.model, exported.onnx, exported.ir
     assert ir.is_file() and ir.with_suffix('.bin').is_file()
-    runtimes = [Runtime('onnxruntime', onnx_file), Runtime('openvino', onnx_file, precision='f32'),
-                Runtime('openvino', ir, precision='f32')]
+    runtimes = [
+        Runtime('onnxruntime', onnx_file),
+        Runtime('openvino', onnx_file, precision='f32'),
+        Runtime('openvino', ir, precision='f32'),
+    ]
     assert [r.precision for r in runtimes] == ['f32'] * 3
     # the last three have a level one pixel high or wide (linspace's exported step was NaN there)
     for height, width in ((128, 160), (96, 224), (160, 96), (32, 128), (256, 64), (40, 160)):
@@ -150,12 +166,15 @@ def test_one_graph_takes_every_size_in_onnxruntime_and_openvino(exported):
             assert result.ok and result.size == (height, width), result
 
 
-def test_openvino_files_of_another_model_or_format_are_refused(demo_config, demo_checkpoint, exported, tmp_path,
-                                                                capsys):
+def test_openvino_files_of_another_model_or_format_are_refused(
+    demo_config, demo_checkpoint, exported, tmp_path, capsys
+):
     model, ir = exported.model, exported.ir
     assert open_exported('openvino', ir, model, precision='f32').precision == 'f32'
-    with pytest.raises(CheckpointMismatchError, match='is exported as openvino, which the openvino-int8 path does not '
-                                                      'run: use the path openvino'):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match='is exported as openvino, which the openvino-int8 path does not run: use the path openvino',
+    ):
         open_exported('openvino-int8', ir, model)
     with pytest.raises(CheckpointMismatchError, match='is exported as onnx, which the openvino-int8 path does not run'):
         open_exported('openvino-int8', exported.onnx, model)
@@ -165,10 +184,11 @@ def test_openvino_files_of_another_model_or_format_are_refused(demo_config, demo
     with pytest.raises(CheckpointMismatchError, match='was exported from other weights'):
         open_exported('openvino', ir, other)
     args = [str(demo_config), str(demo_checkpoint)]
-    for extra, fact in ((['x.onnx', '--format', 'tflite'], '--format tflite: use one of onnx, openvino, openvino-int8'),
-                        (['x.onnx', '--format', 'openvino'], '--out x.onnx: a --format openvino file is named *.xml'),
-                        (['x.xml', '--calibration-images', '8'], '--calibration-images goes with --format '
-                                                                 'openvino-int8')):
+    for extra, fact in (
+        (['x.onnx', '--format', 'tflite'], '--format tflite: use one of onnx, openvino, openvino-int8'),
+        (['x.onnx', '--format', 'openvino'], '--out x.onnx: a --format openvino file is named *.xml'),
+        (['x.xml', '--calibration-images', '8'], '--calibration-images goes with --format openvino-int8'),
+    ):
         assert main(args + ['--out', str(tmp_path / extra[0]), '--size', '128x128', *extra[1:]]) == 1
         assert fact.replace('x.', str(tmp_path / 'x.')) in capsys.readouterr().err
     assert not list(tmp_path.glob('x.*'))
@@ -180,28 +200,43 @@ def test_openvino_files_of_another_model_or_format_are_refused(demo_config, demo
 
 def test_without_openvino_the_message_names_the_extra(demo_config, demo_checkpoint, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, 'openvino', None)  # as if openvino were not installed
-    assert main([str(demo_config), str(demo_checkpoint), '--out', str(tmp_path / 'x.xml'), '--size', '128x128',
-                 '--format', 'openvino']) == 1
+    assert (
+        main(
+            [
+                str(demo_config),
+                str(demo_checkpoint),
+                '--out',
+                str(tmp_path / 'x.xml'),
+                '--size',
+                '128x128',
+                '--format',
+                'openvino',
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert 'Traceback' not in err, err
     assert 'the OpenVINO paths need openvino' in err and 'pip install "pit-det[export]"' in err
 
 
-def test_a_size_the_detector_cannot_run_is_named_with_one_that_it_can(demo_config, demo_checkpoint, tmp_path,
-                                                                      capsys):
+def test_a_size_the_detector_cannot_run_is_named_with_one_that_it_can(demo_config, demo_checkpoint, tmp_path, capsys):
     out = tmp_path / 'x.onnx'
     assert main([str(demo_config), str(demo_checkpoint), '--out', str(out), '--size', '32x32']) == 1
     err = capsys.readouterr().err
-    assert 'shape 32x32: the two-stage detector picks its 30 queries among the encoder\'s positions, and this size ' \
-           'has 15 (levels 3x3, 2x2, 1x1, 1x1): give a larger --size, e.g. 48x48' in err, err
+    assert (
+        "shape 32x32: the two-stage detector picks its 30 queries among the encoder's positions, and this size "
+        'has 15 (levels 3x3, 2x2, 1x1, 1x1): give a larger --size, e.g. 48x48' in err
+    ), err
     # the command ends on its message (mmengine's logger may print a stale-stream note of its own before it)
     assert err.strip().splitlines()[-1].startswith('error: shape 32x32:') and not out.exists()
 
 
 def test_an_ir_whose_weights_file_is_another_exports_is_refused(demo_config, exported, tmp_path):
     """OpenVINO reads any .bin of the sizes the .xml expects: the .xml records the .bin's digest."""
-    from pit_det.models import CheckpointReadError
     from pit_det.deploy.metadata import exported_metadata
+    from pit_det.models import CheckpointReadError
+
     model, ir = exported.model, tmp_path / 'a.xml'
     shutil.copy(exported.ir, ir)  # a copy: its weights file is replaced below
     shutil.copy(exported.ir.with_suffix('.bin'), ir.with_suffix('.bin'))
@@ -210,8 +245,10 @@ def test_an_ir_whose_weights_file_is_another_exports_is_refused(demo_config, exp
     other = MODELS.build(Config.fromfile(str(demo_config)).model)
     other.init_weights()
     other.eval()
-    other_ir = save_ir(to_openvino(export(other, 128, 160, tmp_path / 'b.onnx'), metadata(other, 128, 160),
-                                   'openvino'), tmp_path / 'b.xml')
+    other_ir = save_ir(
+        to_openvino(export(other, 128, 160, tmp_path / 'b.onnx'), metadata(other, 128, 160), 'openvino'),
+        tmp_path / 'b.xml',
+    )
     xml = ir.read_bytes()
     ir.with_suffix('.bin').write_bytes(other_ir.with_suffix('.bin').read_bytes())  # same sizes, other weights
     with pytest.raises(CheckpointReadError, match=r'a\.bin is not the weights file written with .*a\.xml'):
@@ -225,6 +262,7 @@ def test_an_ir_whose_graph_was_edited_is_refused(exported, tmp_path):
     """A Sigmoid made a Relu in the .xml ran with exit 0 and collapsed boxes: the .xml records its graph's digest."""
     from pit_det.deploy.metadata import exported_metadata
     from pit_det.models import CheckpointReadError
+
     ir = tmp_path / 'a.xml'
     shutil.copy(exported.ir.with_suffix('.bin'), ir.with_suffix('.bin'))
     text = exported.ir.read_text()
@@ -241,13 +279,23 @@ def test_an_ir_whose_graph_was_edited_is_refused(exported, tmp_path):
 def test_openvino_precision_takes_its_usual_spellings(exported):
     from pit_det.deploy.runtimes import openvino_precision
     from pit_det.preflight import PreflightError, check_model
-    assert [openvino_precision(p) for p in ('F32', 'fp32', 'float32', 'BF16', 'bfloat16', 'FP16')] == \
-        ['f32', 'f32', 'f32', 'bf16', 'bf16', 'f16']
+
+    assert [openvino_precision(p) for p in ('F32', 'fp32', 'float32', 'BF16', 'bfloat16', 'FP16')] == [
+        'f32',
+        'f32',
+        'f32',
+        'bf16',
+        'bf16',
+        'f16',
+    ]
     with pytest.raises(ValueError, match=r"precision 'fp64': OpenVINO runs f32, bf16 or f16"):
         openvino_precision('fp64')
     onnx_file = exported.onnx
     assert Runtime('openvino', onnx_file, precision='FP32').precision == 'f32'
     assert Runtime('onnxruntime', onnx_file, precision='fp32').precision == 'f32'
     with pytest.raises(PreflightError, match=r"model.inference.precision='int4': OpenVINO runs f32"):
-        check_model(dict(type='FastDeformableDETR', inference=dict(path='openvino', model_file=str(onnx_file),
-                                                                   precision='int4')))
+        check_model(
+            dict(
+                type='FastDeformableDETR', inference=dict(path='openvino', model_file=str(onnx_file), precision='int4')
+            )
+        )

@@ -1,4 +1,5 @@
 """The GPU acceptance run: it stops at once without a GPU; each of its checks runs here on the CPU, small."""
+
 import json
 import subprocess
 import time
@@ -17,8 +18,9 @@ needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason='checks the 
 @needs_no_gpu
 def test_without_a_gpu_the_script_stops_at_once(root, tmp_path):
     start = time.time()
-    run = subprocess.run(['bash', str(root / 'scripts' / 'gpu_check.sh'), str(tmp_path / 'out')],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        ['bash', str(root / 'scripts' / 'gpu_check.sh'), str(tmp_path / 'out')], capture_output=True, text=True
+    )
     assert run.returncode == 1 and 'the GPU check needs an NVIDIA GPU' in run.stderr
     assert time.time() - start < 30 and not (tmp_path / 'out').exists()
 
@@ -63,16 +65,31 @@ def test_training_and_mim_test_checks(demo_config, tmp_path):
 
 @pytest.mark.slow
 def test_latency_table_and_summary(demo_config):
-    table = latency_table('cpu', configs={'demo': str(demo_config)}, sizes=((64, 96),), batches=(1, 2),
-                          precisions=('fp32',), warmup=0, iters=2, progress=lambda line: None)
+    table = latency_table(
+        'cpu',
+        configs={'demo': str(demo_config)},
+        sizes=((64, 96),),
+        batches=(1, 2),
+        precisions=('fp32',),
+        warmup=0,
+        iters=2,
+        progress=lambda line: None,
+    )
     assert table['ok'] and [(r['batch'], r['size']) for r in table['rows']] == [(1, '64x96'), (2, '64x96')]
     assert table['rows'][0]['gmacs'] > 0 and table['rows'][1]['gmacs'] is None  # counted at batch 1 only
     assert 'matmul fp32' in table['limits']
     markdown = format_latency(table)
     assert markdown.splitlines()[0] == '| detector | 64x96 b1 fp32 | 64x96 b2 fp32 |'
-    assert markdown.splitlines()[2].startswith(f"| demo | {table['rows'][0]['images_per_s']:.1f} |")
-    summary = dict(gpu='a GPU', date='today', torch='t', cuda='c', mmcv='m', wall_s=1.0,
-                   steps={'latency': dict(table, seconds=2.0), 'kernel': dict(skipped=True)})
+    assert markdown.splitlines()[2].startswith(f'| demo | {table["rows"][0]["images_per_s"]:.1f} |')
+    summary = dict(
+        gpu='a GPU',
+        date='today',
+        torch='t',
+        cuda='c',
+        mmcv='m',
+        wall_s=1.0,
+        steps={'latency': dict(table, seconds=2.0), 'kernel': dict(skipped=True)},
+    )
     text = gpu_check.summary_markdown(summary)
     assert '**latency**: ok' in text and '**kernel**: skipped' in text and markdown in text
     json.dumps(summary)
@@ -81,12 +98,21 @@ def test_latency_table_and_summary(demo_config):
 def test_a_step_whose_error_holds_backticks_stays_one_code_span():
     """An error quoting code (`x`) broke the summary's code span, and the rest of the line rendered as Markdown."""
     from markdown_it import MarkdownIt
+
     error = 'mmcv.ops failed: `ms_deform_attn` for ``cuda`` not found`'
-    summary = dict(gpu='a GPU', date='today', torch='t', cuda='c', mmcv='m', wall_s=1.0,
-                   steps={'kernel': dict(ok=False, seconds=1.0, error=error)})
+    summary = dict(
+        gpu='a GPU',
+        date='today',
+        torch='t',
+        cuda='c',
+        mmcv='m',
+        wall_s=1.0,
+        steps={'kernel': dict(ok=False, seconds=1.0, error=error)},
+    )
     line = next(line for line in gpu_check.summary_markdown(summary).splitlines() if '**kernel**' in line)
     html = MarkdownIt().render(line)
     assert html.count('<code>') == 1
     code = html.split('<code>')[1].split('</code>')[0]
-    assert json.loads(code.replace('&quot;', '"').replace('&amp;', '&').replace('&lt;', '<').replace('&gt;', '>')) \
-        == dict(seconds=1.0, error=error)
+    assert json.loads(
+        code.replace('&quot;', '"').replace('&amp;', '&').replace('&lt;', '<').replace('&gt;', '>')
+    ) == dict(seconds=1.0, error=error)

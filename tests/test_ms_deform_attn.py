@@ -1,12 +1,11 @@
 import warnings
 
-
 import pytest
 import torch
 from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttention, multi_scale_deformable_attn_pytorch
 
 import pit_det.ops.ms_deform_attn as msda
-from pit_det.ops import FusedMultiScaleDeformableAttention, ms_deform_attn_cpu, use_fused_cpu_deform_attn
+from pit_det.ops import FusedMultiScaleDeformableAttention, ms_deform_attn_cpu, set_cpu_deform_attn
 
 ENCODER_LEVELS = [[13, 17], [7, 9], [4, 5], [2, 3]]  # odd sizes
 
@@ -18,7 +17,7 @@ def make_inputs(batch, queries, levels, heads=8, dims=32, points=4, dtype=torch.
     # locations from -0.3 to 1.3: a good share of the samples fall outside the maps (zero padding)
     loc = torch.rand(batch, queries, heads, len(levels), points, 2, dtype=dtype) * spread - (spread - 1) / 2
     attn = torch.rand(batch, queries, heads, len(levels), points, dtype=dtype)
-    attn = (attn / attn.sum((-1, -2), keepdim=True))
+    attn = attn / attn.sum((-1, -2), keepdim=True)
     return value, shapes, loc, attn
 
 
@@ -26,11 +25,14 @@ def rel_err(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
-@pytest.mark.parametrize('batch,queries,levels', [
-    (1, 13 * 17 + 63 + 20 + 6, ENCODER_LEVELS),       # encoder: one query per key
-    (3, 300, ENCODER_LEVELS),                          # decoder: 300 queries, batch > 1
-    (2, 50, [[1, 1], [31, 3], [5, 29]]),               # degenerate and thin levels
-])
+@pytest.mark.parametrize(
+    'batch,queries,levels',
+    [
+        (1, 13 * 17 + 63 + 20 + 6, ENCODER_LEVELS),  # encoder: one query per key
+        (3, 300, ENCODER_LEVELS),  # decoder: 300 queries, batch > 1
+        (2, 50, [[1, 1], [31, 3], [5, 29]]),  # degenerate and thin levels
+    ],
+)
 def test_forward_equals_mmcv(batch, queries, levels):
     value, shapes, loc, attn = make_inputs(batch, queries, levels)
     assert ((loc < 0) | (loc > 1)).any()
@@ -46,30 +48,33 @@ def test_gradients_match_mmcv():
         inputs = [t.clone().requires_grad_() for t in (value, loc, attn)]
         out = fn(inputs[0], shapes, inputs[1], inputs[2])
         grads.append(torch.autograd.grad(out, inputs, grad))
-    for ours, ref in zip(*grads):
+    for ours, ref in zip(*grads, strict=True):
         assert rel_err(ours, ref) < 1e-5
 
 
 def test_gradcheck_float64():
     value, shapes, loc, attn = make_inputs(2, 5, [[3, 4], [2, 3]], heads=2, dims=3, points=2, dtype=torch.float64)
     inputs = [t.requires_grad_() for t in (value, loc, attn)]
-    assert torch.autograd.gradcheck(lambda v, l, a: ms_deform_attn_cpu(v, shapes, l, a), inputs, eps=1e-6,
-                                    atol=1e-5)
+    assert torch.autograd.gradcheck(
+        lambda v, loc, a: ms_deform_attn_cpu(v, shapes, loc, a), inputs, eps=1e-6, atol=1e-5
+    )
 
 
 def test_bf16_inputs_computed_in_float32():
     value, shapes, loc, attn = make_inputs(1, 20, ENCODER_LEVELS)
     out = ms_deform_attn_cpu(value.bfloat16(), shapes, loc.bfloat16(), attn.bfloat16())
     assert out.dtype == torch.bfloat16
-    ref = multi_scale_deformable_attn_pytorch(value.bfloat16().float(), shapes, loc.bfloat16().float(),
-                                              attn.bfloat16().float())
+    ref = multi_scale_deformable_attn_pytorch(
+        value.bfloat16().float(), shapes, loc.bfloat16().float(), attn.bfloat16().float()
+    )
     assert rel_err(out.float(), ref) < 1e-2
 
 
 def test_module_switch_keeps_weights_and_numbers():
     torch.manual_seed(0)
-    layer = MultiScaleDeformableAttention(embed_dims=64, num_heads=4, num_levels=2, num_points=2,
-                                          batch_first=True).eval()  # no dropout
+    layer = MultiScaleDeformableAttention(
+        embed_dims=64, num_heads=4, num_levels=2, num_points=2, batch_first=True
+    ).eval()  # no dropout
     holder = torch.nn.Sequential(layer)
     shapes = torch.tensor([[6, 7], [3, 4]])
     starts = torch.tensor([0, 42])
@@ -77,12 +82,12 @@ def test_module_switch_keeps_weights_and_numbers():
     ref_points = torch.rand(2, 54, 2, 2)
     kwargs = dict(query=query, reference_points=ref_points, spatial_shapes=shapes, level_start_index=starts)
     expected = layer(**kwargs)
-    assert use_fused_cpu_deform_attn(holder) == 1 and type(layer) is FusedMultiScaleDeformableAttention
+    assert set_cpu_deform_attn(holder, 'fused') == 1 and type(layer) is FusedMultiScaleDeformableAttention
     assert isinstance(layer, MultiScaleDeformableAttention)  # mmdet's init_weights still finds it
     assert rel_err(layer(**kwargs), expected) < 1e-5
     boxes = torch.rand(2, 54, 2, 4)  # two-stage / refine decoders pass boxes
     fused = layer(**dict(kwargs, reference_points=boxes))
-    use_fused_cpu_deform_attn(holder, enable=False)
+    set_cpu_deform_attn(holder, 'mmcv')
     assert type(layer) is MultiScaleDeformableAttention
     assert rel_err(fused, layer(**dict(kwargs, reference_points=boxes))) < 1e-5
 
@@ -106,11 +111,16 @@ def test_missing_compiler_falls_back_with_one_warning(monkeypatch, tmp_path):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU and mmcv built with CUDA ops')
 def test_cuda_tensors_keep_mmcv_kernel_and_agree_with_cpu():
-    layer = FusedMultiScaleDeformableAttention(embed_dims=64, num_heads=4, num_levels=2, num_points=2,
-                                               batch_first=True).eval()
+    layer = FusedMultiScaleDeformableAttention(
+        embed_dims=64, num_heads=4, num_levels=2, num_points=2, batch_first=True
+    ).eval()
     shapes = torch.tensor([[6, 7], [3, 4]])
-    kwargs = dict(query=torch.randn(2, 54, 64), reference_points=torch.rand(2, 54, 2, 2), spatial_shapes=shapes,
-                  level_start_index=torch.tensor([0, 42]))
+    kwargs = dict(
+        query=torch.randn(2, 54, 64),
+        reference_points=torch.rand(2, 54, 2, 2),
+        spatial_shapes=shapes,
+        level_start_index=torch.tensor([0, 42]),
+    )
     cpu = layer(**kwargs)
     gpu = layer.cuda()(**{k: v.cuda() for k, v in kwargs.items()})
     assert rel_err(gpu.cpu(), cpu) < 1e-4
@@ -118,10 +128,13 @@ def test_cuda_tensors_keep_mmcv_kernel_and_agree_with_cpu():
 
 def test_side_by_side_benchmark_smoke(tmp_path):
     from pit_det.cli.benchmark_deform_attn import main
+
     out = tmp_path / 'bench.json'
-    assert main(['--size', '64x96', '--warmup', '0', '--iters', '2', '--skip', 'predict', 'train',
-                 '--out', str(out)]) == 0
+    assert (
+        main(['--size', '64x96', '--warmup', '0', '--iters', '2', '--skip', 'predict', 'train', '--out', str(out)]) == 0
+    )
     import json
+
     op = json.loads(out.read_text())['op'][0]
     assert op['size'] == '64x96' and 'encoder' in op['locations'] and op['queries'] == 8 * 12 + 4 * 6 + 2 * 3 + 1 * 2
     assert set(op['median_ms']) == {'fused', 'mmcv'} and min(op['median_ms'].values()) > 0
@@ -134,11 +147,14 @@ def test_copies_of_the_source_in_other_folders_share_one_build(tmp_path):
     """A clone and an installed copy take turns without recompiling (36 s on 2 cores each time)."""
     import subprocess
     import sys
-    script = ('import sys, pathlib\n'
-              'import pit_det.ops.ms_deform_attn as m\n'
-              'm._SOURCE = pathlib.Path(sys.argv[1])\n'
-              'assert m.load_extension() is not None, m._ext_error\n'
-              'print(m.extension_dir(), next(m.extension_dir().glob("*.so")).stat().st_mtime_ns)\n')
+
+    script = (
+        'import sys, pathlib\n'
+        'import pit_det.ops.ms_deform_attn as m\n'
+        'm._SOURCE = pathlib.Path(sys.argv[1])\n'
+        'assert m.load_extension() is not None, m._ext_error\n'
+        'print(m.extension_dir(), next(m.extension_dir().glob("*.so")).stat().st_mtime_ns)\n'
+    )
     outputs = []
     for copy in ('clone', 'site-packages', 'clone'):
         source = tmp_path / copy / 'csrc' / msda._SOURCE.name
@@ -156,6 +172,7 @@ def test_each_spelling_of_the_torch_installation_has_its_own_build_folder(tmp_pa
     would rebuild the kernel after the other (50 s each time on 2 cores)."""
     import subprocess
     import sys
+
     linked = tmp_path / 'venv'
     linked.symlink_to(sys.prefix)
     script = 'import pit_det.ops.ms_deform_attn as m, torch; print(torch.__file__); print(m.extension_dir())'

@@ -1,5 +1,6 @@
 """Where a tool writes: an input is never a destination by any spelling of its path, an existing file is replaced
 only when it is the tool's own or forced, a failed write leaves the previous file (pit_det.outputs)."""
+
 import hashlib
 import os
 from pathlib import Path
@@ -48,6 +49,7 @@ def test_a_failed_write_leaves_the_previous_file(tmp_path):
     def fail(tmp):
         tmp.write_text('half')
         raise RuntimeError('disk full')
+
     with pytest.raises(RuntimeError):
         atomic_write(path, fail)
     assert path.read_text() == 'before' and sorted(p.name for p in tmp_path.iterdir()) == ['report.json']
@@ -57,6 +59,7 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_text(tmp_path):
     import csv
 
     from pit_det.outputs import write_csv
+
     risky = ['=1+1', '+cmd', '-2+3', '@SUM(A1)', '\tx', '\rx']
     path = write_csv(tmp_path / 't.csv', ['model', 'ms'], [{'model': v, 'ms': -1.5} for v in [*risky, 'pit-s']])
     rows = list(csv.DictReader(path.open(newline='')))

@@ -1,4 +1,6 @@
-"""What a run checks before it starts (pit_det.preflight through CheckedRunner): each case once stopped late or not at all."""
+"""What a run checks before it starts (pit_det.preflight through CheckedRunner): each case once stopped late or not
+at all."""
+
 import json
 import logging
 import os
@@ -69,6 +71,7 @@ def test_a_category_the_config_omits_is_a_warning(tmp_path, data):
     logger.addHandler(handler)
     try:
         from pit_det.preflight import check_train
+
         check_train(cfg)
     finally:
         logger.removeHandler(handler)
@@ -79,8 +82,11 @@ def test_a_category_the_config_omits_is_a_warning(tmp_path, data):
 def test_images_listed_but_missing_stop_before_training(tmp_path, data):
     (data / 'train' / '000002.png').unlink()
     cfg = load_demo_config(data, tmp_path / 'work')
-    with pytest.raises(PreflightError, match=r'training: 1 of the 4 images listed in .*train.json are not in '
-                                             r'.*train/?, e.g. 000002.png'):
+    with pytest.raises(
+        PreflightError,
+        match=r'training: 1 of the 4 images listed in .*train.json are not in '
+        r'.*train/?, e.g. 000002.png',
+    ):
         runner_for(cfg).train()
 
 
@@ -110,8 +116,12 @@ def test_torchvision_weights_offline_and_uncached_stop_with_the_way_out(root, tm
     cfg.work_dir = str(tmp_path / 'work')
     shapes = dict(classes=('square', 'disc', 'triangle'))
     for loader, split in ((cfg.train_dataloader, 'train'), (cfg.val_dataloader, 'val')):
-        loader.dataset.update(data_root=str(data) + '/', ann_file=f'annotations/{split}.json',
-                              data_prefix=dict(img=f'{split}/'), metainfo=shapes)
+        loader.dataset.update(
+            data_root=str(data) + '/',
+            ann_file=f'annotations/{split}.json',
+            data_prefix=dict(img=f'{split}/'),
+            metainfo=shapes,
+        )
     cfg.val_evaluator.ann_file = str(data / 'annotations' / 'val.json')
     with pytest.raises(PreflightError) as err:
         runner_for(cfg).train()
@@ -125,6 +135,7 @@ def test_torchvision_weights_offline_and_uncached_stop_with_the_way_out(root, tm
     name = message.split('https://download.pytorch.org/models/', 1)[1].split(')')[0]
     shutil.copy(os.devnull, cached / name)
     from pit_det.preflight import Findings, check_weights
+
     findings = Findings()
     check_weights(cfg.model, findings)
     assert findings.config_problems == []
@@ -145,6 +156,7 @@ def test_config_classes_missing_from_the_data_stop_before_training(tmp_path, dat
 def test_num_classes_must_match_the_dataset_in_train_and_test(tmp_path, data, num_classes):
     """Fewer classes than the data ended in an IndexError after training; more trained phantom classes silently."""
     from pit_det.preflight import check_test, check_train  # what CheckedRunner.train()/test() run first
+
     cfg = load_demo_config(data, tmp_path / 'work')
     cfg.model.bbox_head.num_classes = num_classes
     for check, role in ((check_train, 'training'), (check_test, 'test')):
@@ -158,11 +170,13 @@ def test_num_classes_must_match_the_dataset_in_train_and_test(tmp_path, data, nu
 def test_a_checkpoint_of_another_class_set_is_refused_in_test_and_inference(tmp_path, data, demo_config):
     """Training from it is fine-tuning (tests/test_checkpoint.py); testing or drawing with it scores wrong classes."""
     import copy
+
     import torch
     from mmdet.registry import MODELS
 
     from pit_det.models import CheckpointMismatchError
     from pit_det.models.detectors import build_detector
+
     cfg = load_demo_config(data, tmp_path / 'work')
     five = copy.deepcopy(cfg.model)
     five.bbox_head.num_classes = 5
@@ -176,9 +190,17 @@ def test_a_checkpoint_of_another_class_set_is_refused_in_test_and_inference(tmp_
         build_detector(demo_config, path)
 
 
-@pytest.mark.parametrize('keep,fact', [(1000, 'model.test_cfg.max_per_img=1000 but the head ranks 30 queries x 3 '
-                                                 'classes = 90 scores: set model.test_cfg.max_per_img to at most 90'),
-                                       (0, 'model.test_cfg.max_per_img=0: keep at least 1 detection')])
+@pytest.mark.parametrize(
+    'keep,fact',
+    [
+        (
+            1000,
+            'model.test_cfg.max_per_img=1000 but the head ranks 30 queries x 3 '
+            'classes = 90 scores: set model.test_cfg.max_per_img to at most 90',
+        ),
+        (0, 'model.test_cfg.max_per_img=0: keep at least 1 detection'),
+    ],
+)
 def test_more_detections_per_image_than_the_head_ranks_stop_before_training(tmp_path, data, keep, fact):
     """max_per_img=1000 trained a whole epoch, wrote a checkpoint, then failed in topk at the first validation."""
     cfg = load_demo_config(data, tmp_path / 'work')
@@ -206,6 +228,7 @@ def test_a_checkpoint_of_another_detector_is_refused_in_test_and_inference(tmp_p
 
     from pit_det.models import CheckpointMismatchError
     from pit_det.models.detectors import build_detector
+
     register_all_modules()
     ddetr = Config.fromfile(str(root / 'configs' / 'demo' / 'deformable-detr_pit-ti_synthetic_cpu.py'))
     path = tmp_path / 'ddetr.pth'
@@ -221,8 +244,11 @@ def test_a_checkpoint_of_another_detector_is_refused_in_test_and_inference(tmp_p
         build_detector(dino, path)
     cfg.load_from, cfg.resume = str(path), True  # --resume: continues a run, with its optimizer state
     cfg.work_dir = str(tmp_path / 'resumed')
-    with pytest.raises(CheckpointMismatchError, match=r'--resume .*ddetr.pth: .*lacks .* pass the file as '
-                                                      r'--cfg-options load_from=.* without --resume'):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r'--resume .*ddetr.pth: .*lacks .* pass the file as '
+        r'--cfg-options load_from=.* without --resume',
+    ):
         runner_for(cfg).train()
     assert not list((tmp_path / 'resumed').rglob('*.pth'))
     own = tmp_path / 'dino.pth'  # its own checkpoint: every tensor there
@@ -239,8 +265,11 @@ def test_annotations_without_area_stop_before_training(tmp_path, data, split, ro
     del ann['annotations'][1]['area']
     path.write_text(json.dumps(ann))
     cfg = load_demo_config(data, tmp_path / 'work')
-    with pytest.raises(PreflightError, match=rf'{split}.json: 1 annotations have no "area", e\.g\. annotation 1, '
-                                             r'.*pit-det-dataset-config'):
+    with pytest.raises(
+        PreflightError,
+        match=rf'{split}.json: 1 annotations have no "area", e\.g\. annotation 1, '
+        r'.*pit-det-dataset-config',
+    ):
         runner_for(cfg).train()
     assert json.loads(path.read_text()) == ann  # the user's file is never filled in
 
@@ -251,5 +280,7 @@ def test_the_preflight_checks_coco_as_the_dataset_command_does(tmp_path, data):
     ann['annotations'][0]['id'] = ann['annotations'][1]['id']  # mmdet asserts unique annotation ids mid-start
     path.write_text(json.dumps(ann))
     cfg = load_demo_config(data, tmp_path / 'work')
-    with pytest.raises(PreflightError, match=r'training: .*train.json, annotation 1 .*an annotation needs an integer "id" of its own'):
+    with pytest.raises(
+        PreflightError, match=r'training: .*train.json, annotation 1 .*an annotation needs an integer "id" of its own'
+    ):
         runner_for(cfg).train()

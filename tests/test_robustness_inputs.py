@@ -23,19 +23,25 @@ def test_robustness_argument_errors(tmp_path, capsys):
     checkpoint.write_bytes(b'w')
     out = tmp_path / 'out.txt'
     out.write_text('mine')
-    assert test_robustness.main([str(config), str(checkpoint), '--corruptions', '--occlusion', '--out-dir',
-                                 str(out)]) == 1
+    assert (
+        test_robustness.main([str(config), str(checkpoint), '--corruptions', '--occlusion', '--out-dir', str(out)]) == 1
+    )
     assert f'--out-dir {out} is a file' in capsys.readouterr().err and out.read_text() == 'mine'
-    for content, fact in (('[1, 2]', 'a JSON list'), ('{"clean": 0.5}', 'no corruptions, occlusion, mPC, rPC'),
-                          ('{"clean": "x", "corruptions": {}, "occlusion": {}, "mPC": null, "rPC": null}',
-                           'clean: a number'),
-                          # three that passed the check and then failed in the table with a traceback
-                          ('{"clean": 0.5, "corruptions": {}, "occlusion": {}, "mPC": "high", "rPC": null}',
-                           'mPC and rPC: numbers or null'),
-                          ('{"clean": 0.5, "corruptions": {"noise": {"worst": 0.1}}, "occlusion": {}, "mPC": 0.1, '
-                           '"rPC": 0.2}', 'severities whole numbers'),
-                          ('{"clean": 0.5, "corruptions": {}, "occlusion": {"half": 0.2}, "mPC": null, "rPC": null}',
-                           'ratios numbers')):
+    for content, fact in (
+        ('[1, 2]', 'a JSON list'),
+        ('{"clean": 0.5}', 'no corruptions, occlusion, mPC, rPC'),
+        ('{"clean": "x", "corruptions": {}, "occlusion": {}, "mPC": null, "rPC": null}', 'clean: a number'),
+        # three that passed the check and then failed in the table with a traceback
+        (
+            '{"clean": 0.5, "corruptions": {}, "occlusion": {}, "mPC": "high", "rPC": null}',
+            'mPC and rPC: numbers or null',
+        ),
+        (
+            '{"clean": 0.5, "corruptions": {"noise": {"worst": 0.1}}, "occlusion": {}, "mPC": 0.1, "rPC": 0.2}',
+            'severities whole numbers',
+        ),
+        ('{"clean": 0.5, "corruptions": {}, "occlusion": {"half": 0.2}, "mPC": null, "rPC": null}', 'ratios numbers'),
+    ):
         report = tmp_path / 'r.json'
         report.write_text(content)
         assert test_robustness.main(['--compare', str(report)]) == 1

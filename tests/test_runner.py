@@ -1,11 +1,12 @@
 """CheckedRunner writes checkpoints so that a file under a final name is always whole."""
+
 import subprocess
 import sys
 
 import pytest
 import torch
 
-SCRIPT = r'''
+SCRIPT = r"""
 import resource, signal, sys
 import torch
 from mmengine.model import BaseModel
@@ -33,7 +34,7 @@ try:
     runner.save_checkpoint(sys.argv[1], 'epoch_2.pth')
 except OSError as exc:
     print('save failed:', exc)
-'''
+"""
 
 
 @pytest.mark.slow
@@ -56,6 +57,7 @@ def test_a_run_never_rewrites_the_config_it_was_started_from(tmp_path):
 
     from pit_det.data import make_synthetic_coco
     from pit_det.demo import load_demo_config
+
     register_all_modules()
     data = make_synthetic_coco(tmp_path / 'data', num_train=2, num_val=2)
     work = tmp_path / 'work'
@@ -71,7 +73,7 @@ def test_a_run_never_rewrites_the_config_it_was_started_from(tmp_path):
     assert len(dumps) == 1 and 'fp16=True' in dumps[0].read_text()
 
 
-PLAIN_RUNNERS = r'''
+PLAIN_RUNNERS = r"""
 import sys
 from mmdet.utils import register_all_modules
 from mmengine.runner import Runner
@@ -83,7 +85,7 @@ for work in sys.argv[2:]:
     cfg.pop('runner_type')
     runners.append(Runner.from_cfg(cfg))
 print('SAVE_DIR', runners[1].visualizer._vis_backends['LocalVisBackend']._save_dir)
-'''
+"""
 
 
 @pytest.mark.slow
@@ -93,10 +95,11 @@ def test_two_runs_in_one_process_write_into_their_own_work_dirs(tmp_path):
 
     from pit_det.data import make_synthetic_coco
     from pit_det.demo import load_demo_config
+
     register_all_modules()
     data = make_synthetic_coco(tmp_path / 'data', num_train=2, num_val=2)
     runners = [RUNNERS.build(load_demo_config(data, tmp_path / name)) for name in ('first', 'second')]
-    for runner, name in zip(runners, ('first', 'second')):
+    for runner, name in zip(runners, ('first', 'second'), strict=True):
         assert type(runner).__name__ == 'CheckedRunner'
         assert runner.visualizer._vis_backends['LocalVisBackend']._save_dir.startswith(str(tmp_path / name))
         assert list((tmp_path / name).glob('*/vis_data/config.py'))  # each run's config beside its own logs

@@ -1,4 +1,5 @@
 """Deformable DETR's sampling points and attention weights, read from the model's own forward."""
+
 import json
 
 import mmcv
@@ -17,6 +18,7 @@ def demo(tmp_path_factory, demo_config):
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
+
     register_all_modules()
     torch.manual_seed(0)
     model = MODELS.build(Config.fromfile(str(demo_config)).model)
@@ -31,6 +33,7 @@ def demo(tmp_path_factory, demo_config):
 @pytest.fixture(scope='module')
 def detector(demo, demo_config):
     from pit_det.models.detectors import build_detector
+
     return build_detector(demo_config, demo[0])
 
 
@@ -53,12 +56,16 @@ def by_hand(module, kwargs):
 
 def test_locations_and_weights_equal_those_computed_by_hand(detector, demo):
     from mmdet.apis import inference_detector
+
     image = mmcv.imread(str(demo[1]))
     for part in ('decoder', 'encoder'):
-        module = getattr(detector, part).layers[-1].cross_attn if part == 'decoder' else \
-            detector.encoder.layers[-1].self_attn
+        module = (
+            getattr(detector, part).layers[-1].cross_attn
+            if part == 'decoder'
+            else detector.encoder.layers[-1].self_attn
+        )
         seen = {}
-        handle = module.register_forward_pre_hook(lambda m, a, kw: seen.update(kw), with_kwargs=True)
+        handle = module.register_forward_pre_hook(lambda m, a, kw, seen=seen: seen.update(kw), with_kwargs=True)
         with Recorder([module]) as recorder, torch.no_grad():
             inference_detector(detector, image)
         handle.remove()
@@ -75,6 +82,7 @@ def test_locations_and_weights_equal_those_computed_by_hand(detector, demo):
 
 def test_detections_are_mmdets_and_each_is_its_own_query(detector, demo):
     from mmdet.apis import inference_detector
+
     image = mmcv.imread(str(demo[1]))
     with torch.no_grad():
         expected = inference_detector(detector, image).pred_instances
@@ -94,8 +102,24 @@ def test_detections_are_mmdets_and_each_is_its_own_query(detector, demo):
 def test_command_writes_pictures_json_and_says_when_nothing_is_drawn(demo, demo_config, tmp_path, capsys):
     checkpoint, image = demo
     out = tmp_path / 'out'
-    assert main([str(demo_config), str(checkpoint), str(image), '--out-dir', str(out), '--topk', '3', '--score-thr', '0',
-                 '--points', '64,64']) == 0
+    assert (
+        main(
+            [
+                str(demo_config),
+                str(checkpoint),
+                str(image),
+                '--out-dir',
+                str(out),
+                '--topk',
+                '3',
+                '--score-thr',
+                '0',
+                '--points',
+                '64,64',
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert '3 detections with score >= 0.0 drawn, 1 encoder pixels' in printed and 'decoder layer' in printed
     data = json.loads((out / 'sampling.json').read_text())
@@ -107,8 +131,10 @@ def test_command_writes_pictures_json_and_says_when_nothing_is_drawn(demo, demo_
     assert len(data['images']['000000.png']['pixels']) == 1
     assert (out / 'sampling_000000.png').stat().st_size > 10_000
     # nothing scores 1.0: an empty panel, and the command says so
-    assert main([str(demo_config), str(checkpoint), str(image), '--out-dir', str(tmp_path / 'none'),
-                 '--score-thr', '1']) == 0
+    assert (
+        main([str(demo_config), str(checkpoint), str(image), '--out-dir', str(tmp_path / 'none'), '--score-thr', '1'])
+        == 0
+    )
     assert 'no detection with score >= 1.0: an empty panel' in capsys.readouterr().out
     assert (tmp_path / 'none' / 'sampling_000000.png').is_file()
     assert json.loads((tmp_path / 'none' / 'sampling.json').read_text())['summary'] == []
@@ -120,9 +146,11 @@ def test_bad_requests_are_clear_errors(demo, demo_config, tmp_path, capsys):
     retina.write_text("_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'\n")
     assert main([str(retina), 'none', str(image), '--out-dir', str(tmp_path / 'o')]) == 1
     assert 'a RetinaNet, not a Deformable DETR' in capsys.readouterr().err
-    for argv, fact in (([str(demo_config), str(checkpoint), str(image), '--topk', '0'], '--topk is at least 1'),
-                       ([str(demo_config), str(tmp_path / 'no.pth'), str(image)], 'no.pth not found'),
-                       ([str(demo_config), str(checkpoint), str(checkpoint)], 'not an image file')):
+    for argv, fact in (
+        ([str(demo_config), str(checkpoint), str(image), '--topk', '0'], '--topk is at least 1'),
+        ([str(demo_config), str(tmp_path / 'no.pth'), str(image)], 'no.pth not found'),
+        ([str(demo_config), str(checkpoint), str(checkpoint)], 'not an image file'),
+    ):
         assert main(argv + ['--out-dir', str(tmp_path / 'o')]) == 1
         err = capsys.readouterr().err
         assert fact in err and 'Traceback' not in err
@@ -134,11 +162,17 @@ def test_two_detectors_side_by_side(demo, demo_config, root, tmp_path, capsys):
     """The comparison on the demo, and on random-weight PiT-S and R50 detectors at the paper's test size."""
     checkpoint, image = demo
     runs = {}
-    for name, config, weights in (('demo', demo_config, str(checkpoint)),
-                                  ('pit-s', root / 'configs' / 'pit_s_deformable_detr.py', 'none'),
-                                  ('r50', root / 'configs' / 'deformable-detr_r50_16xb2-50e_coco-halfres.py', 'none')):
-        assert main([str(config), weights, str(image), '--out-dir', str(tmp_path / name), '--topk', '2',
-                     '--score-thr', '0']) == 0, capsys.readouterr().err
+    for name, config, weights in (
+        ('demo', demo_config, str(checkpoint)),
+        ('pit-s', root / 'configs' / 'pit_s_deformable_detr.py', 'none'),
+        ('r50', root / 'configs' / 'deformable-detr_r50_16xb2-50e_coco-halfres.py', 'none'),
+    ):
+        assert (
+            main(
+                [str(config), weights, str(image), '--out-dir', str(tmp_path / name), '--topk', '2', '--score-thr', '0']
+            )
+            == 0
+        ), capsys.readouterr().err
         runs[name] = tmp_path / name / 'sampling.json'
     capsys.readouterr()
     assert main(['--compare', *(f'{n}={p}' for n, p in runs.items()), '--out-dir', str(tmp_path / 'cmp')]) == 0
@@ -154,9 +188,11 @@ def test_a_pixel_outside_the_image_is_refused_before_the_model_is_built(demo, de
     index for -100,5; nan and inf ended in tracebacks."""
     checkpoint, image = demo
     base = [str(demo_config), str(checkpoint), str(image), '--out-dir', str(tmp_path / 'o')]
-    for points, fact in ((['--points', '500,500'], '--points 500,500: not a pixel of'),
-                         (['--points=-100,5'], '--points -100,5: not a pixel of'),
-                         (['--points', '10,10', '128,5'], '--points 128,5: not a pixel of')):
+    for points, fact in (
+        (['--points', '500,500'], '--points 500,500: not a pixel of'),
+        (['--points=-100,5'], '--points -100,5: not a pixel of'),
+        (['--points', '10,10', '128,5'], '--points 128,5: not a pixel of'),
+    ):
         assert main(base + points) == 1
         err = capsys.readouterr().err
         assert fact in err and '(128x128 px, width x height): give x in [0, 128) and y in [0, 128)' in err, err
@@ -176,6 +212,7 @@ def test_the_analysis_refuses_a_pixel_outside_the_image(detector, demo):
     import mmcv
 
     from pit_det.analysis.sampling import SamplingError
+
     image = mmcv.imread(str(demo[1]))
     with pytest.raises(SamplingError, match='--points 128,0: not a pixel of the image'):
         SamplingAnalysis(detector).run(image, pixels=[(128.0, 0.0)])

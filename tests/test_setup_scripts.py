@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+
 @pytest.fixture(scope='module')
 def build_mmcv(root):
     """``scripts/build_mmcv.py`` as a module."""
@@ -36,10 +37,17 @@ def test_setup_py_patch_replaces_every_standard_flag(build_mmcv):
         build_mmcv.patch_setup_py('nothing here', 'c++20')
 
 
-@pytest.mark.parametrize('setting,nvcc,gpu,expected', [
-    ('auto', True, True, True), ('auto', True, False, False), ('auto', False, True, False),
-    ('1', True, False, True), ('0', True, True, False), ('', True, True, True),
-])
+@pytest.mark.parametrize(
+    'setting,nvcc,gpu,expected',
+    [
+        ('auto', True, True, True),
+        ('auto', True, False, False),
+        ('auto', False, True, False),
+        ('1', True, False, True),
+        ('0', True, True, False),
+        ('', True, True, True),
+    ],
+)
 def test_cuda_ops_choice(build_mmcv, setting, nvcc, gpu, expected):
     assert build_mmcv.want_cuda_ops(setting, nvcc, gpu) is expected
 
@@ -52,12 +60,17 @@ def test_cuda_ops_choice_errors(build_mmcv):
 
 
 def test_cache_key_separates_every_input(build_mmcv):
-    keys = {build_mmcv.cache_key('2.1.0', t, p, a, u) for t in ('2.14.1+cu130', '2.13.0+cpu')
-            for p in ('cp311-linux_x86_64', 'cp312-linux_x86_64') for a in (None, '9.0', '8.0;9.0')
-            for u in (True, False)}
+    keys = {
+        build_mmcv.cache_key('2.1.0', t, p, a, u)
+        for t in ('2.14.1+cu130', '2.13.0+cpu')
+        for p in ('cp311-linux_x86_64', 'cp312-linux_x86_64')
+        for a in (None, '9.0', '8.0;9.0')
+        for u in (True, False)
+    }
     assert len(keys) == 24
     assert build_mmcv.cache_key('2.1.0', '2.14.1+cu130', 'cp311-linux_x86_64', '8.0;9.0', False).endswith(
-        'ops-cuda-sm8.0_9.0_per-file')
+        'ops-cuda-sm8.0_9.0_per-file'
+    )
 
 
 def test_cuda_home_follows_an_nvcc_wrapper(build_mmcv, tmp_path, monkeypatch):
@@ -73,14 +86,16 @@ def test_cuda_home_follows_an_nvcc_wrapper(build_mmcv, tmp_path, monkeypatch):
 
 
 def test_installed_mmcv_passes_verification(root):
-    out = subprocess.run([sys.executable, str(root / 'scripts' / 'build_mmcv.py'), 'verify'], capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [sys.executable, str(root / 'scripts' / 'build_mmcv.py'), 'verify'], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert 'mmcv 2.1.0 ops OK' in out.stdout and 'CUDA ops:' in out.stdout
 
 
 def test_mmdet_tools_are_found():
     from pit_det.cli.mmdet_tools import mmdet_tool_path
+
     assert mmdet_tool_path('train').name == 'train.py' and mmdet_tool_path('test').is_file()
     with pytest.raises(FileNotFoundError, match='does not ship'):
         mmdet_tool_path('nonexistent')
@@ -107,8 +122,9 @@ def test_unity_build_hooks_into_mmcv_setup_py(build_mmcv, tmp_path):
     names = ['nms.cpp', 'pybind.cpp', *build_mmcv.UNITY_APART, *build_mmcv.UNITY_LAST]
     for name in names:
         (csrc / name).write_text('// ' + name)
-    (src / 'setup.py').write_text("def get_extensions():\n    op_files = []\n    a = ext(sources=op_files,)\n"
-                                  "    b = ext(sources=op_files,)\n")
+    (src / 'setup.py').write_text(
+        'def get_extensions():\n    op_files = []\n    a = ext(sources=op_files,)\n    b = ext(sources=op_files,)\n'
+    )
     groups = build_mmcv.write_unity_build(src, 2)
     assert sorted(n for g in groups for n in g) == sorted(names)
     setup = (src / 'setup.py').read_text()
@@ -117,6 +133,7 @@ def test_unity_build_hooks_into_mmcv_setup_py(build_mmcv, tmp_path):
     exec(setup.split('def get_extensions():')[0], namespace)
     op_files = [f'./mmcv/ops/csrc/pytorch/{n}' for n in names] + ['./mmcv/ops/csrc/pytorch/cuda/nms_cuda.cu']
     import os
+
     cwd = os.getcwd()
     os.chdir(src)
     try:
@@ -145,8 +162,9 @@ def test_installed_ops_equal_the_file_by_file_build(root):
     sys.path.insert(0, str(root / 'tests'))
     import json
 
-    import numpy as np
     import mmcv_ops
+    import numpy as np
+
     assert mmcv_ops.ext_functions() == (root / 'scripts' / 'mmcv-2.1.0_ext_functions.txt').read_text().split()
     reference = json.loads((root / 'tests' / 'data' / 'mmcv_ops_per_file_build.json').read_text())
     results = mmcv_ops.compute()
@@ -156,8 +174,7 @@ def test_installed_ops_equal_the_file_by_file_build(root):
             np.testing.assert_allclose(np.array(results[name][0]), np.array(expected[0]), rtol=1e-6, atol=1e-6)
             assert results[name][1] == expected[1], name
         else:
-            np.testing.assert_allclose(np.array(results[name]), np.array(expected), rtol=1e-5, atol=1e-6,
-                                       err_msg=name)
+            np.testing.assert_allclose(np.array(results[name]), np.array(expected), rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_cuda_arch_list_covers_every_gpu_once(build_mmcv):
@@ -169,6 +186,7 @@ def test_cuda_arch_list_covers_every_gpu_once(build_mmcv):
 
 def test_compile_jobs_are_the_cpus_this_process_may_use(build_mmcv, monkeypatch):
     import os
+
     monkeypatch.delenv('MAX_JOBS', raising=False)
     assert build_mmcv.compile_jobs() == len(os.sched_getaffinity(0))
     monkeypatch.setenv('MAX_JOBS', '3')

@@ -18,7 +18,6 @@ from pit_det.demo import best_checkpoint, load_demo_config
 from pit_det.preflight import PreflightError
 
 
-
 @pytest.fixture(scope='module')
 def synthetic(tmp_path_factory):
     return make_synthetic_coco(tmp_path_factory.mktemp('data') / 'synthetic', num_train=16, num_val=8)
@@ -53,16 +52,22 @@ def coco_metric(ann_file):
 
 def test_ground_truth_scores_one_and_nothing_scores_zero(synthetic):
     ann = json.loads((synthetic / 'annotations' / 'val.json').read_text())
-    perfect, empty = coco_metric(synthetic / 'annotations' / 'val.json'), \
-        coco_metric(synthetic / 'annotations' / 'val.json')
+    perfect, empty = (
+        coco_metric(synthetic / 'annotations' / 'val.json'),
+        coco_metric(synthetic / 'annotations' / 'val.json'),
+    )
     for image in ann['images']:
         objs = [a for a in ann['annotations'] if a['image_id'] == image['id']]
         boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a['bbox'] for a in objs)], dtype=np.float32)
-        pred = dict(bboxes=torch.from_numpy(boxes), scores=torch.ones(len(objs)),
-                    labels=torch.tensor([a['category_id'] - 1 for a in objs]))
+        pred = dict(
+            bboxes=torch.from_numpy(boxes),
+            scores=torch.ones(len(objs)),
+            labels=torch.tensor([a['category_id'] - 1 for a in objs]),
+        )
         # nothing found: one tiny box per image in a corner, where no object is (COCO AP needs a prediction)
-        none = dict(bboxes=torch.tensor([[0.0, 0.0, 2.0, 2.0]]), scores=torch.ones(1),
-                    labels=torch.zeros(1, dtype=torch.long))
+        none = dict(
+            bboxes=torch.tensor([[0.0, 0.0, 2.0, 2.0]]), scores=torch.ones(1), labels=torch.zeros(1, dtype=torch.long)
+        )
         meta = dict(img_id=image['id'], ori_shape=(image['height'], image['width']))
         perfect.process({}, [dict(meta, pred_instances=pred)])
         empty.process({}, [dict(meta, pred_instances=none)])
@@ -85,8 +90,9 @@ def test_mim_train_resume_evaluate_and_mim_test(tmp_path, synthetic):
     cfg.train_dataloader.batch_size = cfg.val_dataloader.batch_size = 8
     config = tmp_path / 'config.py'
     cfg.dump(str(config))
-    trained = subprocess.run([_mim(), 'train', 'mmdet', str(config), '--work-dir', str(work)], capture_output=True,
-                             text=True, cwd=tmp_path)
+    trained = subprocess.run(
+        [_mim(), 'train', 'mmdet', str(config), '--work-dir', str(work)], capture_output=True, text=True, cwd=tmp_path
+    )
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
     first = work / 'epoch_1.pth'
     assert first.is_file()
@@ -117,8 +123,21 @@ def test_mim_train_resume_evaluate_and_mim_test(tmp_path, synthetic):
     assert {p.name: p.read_bytes() for p in work.glob('*.pth')} == kept  # byte-identical, none removed
     assert (tmp_path / 'other' / 'best_coco_bbox_mAP_epoch_3.pth').is_file()
 
-    out = subprocess.run([_mim(), 'test', 'mmdet', str(config), '--checkpoint', str(work / 'epoch_2.pth'),
-                          '--work-dir', str(tmp_path / 'test')], capture_output=True, text=True, cwd=tmp_path)
+    out = subprocess.run(
+        [
+            _mim(),
+            'test',
+            'mmdet',
+            str(config),
+            '--checkpoint',
+            str(work / 'epoch_2.pth'),
+            '--work-dir',
+            str(tmp_path / 'test'),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     logged = dict(re.findall(r'(coco/bbox_\w+): (-?[\d.]+)', out.stdout + out.stderr))
     assert len(logged) == 6  # mAP, mAP_50, mAP_75, mAP_s, mAP_m, mAP_l
@@ -128,6 +147,7 @@ def test_mim_train_resume_evaluate_and_mim_test(tmp_path, synthetic):
 
 def test_missing_dataset_and_weights_stop_with_a_message(root, tmp_path, monkeypatch):
     from huggingface_hub import constants
+
     monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'hf'))  # an empty hub cache ...
     monkeypatch.setattr(constants, 'ENDPOINT', 'http://127.0.0.1:9')  # ... and no network: a closed local port
     register_all_modules()

@@ -1,4 +1,5 @@
 """The ViT-S baseline backbone: timm's ViT held as it is, three taps, a simple pyramid, checked weights."""
+
 import pytest
 import timm
 import torch
@@ -10,8 +11,9 @@ from pit_det.models import CheckpointMismatchError, PiT, ViTPyramid
 @pytest.fixture(scope='module')
 def deit(tmp_path_factory):
     """A DeiT-S in timm's layout (random weights, as in the hub's checkpoint) and its file."""
-    ref = timm.create_model('deit_small_patch16_224', pretrained=False, dynamic_img_size=True,
-                            dynamic_img_pad=True).eval()
+    ref = timm.create_model(
+        'deit_small_patch16_224', pretrained=False, dynamic_img_size=True, dynamic_img_pad=True
+    ).eval()
     path = tmp_path_factory.mktemp('deit') / 'deit_small.pth'
     torch.save(ref.state_dict(), path)
     return ref, path
@@ -29,7 +31,7 @@ def test_taps_equal_timm(deit, size):
         ours = model.eval().taps(x)
         theirs = ref.forward_intermediates(x, indices=[3, 7, 11], intermediates_only=True)
         pyramid = model(x)
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=True):
         assert ((a - b).abs().max() / b.abs().max()).item() < 1e-5
     h, w = -(-size[0] // 16), -(-size[1] // 16)  # padded to a multiple of 16
     assert [tuple(p.shape[-2:]) for p in pyramid] == [(2 * h, 2 * w), (h, w), (-(-h // 2), -(-w // 2))]
@@ -43,8 +45,11 @@ def test_another_models_checkpoint_is_refused(tmp_path):
         load_checkpoint(ViTPyramid(), str(tmp_path / 'pit_s.pth'))
     base = timm.create_model('vit_base_patch16_224', pretrained=False)
     torch.save(base.state_dict(), tmp_path / 'vit_b.pth')
-    with pytest.raises(CheckpointMismatchError, match=r'does not fit this ViT \(arch deit_small_patch16_224\).*\(768, 3, 16, 16\) vs model '
-                                                      r'\(384, 3, 16, 16\)'):
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r'does not fit this ViT \(arch deit_small_patch16_224\).*\(768, 3, 16, 16\) vs model '
+        r'\(384, 3, 16, 16\)',
+    ):
         load_checkpoint(ViTPyramid(), str(tmp_path / 'vit_b.pth'))
 
 

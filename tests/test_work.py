@@ -1,4 +1,5 @@
 """What the benchmark says of work and limits: MAC counts against hand counts, the probes, the columns."""
+
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from pit_det.benchmark import BenchmarkError, run_benchmark
 from pit_det.benchmark.builders import build_call, build_detector, detector_call
 from pit_det.benchmark.work import copy_bandwidth_gb_s, count_work, matmul_probes, precision_of
 from pit_det.cli.benchmark import main
-from pit_det.ops import FusedMultiScaleDeformableAttention, use_fused_cpu_deform_attn
+from pit_det.ops import FusedMultiScaleDeformableAttention, level_starts, set_cpu_deform_attn
 
 DEMO = 'configs/demo/deformable-detr_pit-ti_synthetic_cpu.py'
 
@@ -18,31 +19,40 @@ DEMO = 'configs/demo/deformable-detr_pit-ti_synthetic_cpu.py'
 def encoder_inputs(shapes: list[tuple[int, int]], dims: int) -> dict:
     spatial = torch.tensor(shapes)
     tokens = int(spatial.prod(1).sum())
-    return dict(query=torch.rand(1, tokens, dims), query_pos=torch.rand(1, tokens, dims), key_padding_mask=None,
-                spatial_shapes=spatial, level_start_index=torch.cat((spatial.new_zeros(1), spatial.prod(1).cumsum(0)[:-1])),
-                reference_points=torch.rand(1, tokens, len(shapes), 2))
+    return dict(
+        query=torch.rand(1, tokens, dims),
+        query_pos=torch.rand(1, tokens, dims),
+        key_padding_mask=None,
+        spatial_shapes=spatial,
+        level_start_index=level_starts(spatial),
+        reference_points=torch.rand(1, tokens, len(shapes), 2),
+    )
 
 
 @pytest.mark.parametrize('fused', [True, False])
 def test_one_encoder_layer_is_its_hand_count(fused):
     from mmdet.models.layers import DeformableDetrTransformerEncoderLayer
+
     d, heads, levels, points, ffn = 256, 8, 4, 4, 1024
     layer = DeformableDetrTransformerEncoderLayer(
         self_attn_cfg=dict(embed_dims=d, num_heads=heads, num_levels=levels, num_points=points, batch_first=True),
-        ffn_cfg=dict(embed_dims=d, feedforward_channels=ffn)).eval()
-    use_fused_cpu_deform_attn(layer, enable=fused)
+        ffn_cfg=dict(embed_dims=d, feedforward_channels=ffn),
+    ).eval()
+    set_cpu_deform_attn(layer, 'fused' if fused else 'mmcv')
     shapes = [(12, 20), (6, 10), (3, 5), (2, 3)]
     inputs = encoder_inputs(shapes, d)
     n = inputs['query'].shape[1]
-    hand = (n * d * d  # value projection
-            + n * d * heads * levels * points * 2  # sampling offsets
-            + n * d * heads * levels * points  # attention weights
-            + 5 * n * heads * levels * points * (d // heads)  # 4 bilinear taps + the weight, per point and channel
-            + n * d * d  # output projection
-            + n * d * ffn + n * ffn * d  # feed-forward network
-            + 2 * 5 * n * d)  # two LayerNorms, as mmengine counts them (5 per element with an affine)
-    work = count_work(lambda q: layer(q, **{k: v for k, v in inputs.items() if k != 'query'}), layer,
-                      inputs['query'])
+    hand = (
+        n * d * d  # value projection
+        + n * d * heads * levels * points * 2  # sampling offsets
+        + n * d * heads * levels * points  # attention weights
+        + 5 * n * heads * levels * points * (d // heads)  # 4 bilinear taps + the weight, per point and channel
+        + n * d * d  # output projection
+        + n * d * ffn
+        + n * ffn * d  # feed-forward network
+        + 2 * 5 * n * d
+    )  # two LayerNorms, as mmengine counts them (5 per element with an affine)
+    work = count_work(lambda q: layer(q, **{k: v for k, v in inputs.items() if k != 'query'}), layer, inputs['query'])
     if fused:
         assert work.gmacs * 1e9 == pytest.approx(hand, rel=1e-9)
     else:  # mmcv's pure-PyTorch op: mmengine counts grid_sample's 4 taps; the weighted sum is element-wise, not counted
@@ -77,8 +87,13 @@ def hook_count(model: nn.Module, call, x: torch.Tensor) -> float:
 
     handles = []
     for module in model.modules():
-        kinds = ((nn.Linear, linear), (nn.Conv2d, conv), (nn.MultiheadAttention, mha),
-                 (FusedMultiScaleDeformableAttention, deform), (Attention, attention))
+        kinds = (
+            (nn.Linear, linear),
+            (nn.Conv2d, conv),
+            (nn.MultiheadAttention, mha),
+            (FusedMultiScaleDeformableAttention, deform),
+            (Attention, attention),
+        )
         hook = next((h for kind, h in kinds if isinstance(module, kind)), None)  # mmcv's Linear is an nn.Linear
         if hook is not None:
             handles.append(module.register_forward_hook(hook, with_kwargs=True))
@@ -120,6 +135,7 @@ def test_sdpa_is_counted():
     class Sdpa(nn.Module):
         def forward(self, x):
             return nn.functional.scaled_dot_product_attention(x, x[:, :, :7], x[:, :, :7, :5])
+
     x = torch.rand(2, 3, 11, 16)  # (batch, heads, L, E); 7 keys, values of 5
     assert count_work(Sdpa(), Sdpa(), x).gmacs * 1e9 == 2 * 3 * 11 * 7 * (16 + 5)
 
@@ -128,7 +144,7 @@ def test_probes_measure_positive_rates_and_rows_name_their_precision():
     probes = matmul_probes('cpu')
     assert 'matmul fp32' in probes
     call, gmacs = probes['matmul fp32']
-    assert call().shape == (4096, 4096) and gmacs == pytest.approx(4096 ** 3 / 1e9)
+    assert call().shape == (4096, 4096) and gmacs == pytest.approx(4096**3 / 1e9)
     assert copy_bandwidth_gb_s('cpu', mib=16, repeats=2) > 0
     assert precision_of('eager', 'cpu') == precision_of('compile', 'cpu') == 'fp32'
     assert precision_of('bf16', 'cpu') == 'bf16' and precision_of('openvino-int8', 'cpu') is None
@@ -142,7 +158,7 @@ def test_every_row_prints_gmacs_rate_and_share_of_peak(tmp_path, capsys):
     assert rate > 0 and 'copy 512 MiB' in limits
     header = next(line for line in out.splitlines() if line.startswith('| model'))
     row = next(line for line in out.splitlines() if line.startswith(f'| {DEMO}'))
-    cells = dict(zip([c.strip() for c in header.split('|')], [c.strip() for c in row.split('|')]))
+    cells = dict(zip([c.strip() for c in header.split('|')], [c.strip() for c in row.split('|')], strict=True))
     gmacs, per_s, ms = float(cells['GMACs']), float(cells['GMAC/s']), float(cells['median ms'])
     assert gmacs > 0 and per_s == pytest.approx(gmacs * 1000 / ms, rel=0.02)
     assert cells['% of peak'].endswith('% fp32')

@@ -1,4 +1,5 @@
 """One training run per work dir, runs in one second logging apart, a work dir that is a file refused first."""
+
 import subprocess
 import sys
 import time
@@ -18,13 +19,18 @@ def test_a_second_training_run_is_refused_while_the_first_holds_the_work_dir(dem
     """A real process holds the work dir (as a training run does while it trains); a real second `tools/train.py`
     in that work dir stops with the holder's pid and the way out, and the lock ends with the first process."""
     from pit_det.runner import WorkDirLock
+
     config, _ = demo_run
     work = tmp_path / 'work'
     first = subprocess.Popen([sys.executable, '-c', HOLD, str(work)], stdout=subprocess.PIPE, text=True)
     try:
         assert first.stdout.readline().strip() == 'held'
-        second = subprocess.run([sys.executable, str(root / 'tools' / 'train.py'), str(config), '--work-dir',
-                                 str(work)], capture_output=True, text=True, timeout=300)
+        second = subprocess.run(
+            [sys.executable, str(root / 'tools' / 'train.py'), str(config), '--work-dir', str(work)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert second.returncode == 1 and 'Traceback' not in second.stderr, second.stderr[-3000:]
         assert f'work dir {work} is in use by another training run (pid {first.pid}' in second.stderr
         assert '--work-dir' in second.stderr
@@ -40,6 +46,7 @@ def test_runs_started_in_one_second_log_into_folders_of_their_own(demo_run, tmp_
     """mmengine names a run's log folder by the second it started: two runs in that second shared one log file."""
     from mmdet.registry import RUNNERS
     from mmengine.config import Config
+
     config, _ = demo_run
     monkeypatch.setattr(time, 'time', lambda: 1795940000.0)  # both runs start in the same second
     runners = []
@@ -53,6 +60,7 @@ def test_runs_started_in_one_second_log_into_folders_of_their_own(demo_run, tmp_
 
 def test_a_work_dir_that_is_a_file_is_refused_before_anything_runs(demo_config, tmp_path, capsys):
     from pit_det.cli import demo
+
     taken = tmp_path / 'notes.txt'
     taken.write_text('mine')
     assert demo.main(['--work-dir', str(taken), '--data-root', str(tmp_path / 'data')]) == 1
@@ -62,6 +70,7 @@ def test_a_work_dir_that_is_a_file_is_refused_before_anything_runs(demo_config, 
     from mmengine.config import Config
 
     from pit_det.preflight import PreflightError
+
     cfg = Config.fromfile(str(demo_config))
     cfg.work_dir = str(taken)
     with pytest.raises(PreflightError, match=f'the work dir {taken} is a file'):

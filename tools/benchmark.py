@@ -1,4 +1,5 @@
 """Latency benchmark for backbones and detectors: ``python tools/benchmark.py MODEL [MODEL ...] [options]``."""
+
 import sys
 
 from pit_det.cli.benchmark import main

@@ -1,4 +1,5 @@
 """The two CPU demos side by side, AP per epoch: ``python tools/convergence.py --out-dir DIR [--epochs N]``."""
+
 import sys
 
 from pit_det.cli.convergence import main

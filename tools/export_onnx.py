@@ -1,4 +1,8 @@
-"""Export a detector for CPU runtimes (ONNX, OpenVINO IR, INT8), checked: ``python tools/export_onnx.py CONFIG CKPT OUT --shape HxW [--format F]``."""
+"""Export a detector for CPU runtimes (ONNX, OpenVINO IR, INT8), checked.
+
+``python tools/export_onnx.py CONFIG CHECKPOINT --out FILE --size HxW [--format F]``.
+"""
+
 import sys
 
 from pit_det.cli.export_onnx import main

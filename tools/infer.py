@@ -1,4 +1,5 @@
 """Draw detections: ``python tools/infer.py CONFIG CHECKPOINT IMAGE --out OUT.png``."""
+
 import sys
 
 from pit_det.cli.infer import main

@@ -2,6 +2,7 @@
 
 Equivalent to ``mim test mmdet CONFIG --checkpoint CHECKPOINT``; runs mmdet's own ``tools/test.py``.
 """
+
 import sys
 
 from pit_det.cli.mmdet_tools import run_mmdet_tool

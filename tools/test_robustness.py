@@ -1,4 +1,5 @@
 """Detection robustness: ``python tools/test_robustness.py CONFIG CHECKPOINT --out DIR [--corruptions ...]``."""
+
 import sys
 
 from pit_det.cli.test_robustness import main

@@ -2,6 +2,7 @@
 
 Equivalent to ``mim train mmdet CONFIG``; this runs mmdet's own ``tools/train.py`` shipped in its wheel.
 """
+
 import sys
 
 from pit_det.cli.mmdet_tools import run_mmdet_tool

@@ -2,12 +2,15 @@
 # backbone's config: the pipelines of _base_/halfres_pipelines.py. Optimisation as mmdet's Deformable DETR: AdamW
 # 2e-4, wd 1e-4, backbone lr x0.1, grad clip 0.1, 50 epochs with a step at 40, auto_scale_lr base batch 32 (16 GPUs x
 # 2 images). The backbone is mmdet's (ResNet-50 from torchvision); the PiT configs replace it.
-_base_ = ['mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py', './checked_runtime.py',
-          './halfres_pipelines.py']
+_base_ = [
+    'mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
+    './checked_runtime.py',
+    './halfres_pipelines.py',
+]
 
 model = dict(
-    type='FastDeformableDETR',
-    cpu_deform_attn='fused')  # 'mmcv' for mmcv's pure-PyTorch CPU op; CUDA uses mmcv's kernel either way
+    type='FastDeformableDETR', cpu_deform_attn='fused'
+)  # 'mmcv' for mmcv's pure-PyTorch CPU op; CUDA uses mmcv's kernel either way
 
 # mmdet's full-resolution pipelines, kept for the configs that return to them
 full_res_train_pipeline = {{_base_.train_pipeline}}

@@ -5,5 +5,5 @@
 _base_ = ['mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py', './checked_runtime.py']
 
 model = dict(
-    type='FastDINO',
-    cpu_deform_attn='fused')  # 'mmcv' for mmcv's pure-PyTorch CPU op; CUDA uses mmcv's kernel either way
+    type='FastDINO', cpu_deform_attn='fused'
+)  # 'mmcv' for mmcv's pure-PyTorch CPU op; CUDA uses mmcv's kernel either way

@@ -14,11 +14,11 @@ half_res_train_pipeline = [
             [
                 # mmdet: (400|500|600, 4200), crop (384, 600); halved
                 dict(type='RandomChoiceResize', scales=[(200, 2100), (250, 2100), (300, 2100)], keep_ratio=True),
-                dict(type='RandomCrop', crop_type='absolute_range', crop_size=(192, 300),
-                     allow_negative_crop=True),
+                dict(type='RandomCrop', crop_type='absolute_range', crop_size=(192, 300), allow_negative_crop=True),
                 dict(type='RandomChoiceResize', scales=half_res_scales, keep_ratio=True),
             ],
-        ]),
+        ],
+    ),
     dict(type='PackDetInputs'),
 ]
 half_res_test_pipeline = [

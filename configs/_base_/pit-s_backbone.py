@@ -11,7 +11,8 @@ pit_backbone = dict(
     out_indices=(0, 1, 2),  # strides 8, 16, 32: the three levels both heads take; the neck adds the fourth
     frozen_stages=-1,
     drop_path_rate=0.1,
-    init_cfg=dict(type='Pretrained', checkpoint=pretrained))
+    init_cfg=dict(type='Pretrained', checkpoint=pretrained),
+)
 # no weight decay on the position embedding and class token; the longest matching key wins, so these repeat the
 # backbone's lr_mult (0.1 under both heads)
 pit_custom_keys = {

@@ -19,16 +19,33 @@ synthetic_test_pipeline = [
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
-synthetic_dataset = dict(type='CocoDataset', data_root=synthetic_root, metainfo=dict(classes=classes),
-                         backend_args=None)
+synthetic_dataset = dict(
+    type='CocoDataset', data_root=synthetic_root, metainfo=dict(classes=classes), backend_args=None
+)
 synthetic_train_dataloader = dict(
-    batch_size=16, num_workers=0, persistent_workers=False,
-    dataset=dict(synthetic_dataset, ann_file='annotations/train.json', data_prefix=dict(img='train/'),
-                 filter_cfg=dict(filter_empty_gt=False), pipeline=synthetic_train_pipeline))
+    batch_size=16,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        synthetic_dataset,
+        ann_file='annotations/train.json',
+        data_prefix=dict(img='train/'),
+        filter_cfg=dict(filter_empty_gt=False),
+        pipeline=synthetic_train_pipeline,
+    ),
+)
 synthetic_val_dataloader = dict(
-    batch_size=16, num_workers=0, persistent_workers=False,
-    dataset=dict(synthetic_dataset, ann_file='annotations/val.json', data_prefix=dict(img='val/'), test_mode=True,
-                 pipeline=synthetic_test_pipeline))
+    batch_size=16,
+    num_workers=0,
+    persistent_workers=False,
+    dataset=dict(
+        synthetic_dataset,
+        ann_file='annotations/val.json',
+        data_prefix=dict(img='val/'),
+        test_mode=True,
+        pipeline=synthetic_test_pipeline,
+    ),
+)
 synthetic_evaluator = dict(ann_file=synthetic_root + 'annotations/val.json')
 
 # the demos' schedule: 16 images a step, constant lr (each demo sets its head's), validation every 4 epochs

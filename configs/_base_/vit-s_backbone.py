@@ -13,7 +13,8 @@ vit_backbone = dict(
     out_indices=(3, 7, 11),
     frozen_stages=-1,
     drop_path_rate=0.1,
-    init_cfg=dict(type='Pretrained', checkpoint=pretrained))
+    init_cfg=dict(type='Pretrained', checkpoint=pretrained),
+)
 # no weight decay on the position embedding and class token; the longest matching key wins, so these repeat the
 # backbone's lr_mult
 vit_custom_keys = {

@@ -15,16 +15,24 @@ model = dict(
     as_two_stage=True,
     backbone=dict(arch='ti', drop_path_rate=0.0, init_cfg=None),
     neck=dict(in_channels=[64, 128, 256], out_channels=128, norm_cfg=dict(type='GN', num_groups=16)),
-    encoder=dict(num_layers=2, layer_cfg=dict(self_attn_cfg=dict(embed_dims=128),
-                                              ffn_cfg=dict(embed_dims=128, feedforward_channels=256,
-                                                           ffn_drop=0.0))),
-    decoder=dict(num_layers=2, layer_cfg=dict(self_attn_cfg=dict(embed_dims=128, dropout=0.0),
-                                              cross_attn_cfg=dict(embed_dims=128),
-                                              ffn_cfg=dict(embed_dims=128, feedforward_channels=256,
-                                                           ffn_drop=0.0))),
+    encoder=dict(
+        num_layers=2,
+        layer_cfg=dict(
+            self_attn_cfg=dict(embed_dims=128), ffn_cfg=dict(embed_dims=128, feedforward_channels=256, ffn_drop=0.0)
+        ),
+    ),
+    decoder=dict(
+        num_layers=2,
+        layer_cfg=dict(
+            self_attn_cfg=dict(embed_dims=128, dropout=0.0),
+            cross_attn_cfg=dict(embed_dims=128),
+            ffn_cfg=dict(embed_dims=128, feedforward_channels=256, ffn_drop=0.0),
+        ),
+    ),
     positional_encoding=dict(num_feats=64),
     bbox_head=dict(num_classes=3, embed_dims=128),
-    test_cfg=dict(max_per_img=50))  # at most num_queries * num_classes = 90
+    test_cfg=dict(max_per_img=50),
+)  # at most num_queries * num_classes = 90
 
 train_pipeline = {{_base_.synthetic_train_pipeline}}
 test_pipeline = {{_base_.synthetic_test_pipeline}}

@@ -14,12 +14,13 @@ pixel ``j * S + P / 2``; each pooling (3x3, stride 2, padding 1) centres output 
 ``timm.utils.AttentionExtract`` from the ``attn_drop`` module of every block (PiT's and timm's blocks name it alike)
 with the explicit attention path switched on.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -54,12 +55,15 @@ def check_spec(spec: str) -> None:
         ValueError: an unknown backbone name, or an empty ``NAME=``.
         FileNotFoundError: SOURCE cannot be had now (the message says the ways out).
     """
-    from ..models.pit import ARCH_ZOO
     from ..checkpoint.sources import unavailable_reason
+    from ..models.pit import ARCH_ZOO
+
     name, equals, source = spec.partition('=')
     if not ((name.startswith('pit-') and name[4:] in ARCH_ZOO) or name == 'vit-s'):
-        raise ValueError(f'unknown backbone {name!r} in {spec!r}: use pit-<ti|xs|s|b>[-distilled] or vit-s, '
-                         'optionally followed by =SOURCE (a checkpoint file, hf-hub: tag or URL)')
+        raise ValueError(
+            f'unknown backbone {name!r} in {spec!r}: use pit-<ti|xs|s|b>[-distilled] or vit-s, '
+            'optionally followed by =SOURCE (a checkpoint file, hf-hub: tag or URL)'
+        )
     if equals and not source:
         raise ValueError(f'{spec!r}: give a checkpoint after "=", or leave "=" out for random weights')
     problem = unavailable_reason(source) if source else None
@@ -80,11 +84,14 @@ def build_backbone(spec: str) -> tuple[str, nn.Module]:
     elif name == 'vit-s':
         model = ViTPyramid()
     else:
-        raise ValueError(f'unknown backbone {name!r}: use pit-<ti|xs|s|b>[-distilled] or vit-s, optionally '
-                         'followed by =SOURCE (a checkpoint file, hf-hub: tag or URL)')
+        raise ValueError(
+            f'unknown backbone {name!r}: use pit-<ti|xs|s|b>[-distilled] or vit-s, optionally '
+            'followed by =SOURCE (a checkpoint file, hf-hub: tag or URL)'
+        )
     model.init_weights()
     if source:
         from mmengine.runner import load_checkpoint
+
         load_checkpoint(model, source, map_location='cpu', strict=False)
     return spec, model.eval()
 
@@ -110,8 +117,9 @@ def token_centres(model: nn.Module, height: int, width: int) -> list[tuple[torch
     raise TypeError(f'no token geometry for {type(model).__name__}')
 
 
-def attention_stats(attn: torch.Tensor, prefix: int, centres: torch.Tensor,
-                    diagonal: float) -> tuple[float, float, float, int]:
+def attention_stats(
+    attn: torch.Tensor, prefix: int, centres: torch.Tensor, diagonal: float
+) -> tuple[float, float, float, int]:
     """Entropy (nats), distance (px) and distance / diagonal of ``(B, heads, N, N)`` attention probabilities.
 
     The first ``prefix`` tokens (class tokens) are removed from queries and keys and the rows renormalised.
@@ -129,8 +137,11 @@ def attention_stats(attn: torch.Tensor, prefix: int, centres: torch.Tensor,
 def _blocks(model: nn.Module) -> list[tuple[str, int, int]]:
     """``(module name of attn_drop, stage, prefix tokens)`` for every block, in order."""
     if isinstance(model, PiT):
-        return [(f'transformers.{s}.blocks.{j}.attn.attn_drop', s, model.num_tokens)
-                for s, stage in enumerate(model.transformers) for j in range(len(stage.blocks))]
+        return [
+            (f'transformers.{s}.blocks.{j}.attn.attn_drop', s, model.num_tokens)
+            for s, stage in enumerate(model.transformers)
+            for j in range(len(stage.blocks))
+        ]
     return [(f'vit.blocks.{j}.attn.attn_drop', 0, model.vit.num_prefix_tokens) for j in range(len(model.vit.blocks))]
 
 
@@ -143,6 +154,7 @@ def load_images(folder: str | Path, size: tuple[int, int], limit: int | None = N
         ValueError: a file with an image suffix that is not an image.
     """
     from PIL import Image
+
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f'--images {folder}: not a folder')
@@ -153,16 +165,21 @@ def load_images(folder: str | Path, size: tuple[int, int], limit: int | None = N
     for path in paths:
         try:
             with Image.open(path) as img:
-                arrays.append(np.asarray(img.convert('RGB').resize((size[1], size[0]), Image.BILINEAR), dtype=np.float32))
+                arrays.append(
+                    np.asarray(img.convert('RGB').resize((size[1], size[0]), Image.BILINEAR), dtype=np.float32)
+                )
         except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
-            raise ValueError(f'--images {folder}: {path.name} is not an image PIL can read ({exc}); remove it or '
-                             'give a folder of images') from None
+            raise ValueError(
+                f'--images {folder}: {path.name} is not an image PIL can read ({exc}); remove it or '
+                'give a folder of images'
+            ) from None
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 255
     return (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
 
 
-def analyze(model: nn.Module, images: torch.Tensor, batch_size: int = 8,
-            progress: Callable[[int, int], None] | None = None) -> list[BlockStats]:
+def analyze(
+    model: nn.Module, images: torch.Tensor, batch_size: int = 8, progress: Callable[[int, int], None] | None = None
+) -> list[BlockStats]:
     """Entropy and distance of every block of ``model`` over ``images`` (``(N, 3, H, W)``, normalised)."""
     from timm.utils import AttentionExtract
 
@@ -173,7 +190,7 @@ def analyze(model: nn.Module, images: torch.Tensor, batch_size: int = 8,
     extractor = AttentionExtract(model, names=[name for name, _, _ in blocks], method='hook')
     with explicit_attention(model), torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            maps = extractor(images[start:start + batch_size])
+            maps = extractor(images[start : start + batch_size])
             for i, (name, stage, prefix) in enumerate(blocks):
                 centres, spacing, (h, w) = stages[stage]
                 entropy, dist, _, count = attention_stats(maps[name], prefix, centres, 1.0)
@@ -185,8 +202,16 @@ def analyze(model: nn.Module, images: torch.Tensor, batch_size: int = 8,
     for i, (_, stage, _) in enumerate(blocks):
         _, spacing, (h, w) = stages[stage]
         entropy, dist = totals[i] / counts[i]
-        stats.append(BlockStats(index=i, stage=stage, tokens=h * w, entropy=float(entropy), distance_px=float(dist),
-                                distance_frac=float(dist / (spacing * math.hypot(h, w)))))
+        stats.append(
+            BlockStats(
+                index=i,
+                stage=stage,
+                tokens=h * w,
+                entropy=float(entropy),
+                distance_px=float(dist),
+                distance_frac=float(dist / (spacing * math.hypot(h, w))),
+            )
+        )
     return stats
 
 
@@ -195,22 +220,31 @@ def write_outputs(results: dict[str, list[BlockStats]], out_dir: str | Path) -> 
     import json
 
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / name for name in REPORT_FILES]
-    write_text(paths[0], json.dumps({'models': [{'name': name, 'blocks': [asdict(b) for b in blocks]}
-                                               for name, blocks in results.items()]}, indent=2))
-    write_csv(paths[1], ['model', *asdict(next(iter(results.values()))[0])],
-              ({'model': name, **asdict(b)} for name, blocks in results.items() for b in blocks))
+    write_text(
+        paths[0],
+        json.dumps(
+            {'models': [{'name': name, 'blocks': [asdict(b) for b in blocks]} for name, blocks in results.items()]},
+            indent=2,
+        ),
+    )
+    write_csv(
+        paths[1],
+        ['model', *asdict(next(iter(results.values()))[0])],
+        ({'model': name, **asdict(b)} for name, blocks in results.items() for b in blocks),
+    )
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for name, blocks in results.items():
         depth = [b.index + 1 for b in blocks]
         axes[0].plot(depth, [b.entropy for b in blocks], marker='o', label=name)
         axes[1].plot(depth, [b.distance_px for b in blocks], marker='o', label=name)
-    for ax, label in zip(axes, ('attention entropy (nats)', 'attention distance (input pixels)')):
+    for ax, label in zip(axes, ('attention entropy (nats)', 'attention distance (input pixels)'), strict=True):
         ax.set_xlabel('block (depth)')
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

@@ -5,6 +5,7 @@ The claim it tests: DINO reaches Deformable DETR's final box AP in half the epoc
 same number; each head keeps its own recipe's learning rate, scaled alike). :func:`run_convergence` writes the AP per
 epoch of both, what the claim comes to, and a plot.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,13 +27,19 @@ def _record_hook(curve: list[dict], start: float):
 
     class RecordValidation(Hook):
         """Appends each validation's COCO box AP, the epoch and the training time so far to ``curve``."""
+
         priority = 'LOWEST'
 
         def after_val_epoch(self, runner, metrics=None) -> None:
             metrics = metrics or {}
-            curve.append(dict(epoch=runner.epoch, bbox_mAP=float(metrics.get('coco/bbox_mAP', float('nan'))),
-                              bbox_mAP_50=float(metrics.get('coco/bbox_mAP_50', float('nan'))),
-                              seconds=round(time.time() - start, 1)))
+            curve.append(
+                dict(
+                    epoch=runner.epoch,
+                    bbox_mAP=float(metrics.get('coco/bbox_mAP', float('nan'))),
+                    bbox_mAP_50=float(metrics.get('coco/bbox_mAP_50', float('nan'))),
+                    seconds=round(time.time() - start, 1),
+                )
+            )
 
     return RecordValidation()
 
@@ -43,6 +50,7 @@ def train_curve(config: str | Path, data_root: str | Path, work_dir: str | Path,
     from mmdet.registry import RUNNERS
 
     from ..demo import load_demo_config
+
     cfg = load_demo_config(data_root, work_dir, epochs, config=config)
     cfg.train_cfg.val_interval = 1
     cfg.param_scheduler = []  # both heads at a constant lr for all epochs: the study compares heads, not schedules
@@ -67,14 +75,21 @@ def verdict(curves: dict[str, list[dict]]) -> dict:
     target = ddetr[-1]['bbox_mAP']
     reached = epochs_to_reach(dino, target)
     epochs = ddetr[-1]['epoch']
-    return dict(deformable_detr_final_ap=target, dino_final_ap=dino[-1]['bbox_mAP'], epochs=epochs,
-                dino_epoch_reaching_it=reached, holds=reached is not None and reached <= epochs / 2)
+    return dict(
+        deformable_detr_final_ap=target,
+        dino_final_ap=dino[-1]['bbox_mAP'],
+        epochs=epochs,
+        dino_epoch_reaching_it=reached,
+        holds=reached is not None and reached <= epochs / 2,
+    )
 
 
 def plot(curves: dict[str, list[dict]], path: Path, title: str, images_per_epoch: int) -> None:
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, curve in curves.items():
         ax.plot([p['epoch'] for p in curve], [p['bbox_mAP'] for p in curve], marker='o', ms=3, label=name)
@@ -86,8 +101,9 @@ def plot(curves: dict[str, list[dict]], path: Path, title: str, images_per_epoch
     save_figure(fig, path, dpi=120)
 
 
-def run_convergence(out_dir: str | Path, data_root: str | Path, epochs: int, seed: int, num_train: int = 256,
-                    num_val: int = 32) -> dict:
+def run_convergence(
+    out_dir: str | Path, data_root: str | Path, epochs: int, seed: int, num_train: int = 256, num_val: int = 32
+) -> dict:
     """Generate the set (``seed``; the demo's sizes by default) in ``data_root``, train both demos for ``epochs``
     each into ``out_dir/<head>``, and write :data:`REPORT_FILES` there; returns what ``convergence.json`` holds."""
     from mmdet.utils import register_all_modules
@@ -95,6 +111,7 @@ def run_convergence(out_dir: str | Path, data_root: str | Path, epochs: int, see
     from ..data import make_synthetic_coco
     from ..demo import check_folders
     from ..ops.ms_deform_attn import cpu_isa, cpu_model_and_flags
+
     check_folders(out_dir=out_dir, data_root=data_root)
     register_all_modules()
     out_dir, data_root = Path(out_dir), Path(data_root)
@@ -105,12 +122,25 @@ def run_convergence(out_dir: str | Path, data_root: str | Path, epochs: int, see
         print(f'training {config.name} for {epochs} epochs', flush=True)
         curves[name] = train_curve(config, data_root, out_dir / config.stem, epochs, seed)
     import torch
+
     machine = f'{cpu_model_and_flags()[0]}, {cpu_isa()[0]}, {torch.get_num_threads()} threads'
-    result = dict(seed=seed, epochs=epochs, train_images=num_train, val_images=num_val, data_root=str(data_root), machine=machine,
-                  date=time.strftime('%Y-%m-%d'), configs={k: str(v.relative_to(config_root().parent))
-                                                          for k, v in HEADS.items()},
-                  curves=curves, verdict=verdict(curves))
+    result = dict(
+        seed=seed,
+        epochs=epochs,
+        train_images=num_train,
+        val_images=num_val,
+        data_root=str(data_root),
+        machine=machine,
+        date=time.strftime('%Y-%m-%d'),
+        configs={k: str(v.relative_to(config_root().parent)) for k, v in HEADS.items()},
+        curves=curves,
+        verdict=verdict(curves),
+    )
     write_text(out_dir / 'convergence.json', json.dumps(result, indent=2))
-    plot(curves, out_dir / 'convergence.png', f'PiT-Ti demos, synthetic set seed {seed}; {machine}, {result["date"]}',
-         num_train)
+    plot(
+        curves,
+        out_dir / 'convergence.png',
+        f'PiT-Ti demos, synthetic set seed {seed}; {machine}, {result["date"]}',
+        num_train,
+    )
     return result

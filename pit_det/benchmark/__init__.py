@@ -1,13 +1,49 @@
 """Latency benchmarks: backbones and detectors side by side (:mod:`.core`), the deformable-attention op
 (:mod:`.deform_attn`); timing helpers, model builders and reports shared by both."""
+
 from .builders import INFERENCE, MODES, Built, build_backbone, build_call, build_detector, detector_call
 from .core import Request, run_benchmark
-from .report import (REPORT_FILES, BenchmarkError, Result, Results, environment, format_limits, format_parts,
-                     format_table, parse_size, ratios, write_outputs)
+from .report import (
+    REPORT_FILES,
+    BenchmarkError,
+    Result,
+    Results,
+    environment,
+    format_limits,
+    format_parts,
+    format_table,
+    parse_size,
+    ratios,
+    write_outputs,
+)
 from .timing import PartTimer, interleaved, medians, rss_growth_mib
 from .work import Work, count_work
 
-__all__ = ['INFERENCE', 'REPORT_FILES', 'BenchmarkError', 'Built', 'MODES', 'PartTimer', 'Request', 'Result', 'Results',
-           'Work', 'build_backbone', 'build_call', 'build_detector', 'count_work', 'detector_call', 'environment',
-           'format_limits', 'format_parts', 'format_table', 'interleaved', 'medians', 'parse_size', 'ratios',
-           'rss_growth_mib', 'run_benchmark', 'write_outputs']
+__all__ = [
+    'INFERENCE',
+    'REPORT_FILES',
+    'BenchmarkError',
+    'Built',
+    'MODES',
+    'PartTimer',
+    'Request',
+    'Result',
+    'Results',
+    'Work',
+    'build_backbone',
+    'build_call',
+    'build_detector',
+    'count_work',
+    'detector_call',
+    'environment',
+    'format_limits',
+    'format_parts',
+    'format_table',
+    'interleaved',
+    'medians',
+    'parse_size',
+    'ratios',
+    'rss_growth_mib',
+    'run_benchmark',
+    'write_outputs',
+]

@@ -18,20 +18,21 @@ precision for the CPU: bf16 where it has bf16 instructions) or ``@openvino-int8`
 :data:`INT8_CALIBRATION` generated scenes at the timed size: a speed measurement; accuracy is ``mim test``'s). Every
 inference path of one spec is built from the same seed, so they share their weights.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from PIL import Image
 from torch import nn
 
 from ..configs import ConfigNotFoundError, config_names, find_config
+from ..deploy.metadata import RUNTIMES
 from ..models.detectors import PitDetDetector
 from ..models.inference import compile_detector
-from ..deploy.metadata import RUNTIMES
 from ..models.utils import image_sample
 from .report import BenchmarkError
 from .work import Work, count_work
@@ -47,8 +48,9 @@ def split_inference(spec: str) -> tuple[str, str]:
     base, _, inference = spec.partition('@')
     inference = inference or 'eager'
     if inference not in INFERENCE:
-        raise BenchmarkError(f'{spec}: unknown inference path @{inference}; use one of '
-                             f'{", ".join("@" + p for p in INFERENCE)}')
+        raise BenchmarkError(
+            f'{spec}: unknown inference path @{inference}; use one of {", ".join("@" + p for p in INFERENCE)}'
+        )
     return base, inference
 
 
@@ -56,6 +58,7 @@ def split_inference(spec: str) -> tuple[str, str]:
 class Built:
     """A model ready to time: ``call(x)`` runs it; ``work`` is what one call computes, counted on the eager model
     (every path of a spec runs the same arithmetic; None where not counted: ``--no-macs`` and ``train`` mode)."""
+
     model: nn.Module
     call: Callable
     work: Work | None = None
@@ -71,6 +74,7 @@ def build_backbone(spec: str, size: tuple[int, int]) -> tuple[nn.Module, Callabl
     """``(model, call)`` for a backbone spec; ``call(x)`` returns its feature maps."""
     if spec.startswith('pit-'):
         from ..models import PiT
+
         try:
             model = PiT(arch=spec[4:])
         except ValueError as exc:
@@ -78,10 +82,12 @@ def build_backbone(spec: str, size: tuple[int, int]) -> tuple[nn.Module, Callabl
         return model, model
     if spec == 'vit-s':
         from ..models import ViTPyramid
+
         model = ViTPyramid()
         return model, model
     if spec.startswith('timm:'):
         import timm
+
         name = spec[5:]
         try:
             kwargs = dict(img_size=size) if name.startswith('pit_') else {}
@@ -91,18 +97,22 @@ def build_backbone(spec: str, size: tuple[int, int]) -> tuple[nn.Module, Callabl
         return model, lambda x: model.forward_intermediates(x, intermediates_only=True)
     if spec == 'resnet50':
         from mmdet.models.backbones import ResNet
+
         model = ResNet(depth=50, out_indices=(1, 2, 3), frozen_stages=1, norm_eval=True)
         return model, model
-    raise BenchmarkError(f'unknown model {spec!r}: use pit-<ti|xs|s|b>[-distilled], vit-s, timm:<name>, resnet50 '
-                         'or a detector config .py')
+    raise BenchmarkError(
+        f'unknown model {spec!r}: use pit-<ti|xs|s|b>[-distilled], vit-s, timm:<name>, resnet50 '
+        'or a detector config .py'
+    )
 
 
-def build_detector(config: str | Path, cpu_deform_attn: str = 'fused', checkpoint: str | None = None,
-                   cfg_options: dict | None = None) -> tuple[nn.Module, object]:
+def build_detector(
+    config: str | Path, cpu_deform_attn: str = 'fused', checkpoint: str | None = None, cfg_options: dict | None = None
+) -> tuple[nn.Module, object]:
     """``(model, cfg)``: the detector of ``config`` (:func:`pit_det.models.detectors.build_detector`, with
     ``cfg_options`` merged), random weights unless ``checkpoint``, with the chosen CPU deformable attention."""
     from ..models.detectors import build_detector as build
-    from ..ops import use_fused_cpu_deform_attn
+    from ..ops import set_cpu_deform_attn
 
     try:
         config = find_config(config)
@@ -111,9 +121,12 @@ def build_detector(config: str | Path, cpu_deform_attn: str = 'fused', checkpoin
     try:
         model = build(config, checkpoint, cfg_options=cfg_options)
     except TypeError as exc:  # an argument the config (or --cfg-options) gives that a module does not take
-        raise BenchmarkError(f'{config}: the detector cannot be built'
-                             + (f' with --cfg-options {cfg_options}' if cfg_options else '') + f': {exc}') from None
-    use_fused_cpu_deform_attn(model, enable=cpu_deform_attn == 'fused')  # any Deformable DETR config
+        raise BenchmarkError(
+            f'{config}: the detector cannot be built'
+            + (f' with --cfg-options {cfg_options}' if cfg_options else '')
+            + f': {exc}'
+        ) from None
+    set_cpu_deform_attn(model, cpu_deform_attn)  # any Deformable DETR config
     return model, model.cfg
 
 
@@ -140,6 +153,7 @@ def training_step(model: nn.Module, samples: list, size: tuple[int, int]) -> Cal
     ``samples`` given two ground-truth boxes each, as mmdet's ``loss`` computes it in training mode (DINO's
     denoising queries included)."""
     from mmengine.structures import InstanceData
+
     h, w = size
     boxes = torch.tensor([[0.1 * w, 0.1 * h, 0.5 * w, 0.6 * h], [0.4 * w, 0.3 * h, 0.9 * w, 0.8 * h]])
     for sample in samples:
@@ -152,12 +166,21 @@ def training_step(model: nn.Module, samples: list, size: tuple[int, int]) -> Cal
         total = sum(v for k, v in losses.items() if 'loss' in k)
         total.backward()
         return total.detach()
+
     return step
 
 
-def build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device: str,
-               cpu_deform_attn: str = 'fused', checkpoint: str | None = None, cfg_options: dict | None = None,
-               count_macs: bool = False) -> Built:
+def build_call(
+    spec: str,
+    mode: str,
+    size: tuple[int, int],
+    batch: int,
+    device: str,
+    cpu_deform_attn: str = 'fused',
+    checkpoint: str | None = None,
+    cfg_options: dict | None = None,
+    count_macs: bool = False,
+) -> Built:
     """The :class:`Built` model of a spec (``@INFERENCE`` included), its work counted first if ``count_macs``."""
     base, inference = split_inference(spec)
     torch.manual_seed(0)  # every inference path of a spec gets the same weights
@@ -171,6 +194,7 @@ def build_call(spec: str, mode: str, size: tuple[int, int], batch: int, device: 
         def call_autocast(x, inner=call, dtype=AUTOCAST[inference]):
             with torch.autocast(device, dtype=dtype):
                 return inner(x)
+
         return Built(model, call_autocast, work)
     if inference == 'compile':
         if is_detector_spec(base):
@@ -186,8 +210,9 @@ def _count(spec: str, call: Callable, model: nn.Module, size: tuple[int, int], d
     try:
         return count_work(call, model, torch.rand(1, 3, *size, device=device))
     except Exception as exc:  # a model the tracer cannot follow: say so rather than print a guess
-        raise BenchmarkError(f'{spec}: its MACs cannot be counted ({type(exc).__name__}: {exc}); '
-                             'run with --no-macs') from None
+        raise BenchmarkError(
+            f'{spec}: its MACs cannot be counted ({type(exc).__name__}: {exc}); run with --no-macs'
+        ) from None
 
 
 def check_runtime_spec(spec: str, mode: str, device: str) -> None:
@@ -199,6 +224,7 @@ def check_runtime_spec(spec: str, mode: str, device: str) -> None:
         raise BenchmarkError(f'{spec}: the exported graph is a whole detector in predict mode, on the CPU')
     from ..deploy.onnx import ExportError
     from ..deploy.openvino import require_tools
+
     try:
         require_tools(inference)
     except ExportError as exc:
@@ -212,23 +238,38 @@ def _runtime_call(model: nn.Module, inference: str, size: tuple[int, int], batch
 
     from ..deploy.onnx import export, metadata
     from ..deploy.runtimes import Runtime
+
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         path = export(model, *size, f'{tmp}/model.onnx')
         if inference == 'openvino-int8':
             from ..data import make_synthetic_coco
             from ..deploy.openvino import save_ir, to_openvino
+
             scenes = make_synthetic_coco(f'{tmp}/scenes', num_train=0, num_val=INT8_CALIBRATION, size=max(size))
-            images = [np.ascontiguousarray(np.asarray(Image.open(p).convert('RGB').resize(size[::-1]), np.float32)
-                                           .transpose(2, 0, 1)[None]) for p in sorted((scenes / 'val').glob('*.png'))]
+            images = [
+                np.ascontiguousarray(
+                    np.asarray(Image.open(p).convert('RGB').resize(size[::-1]), np.float32).transpose(2, 0, 1)[None]
+                )
+                for p in sorted((scenes / 'val').glob('*.png'))
+            ]
             path = save_ir(to_openvino(path, metadata(model, *size), inference, images), f'{tmp}/model.xml')
-        runtime = Runtime(inference, path, threads=threads, shape=None if inference == 'onnxruntime' else
-                          (batch, 3, *size))
+        runtime = Runtime(
+            inference, path, threads=threads, shape=None if inference == 'onnxruntime' else (batch, 3, *size)
+        )
     return lambda x: runtime((x * 255).numpy())
 
 
-def _build_eager(spec: str, mode: str, size: tuple[int, int], batch: int, device: str, cpu_deform_attn: str,
-                 checkpoint: str | None, cfg_options: dict | None = None) -> tuple[nn.Module, Callable, Callable | None]:
+def _build_eager(
+    spec: str,
+    mode: str,
+    size: tuple[int, int],
+    batch: int,
+    device: str,
+    cpu_deform_attn: str,
+    checkpoint: str | None,
+    cfg_options: dict | None = None,
+) -> tuple[nn.Module, Callable, Callable | None]:
     """``(model, call, counted)``: ``counted(x)`` is the call whose MACs are the row's (a detector's ``predict`` is
     counted without its post-processing, a few element-wise operations on 300 boxes; None in train mode)."""
     if is_detector_spec(spec):

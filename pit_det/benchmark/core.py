@@ -12,14 +12,15 @@ same rounds as the models, so each row's GMAC/s is set against a peak measured u
 copy after the rounds gives the memory bandwidth. ``by_part`` times a detector's backbone, neck, encoder and decoder
 too, through forward hooks (eager paths only: a compiled or exported graph has no parts to hook).
 """
+
 from __future__ import annotations
 
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -52,6 +53,7 @@ class Request:
 @dataclass
 class Entry:
     """One model being measured at one size."""
+
     spec: str
     call: Callable
     params_m: float
@@ -75,23 +77,31 @@ def validate(request: Request) -> None:
     if request.cpu_deform_attn not in ('fused', 'mmcv'):
         raise BenchmarkError(f'cpu_deform_attn {request.cpu_deform_attn!r}: use fused or mmcv')
     if len(set(request.models)) != len(request.models):
-        raise BenchmarkError(f'a model is named twice ({" ".join(request.models)}): its rows would be one model\'s '
-                             'measured twice; name each once')
+        raise BenchmarkError(
+            f"a model is named twice ({' '.join(request.models)}): its rows would be one model's "
+            'measured twice; name each once'
+        )
     if request.checkpoint and not Path(request.checkpoint).is_file():
         raise BenchmarkError(f'--checkpoint {request.checkpoint} not found')
     for spec in request.models:
         if split_inference(spec)[1] == 'fp16' and request.device == 'cpu':
             raise BenchmarkError(f'{spec}: fp16 autocast is for CUDA; on the CPU use @bf16')
         if request.mode == 'train' and split_inference(spec)[1] != 'eager':
-            raise BenchmarkError(f'{spec}: --mode train times eager training; give the config without @'
-                                 f'{split_inference(spec)[1]}')
+            raise BenchmarkError(
+                f'{spec}: --mode train times eager training; give the config without @{split_inference(spec)[1]}'
+            )
         if not is_detector_spec(spec) and request.mode != 'backbone':
             raise BenchmarkError(f'{spec}: --mode {request.mode} needs a detector config; backbones time the backbone')
         check_runtime_spec(spec, request.mode, request.device)
-        if request.by_part and (not is_detector_spec(spec) or request.mode not in ('forward', 'predict')
-                                or split_inference(spec)[1] not in ('eager', 'bf16', 'fp16')):
-            raise BenchmarkError(f'{spec}: --by-part times the parts of a detector in forward or predict mode, on an '
-                                 'eager path (a compiled or exported graph has no parts to time)')
+        if request.by_part and (
+            not is_detector_spec(spec)
+            or request.mode not in ('forward', 'predict')
+            or split_inference(spec)[1] not in ('eager', 'bf16', 'fp16')
+        ):
+            raise BenchmarkError(
+                f'{spec}: --by-part times the parts of a detector in forward or predict mode, on an '
+                'eager path (a compiled or exported graph has no parts to time)'
+            )
     for h, w in request.sizes:
         if min(h, w) < 32:  # covers every patch size (16, 14 for b)
             raise BenchmarkError(f'size {h}x{w} is smaller than a patch or the 32-px minimum: use at least 32x32')
@@ -101,9 +111,11 @@ def _fresh_process_peak(request: Request, spec: str, size: tuple[int, int]) -> f
     """Peak extra resident memory (MiB) of one forward, in a process that has run nothing else (for a compiled
     model: nothing else but the call that compiles it)."""
     import pit_det  # noqa: F401
+
     torch.manual_seed(0)
-    call = build_call(spec, request.mode, size, request.batch, 'cpu', request.cpu_deform_attn,
-                      request.checkpoint, request.cfg_options).call
+    call = build_call(
+        spec, request.mode, size, request.batch, 'cpu', request.cpu_deform_attn, request.checkpoint, request.cfg_options
+    ).call
     x = torch.rand(request.batch, 3, *size)
     with request.grad_mode():
         if spec.endswith('@compile'):
@@ -122,10 +134,11 @@ def peak_memory_mib(request: Request, entry: Entry, x: torch.Tensor, size: tuple
         with request.grad_mode():
             entry.call(x)
         torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
     if not can_measure_rss():
         return float('nan')
     import multiprocessing
+
     with multiprocessing.get_context('spawn').Pool(1) as pool:
         return pool.apply(_fresh_process_peak, (request, entry.spec, size))
 
@@ -138,18 +151,31 @@ def measure(request: Request, size: tuple[int, int], progress: Callable[[str], N
     sync = torch.cuda.synchronize if request.device == 'cuda' else (lambda: None)
     entries = []
     for spec in request.models:
-        built = build_call(spec, request.mode, size, request.batch, request.device, request.cpu_deform_attn,
-                           request.checkpoint, request.cfg_options, count_macs=request.count_macs)
+        built = build_call(
+            spec,
+            request.mode,
+            size,
+            request.batch,
+            request.device,
+            request.cpu_deform_attn,
+            request.checkpoint,
+            request.cfg_options,
+            count_macs=request.count_macs,
+        )
         params = sum(p.numel() for p in built.model.parameters()) / 1e6
         parts = PartTimer(built.model, PARTS, request.iters, sync) if request.by_part else None
         entries.append(Entry(spec, built.call, params, built.work, parts=parts))
-        progress(f'built {spec} at {h}x{w}: {params:.2f} M params'
-                 + (f', {built.work.gmacs:.2f} GMACs' if built.work is not None else ''))
+        progress(
+            f'built {spec} at {h}x{w}: {params:.2f} M params'
+            + (f', {built.work.gmacs:.2f} GMACs' if built.work is not None else '')
+        )
 
     def report_round(i: int, times: dict[str, list[float]]) -> None:
         if i % max(1, request.iters // 5) == 0 or i == request.iters:
-            progress(f'{h}x{w}: round {i}/{request.iters}: '
-                     + ', '.join(f'{name} {statistics.median(t):.1f} ms' for name, t in times.items()))
+            progress(
+                f'{h}x{w}: round {i}/{request.iters}: '
+                + ', '.join(f'{name} {statistics.median(t):.1f} ms' for name, t in times.items())
+            )
 
     calls = {e.spec: (lambda c=e.call: c(x)) for e in entries}
     with request.grad_mode():
@@ -186,14 +212,22 @@ def collect(request: Request, size: tuple[int, int], entries: list[Entry], limit
         times = sorted(e.times)
         median = statistics.median(times)
         result = Result(
-            model=e.spec, mode=request.mode, size=f'{size[0]}x{size[1]}', batch=request.batch,
-            inference=split_inference(e.spec)[1], device=request.device,
+            model=e.spec,
+            mode=request.mode,
+            size=f'{size[0]}x{size[1]}',
+            batch=request.batch,
+            inference=split_inference(e.spec)[1],
+            device=request.device,
             median_ms=round(median, 3),
             mean_ms=round(statistics.fmean(times), 3),
             p90_ms=round(times[min(len(times) - 1, math.ceil(0.9 * len(times)) - 1)], 3),
-            images_per_s=round(request.batch * 1000 / median, 3), peak_mem_mib=round(e.peak_mib, 1),
-            params_m=round(e.params_m, 3), gmacs=None if e.work is None else round(e.work.gmacs, 3),
-            iters=request.iters, samples_ms=[round(t, 3) for t in e.times])
+            images_per_s=round(request.batch * 1000 / median, 3),
+            peak_mem_mib=round(e.peak_mib, 1),
+            params_m=round(e.params_m, 3),
+            gmacs=None if e.work is None else round(e.work.gmacs, 3),
+            iters=request.iters,
+            samples_ms=[round(t, 3) for t in e.times],
+        )
         if e.compile_s is not None:  # the first call less one run: what compiling cost
             result.compile_s = round(max(e.compile_s - median / 1000, 0.0), 1)
         if e.work is not None:
@@ -204,18 +238,25 @@ def collect(request: Request, size: tuple[int, int], entries: list[Entry], limit
                 result.peak_precision, result.peak_gmac_per_s = precision, round(peak, 2)
                 result.pct_of_peak = round(100 * result.gmac_per_s / peak, 1)
         if e.parts is not None:
-            result.parts = {name: dict(median_ms=round(statistics.median(t), 3),
-                                       gmacs=None if e.work is None else round(e.work.parts.get(name, 0.0), 3))
-                            for name, t in e.parts.times.items() if t}
+            result.parts = {
+                name: dict(
+                    median_ms=round(statistics.median(t), 3),
+                    gmacs=None if e.work is None else round(e.work.parts.get(name, 0.0), 3),
+                )
+                for name, t in e.parts.times.items()
+                if t
+            }
             result.parts['other'] = dict(  # post-processing, query selection, glue: the call less its parts
                 median_ms=round(max(median - sum(p['median_ms'] for p in result.parts.values()), 0.0), 3),
-                gmacs=None if e.work is None else round(e.work.parts.get('other', 0.0), 3))
+                gmacs=None if e.work is None else round(e.work.parts.get('other', 0.0), 3),
+            )
         results.append(result)
     return results
 
 
-def run_benchmark(models: list[str], sizes: list[tuple[int, int]], progress: Callable[[str], None] = print,
-                  **options) -> Results:
+def run_benchmark(
+    models: list[str], sizes: list[tuple[int, int]], progress: Callable[[str], None] = print, **options
+) -> Results:
     """Validate, then measure and collect every model at every size; ``options`` are :class:`Request` fields.
     The results carry the machine's measured limits (``Results.limits``, medians over the sizes)."""
     request = Request(models=list(models), sizes=list(sizes), **options)

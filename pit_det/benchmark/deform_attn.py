@@ -8,22 +8,33 @@ Three measurements, each interleaved (fused, mmcv, fused, mmcv, ...) and reporte
 2. a whole detector's ``predict`` (default: PiT-S Deformable DETR, random weights) at the first size;
 3. one training iteration (forward, backward, optimiser step) of the CPU demo config.
 """
+
 from __future__ import annotations
 
 import copy
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import torch
 from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 
-from ..ops import ms_deform_attn_cpu, use_fused_cpu_deform_attn
+from ..ops import ms_deform_attn_cpu, set_cpu_deform_attn
 from .builders import build_detector, detector_call
 from .timing import interleaved, medians, rss_growth_mib
 
 
-def encoder_inputs(height: int, width: int, heads: int = 8, dims: int = 256, levels: int = 4, points: int = 4,
-                   stride: int = 8, spread_px: float | None = 2.0, seed: int = 0):
+def encoder_inputs(
+    height: int,
+    width: int,
+    heads: int = 8,
+    dims: int = 256,
+    levels: int = 4,
+    points: int = 4,
+    stride: int = 8,
+    spread_px: float | None = 2.0,
+    seed: int = 0,
+):
     """Deformable DETR encoder inputs for an ``height x width`` image (map sizes of a stride-8 backbone).
 
     One query per key, as in the encoder. With ``spread_px``, each query samples around its reference point (its
@@ -65,14 +76,19 @@ def bench_op(sizes, warmup, iters, log) -> list[dict]:
         kind = 'encoder (offsets ~2 px)' if spread else 'uniform random locations (worst case)'
 
         with torch.inference_mode():
-            calls = {'fused': lambda: ms_deform_attn_cpu(value, shapes, loc, attn),
-                     'mmcv': lambda: multi_scale_deformable_attn_pytorch(value, shapes, loc, attn)}
+            args = (value, shapes, loc, attn)
+            calls = {
+                'fused': partial(ms_deform_attn_cpu, *args),
+                'mmcv': partial(multi_scale_deformable_attn_pytorch, *args),
+            }
             res = _summary(interleaved(calls, warmup, iters))
             res['peak_mib'] = {k: rss_growth_mib(c) for k, c in calls.items()}
         res.update(size=f'{h}x{w}', queries=value.shape[1], locations=kind)
-        log(f"op {h}x{w}, {kind}, {value.shape[1]} queries: fused {res['median_ms']['fused']:.1f} ms, mmcv "
-            f"{res['median_ms']['mmcv']:.1f} ms, speed-up {res['speedup']:.2f}x; peak extra memory fused "
-            f"{res['peak_mib']['fused']:.0f} MiB, mmcv {res['peak_mib']['mmcv']:.0f} MiB")
+        log(
+            f'op {h}x{w}, {kind}, {value.shape[1]} queries: fused {res["median_ms"]["fused"]:.1f} ms, mmcv '
+            f'{res["median_ms"]["mmcv"]:.1f} ms, speed-up {res["speedup"]:.2f}x; peak extra memory fused '
+            f'{res["peak_mib"]["fused"]:.0f} MiB, mmcv {res["peak_mib"]["mmcv"]:.0f} MiB'
+        )
         out.append(res)
     return out
 
@@ -90,16 +106,20 @@ def bench_predict(config: str, size, warmup, iters, log) -> dict:
     call = detector_call(model, 'predict', size, 1)
     x = torch.rand(1, 3, *size)
 
-    def run(enable):
+    def run(impl):
         def f():
-            use_fused_cpu_deform_attn(model, enable)
+            set_cpu_deform_attn(model, impl)
             with torch.inference_mode():
                 call(x)
+
         return f
-    res = _summary(interleaved({'fused': run(True), 'mmcv': run(False)}, warmup, iters))
+
+    res = _summary(interleaved({'fused': run('fused'), 'mmcv': run('mmcv')}, warmup, iters))
     res.update(config=config, size=f'{size[0]}x{size[1]}')
-    log(f"predict {Path(config).name} {res['size']}: fused {res['median_ms']['fused']:.0f} ms, mmcv "
-        f"{res['median_ms']['mmcv']:.0f} ms, speed-up {res['speedup']:.2f}x")
+    log(
+        f'predict {Path(config).name} {res["size"]}: fused {res["median_ms"]["fused"]:.0f} ms, mmcv '
+        f'{res["median_ms"]["mmcv"]:.0f} ms, speed-up {res["speedup"]:.2f}x'
+    )
     return res
 
 
@@ -119,17 +139,21 @@ def bench_train_iter(config: str, warmup, iters, log) -> dict:
         batch = model.data_preprocessor(pseudo_collate([dataset[i] for i in range(len(dataset))]), True)
     optim = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-    def run(enable):
+    def run(impl):
         def f():
-            use_fused_cpu_deform_attn(model, enable)
+            set_cpu_deform_attn(model, impl)
             losses = model.loss(batch['inputs'], batch['data_samples'])
             loss = sum(v for k, v in losses.items() if 'loss' in k)
             optim.zero_grad()
             loss.backward()
             optim.step()
+
         return f
-    res = _summary(interleaved({'fused': run(True), 'mmcv': run(False)}, warmup, iters))
+
+    res = _summary(interleaved({'fused': run('fused'), 'mmcv': run('mmcv')}, warmup, iters))
     res.update(config=config, batch=len(batch['inputs']))
-    log(f"train iteration {Path(config).name} (batch {res['batch']}): fused {res['median_ms']['fused']:.0f} ms, "
-        f"mmcv {res['median_ms']['mmcv']:.0f} ms, speed-up {res['speedup']:.2f}x")
+    log(
+        f'train iteration {Path(config).name} (batch {res["batch"]}): fused {res["median_ms"]["fused"]:.0f} ms, '
+        f'mmcv {res["median_ms"]["mmcv"]:.0f} ms, speed-up {res["speedup"]:.2f}x'
+    )
     return res

@@ -1,4 +1,5 @@
 """Benchmark results: the record of one measurement, the environment, the table, ratios and files."""
+
 from __future__ import annotations
 
 import json
@@ -47,6 +48,7 @@ class Result:
 class Results(list):
     """The rows of one run, and ``limits``: the machine's measured rates in it (``matmul fp32`` etc. in GMAC/s,
     ``copy`` in GB/s), empty where MACs were not counted."""
+
     limits: dict[str, float] = {}
 
 
@@ -69,9 +71,18 @@ def environment(device: str) -> dict:
     import mmdet
     import mmengine
     import timm
-    env = dict(date=time.strftime('%Y-%m-%d %H:%M:%S %Z'), python=platform.python_version(),
-               torch=torch.__version__, mmcv=mmcv.__version__, mmdet=mmdet.__version__, mmengine=mmengine.__version__,
-               timm=timm.__version__, threads=torch.get_num_threads(), machine=platform.machine())
+
+    env = dict(
+        date=time.strftime('%Y-%m-%d %H:%M:%S %Z'),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        mmcv=mmcv.__version__,
+        mmdet=mmdet.__version__,
+        mmengine=mmengine.__version__,
+        timm=timm.__version__,
+        threads=torch.get_num_threads(),
+        machine=platform.machine(),
+    )
     env['cpu'] = cpu_model_and_flags()[0]
     env['isa'], env['bf16_native'] = cpu_isa()
     env['cpu_features'] = cpu_features()
@@ -87,8 +98,13 @@ def cpu_features() -> str:
     flags = cpu_model_and_flags()[1]
     if not flags:
         return 'unknown'
-    present = {'AVX2': 'avx2' in flags, 'AVX-512': 'avx512f' in flags, 'AVX-512 BF16': 'avx512_bf16' in flags,
-               'VNNI': bool(flags & {'avx512_vnni', 'avx_vnni'}), 'AMX': bool(flags & {'amx_bf16', 'amx_int8'})}
+    present = {
+        'AVX2': 'avx2' in flags,
+        'AVX-512': 'avx512f' in flags,
+        'AVX-512 BF16': 'avx512_bf16' in flags,
+        'VNNI': bool(flags & {'avx512_vnni', 'avx_vnni'}),
+        'AMX': bool(flags & {'amx_bf16', 'amx_int8'}),
+    }
     return ' '.join(f'{name}{"+" if on else "-"}' for name, on in present.items())
 
 
@@ -99,12 +115,41 @@ def _or_dash(value, spec: str) -> str:
 def format_table(results: list[Result]) -> str:
     """The markdown table; GMACs are per image (one MAC: two FLOPs), % of peak against the matrix-product probe of
     the row's precision measured in the same rounds."""
-    header = ['model', 'mode', 'size', 'batch', 'inference', 'median ms', 'mean ms', 'p90 ms', 'img/s', 'peak MiB',
-              'params M', 'GMACs', 'GMAC/s', '% of peak']
-    rows = [[r.model, r.mode, r.size, str(r.batch), r.inference, f'{r.median_ms:.1f}', f'{r.mean_ms:.1f}',
-             f'{r.p90_ms:.1f}', f'{r.images_per_s:.2f}', f'{r.peak_mem_mib:.0f}', f'{r.params_m:.2f}',
-             _or_dash(r.gmacs, '.2f'), _or_dash(r.gmac_per_s, '.1f'),
-             '-' if r.pct_of_peak is None else f'{r.pct_of_peak:.0f}% {r.peak_precision}'] for r in results]
+    header = [
+        'model',
+        'mode',
+        'size',
+        'batch',
+        'inference',
+        'median ms',
+        'mean ms',
+        'p90 ms',
+        'img/s',
+        'peak MiB',
+        'params M',
+        'GMACs',
+        'GMAC/s',
+        '% of peak',
+    ]
+    rows = [
+        [
+            r.model,
+            r.mode,
+            r.size,
+            str(r.batch),
+            r.inference,
+            f'{r.median_ms:.1f}',
+            f'{r.mean_ms:.1f}',
+            f'{r.p90_ms:.1f}',
+            f'{r.images_per_s:.2f}',
+            f'{r.peak_mem_mib:.0f}',
+            f'{r.params_m:.2f}',
+            _or_dash(r.gmacs, '.2f'),
+            _or_dash(r.gmac_per_s, '.1f'),
+            '-' if r.pct_of_peak is None else f'{r.pct_of_peak:.0f}% {r.peak_precision}',
+        ]
+        for r in results
+    ]
     return table(header, rows, markdown=True)
 
 
@@ -113,9 +158,14 @@ def format_limits(limits: dict[str, float], threads: int) -> str:
     if not limits:
         return ''
     from .work import COPY_MIB, PROBE_SIZE
+
     n = PROBE_SIZE['cuda' if any(k in limits for k in ('matmul tf32', 'matmul fp16')) else 'cpu']
-    rates = [f'copy {COPY_MIB} MiB {value:.1f} GB/s' if name == 'copy' else
-             f'{name.replace("matmul", f"matmul {n}^3")} {value:.1f} GMAC/s' for name, value in limits.items()]
+    rates = [
+        f'copy {COPY_MIB} MiB {value:.1f} GB/s'
+        if name == 'copy'
+        else f'{name.replace("matmul", f"matmul {n}^3")} {value:.1f} GMAC/s'
+        for name, value in limits.items()
+    ]
     return f'limits (measured in this run, {threads} threads, medians): ' + ', '.join(rates)
 
 
@@ -131,8 +181,11 @@ def format_parts(results: list[Result]) -> str:
     if not rows:
         return ''
     sizes = dict.fromkeys(r.size for r in results if r.parts)
-    return table(['model', 'part', *[f'{s}: ms / GMACs / % of peak' for s in sizes], 'ms ~ px^k', 'GMACs ~ px^k'],
-                 rows, markdown=True)
+    return table(
+        ['model', 'part', *[f'{s}: ms / GMACs / % of peak' for s in sizes], 'ms ~ px^k', 'GMACs ~ px^k'],
+        rows,
+        markdown=True,
+    )
 
 
 def gmac_rate(gmacs: float, batch: int, ms: float) -> float:
@@ -157,6 +210,7 @@ def _growth(rs: list[Result], part: str) -> list[str]:
     def exponent(key: str) -> str:
         a, b = first.parts[part][key], last.parts[part][key]
         return '-' if not a or not b or not pixels else f'{math.log(b / a) / pixels:.2f}'
+
     return [exponent('median_ms'), exponent('gmacs')]
 
 
@@ -167,8 +221,10 @@ def ratios(results: list[Result], reference: str) -> list[str]:
         BenchmarkError: ``reference`` is not one of the measured models.
     """
     if reference not in {r.model for r in results}:
-        raise BenchmarkError(f'--reference {reference!r} is not one of the measured models '
-                             f'({", ".join(dict.fromkeys(r.model for r in results))}); name one of them')
+        raise BenchmarkError(
+            f'--reference {reference!r} is not one of the measured models '
+            f'({", ".join(dict.fromkeys(r.model for r in results))}); name one of them'
+        )
     lines = []
     for size in dict.fromkeys(r.size for r in results):
         ref = next(r for r in results if r.size == size and r.model == reference)
@@ -196,8 +252,10 @@ def write_outputs(results: list[Result], env: dict, out_dir: str | Path, plot: b
 
 def _plot(results: list[Result], path: Path) -> Path:
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
     by_part = any(r.parts for r in results)
     fig, axes = plt.subplots(1, 2 if by_part else 1, figsize=(12 if by_part else 7, 4.5), squeeze=False)
     models = list(dict.fromkeys(r.model for r in results))
@@ -209,14 +267,16 @@ def _plot(results: list[Result], path: Path) -> Path:
         if not by_part:
             axes[0, 0].plot(pixels, [r.median_ms for r in rs], marker='o', color=colour, label=Path(model).stem)
             continue
-        for part, style in zip(('backbone', 'encoder', 'decoder'), ('-', '--', ':')):
+        for part, style in zip(('backbone', 'encoder', 'decoder'), ('-', '--', ':'), strict=True):
             if all(r.parts and part in r.parts for r in rs):
                 label = f'{Path(model).stem} {part}'
-                axes[0, 0].plot(pixels, [r.parts[part]['median_ms'] for r in rs], style, marker='o', color=colour,
-                                label=label)
+                axes[0, 0].plot(
+                    pixels, [r.parts[part]['median_ms'] for r in rs], style, marker='o', color=colour, label=label
+                )
                 if all(r.parts[part]['gmacs'] for r in rs):
-                    axes[0, 1].plot(pixels, [r.parts[part]['gmacs'] for r in rs], style, marker='o', color=colour,
-                                    label=label)
+                    axes[0, 1].plot(
+                        pixels, [r.parts[part]['gmacs'] for r in rs], style, marker='o', color=colour, label=label
+                    )
     axes[0, 0].set_ylabel('median latency (ms, log scale)')
     if by_part:
         axes[0, 1].set_ylabel('GMACs per image (log scale)')
@@ -227,6 +287,8 @@ def _plot(results: list[Result], path: Path) -> Path:
             ax.set_xscale('log')
         ax.grid(alpha=0.3, which='both')
         ax.legend(fontsize=7)
-    fig.suptitle(f"{results[0].mode}, batch {results[0].batch}, {results[0].device}"
-                 + (': by part (a slope of 1 on these axes is linear, 2 quadratic)' if by_part else ''))
+    fig.suptitle(
+        f'{results[0].mode}, batch {results[0].batch}, {results[0].device}'
+        + (': by part (a slope of 1 on these axes is linear, 2 quadratic)' if by_part else '')
+    )
     return save_figure(fig, path, dpi=120)

@@ -3,19 +3,24 @@
 Calls are timed round-robin (one call of each per round) so that machine noise hits all of them alike and the
 ratios between them are fair.
 """
+
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from torch import nn
 
 
-def interleaved(calls: dict[str, Callable[[], object]], warmup: int, iters: int,
-                sync: Callable[[], None] = lambda: None,
-                on_round: Callable[[int, dict[str, list[float]]], None] | None = None) -> dict[str, list[float]]:
+def interleaved(
+    calls: dict[str, Callable[[], object]],
+    warmup: int,
+    iters: int,
+    sync: Callable[[], None] = lambda: None,
+    on_round: Callable[[int, dict[str, list[float]]], None] | None = None,
+) -> dict[str, list[float]]:
     """Time every call ``iters`` times, one of each per round, after ``warmup`` untimed rounds.
 
     Args:
@@ -63,6 +68,7 @@ class PartTimer:
         def start(module, args):
             self._sync()
             self._started[name] = time.perf_counter()
+
         return start
 
     def _stop_hook(self, name: str):
@@ -70,7 +76,8 @@ class PartTimer:
             self._sync()
             times = self.times[name]
             times.append((time.perf_counter() - self._started.pop(name)) * 1000)
-            del times[:-self._keep]
+            del times[: -self._keep]
+
         return stop
 
     def remove(self) -> None:
@@ -107,6 +114,7 @@ def release_freed_memory() -> None:
     import ctypes
     import ctypes.util
     import gc
+
     gc.collect()
     name = ctypes.util.find_library('c')
     if name:

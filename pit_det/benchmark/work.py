@@ -12,13 +12,14 @@ get_flops.py`` does. It does not know two operators that DETRs spend their time 
 The machine's limit is what a large matrix product reaches with the run's threads, in each precision the hardware
 has (:func:`matmul_probes`), timed in the same rounds as the models; a large copy gives the memory bandwidth.
 """
+
 from __future__ import annotations
 
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
@@ -34,6 +35,7 @@ COPY_MIB = 512  # far beyond any cache
 
 def _shape(value) -> list[int]:
     from mmengine.analysis.jit_handles import get_shape
+
     return get_shape(value)
 
 
@@ -54,6 +56,7 @@ def sdpa_macs(inputs: list, outputs: list) -> int:
 @dataclass
 class Work:
     """GMACs of one call, of each part of a detector that ran in it (``other``: the rest) and of each operator."""
+
     gmacs: float
     parts: dict[str, float] = field(default_factory=dict)
     operators: dict[str, float] = field(default_factory=dict)
@@ -74,10 +77,12 @@ def count_work(call: Callable, model: nn.Module, x: torch.Tensor) -> Work:
 
         def forward(self, inp):
             return call(inp)
+
     with explicit_attention(model), torch.no_grad():
         analyzer = FlopAnalyzer(_Traced(), (x,))
-        analyzer.set_op_handle(**{op: deform_attn_macs for op in DEFORM_ATTN_OPS},
-                               **{'aten::scaled_dot_product_attention': sdpa_macs})
+        analyzer.set_op_handle(
+            **{op: deform_attn_macs for op in DEFORM_ATTN_OPS}, **{'aten::scaled_dot_product_attention': sdpa_macs}
+        )
         analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         total = analyzer.total()
         by_module = analyzer.by_module()
@@ -105,7 +110,7 @@ def matmul_probes(device: str) -> dict[str, tuple[Callable[[], object], float]]:
     """``{precision: (call, GMACs of one call)}``: an n^3 matrix product in fp32, and where the hardware computes
     them, bf16 (CPU: AVX-512 BF16 or AMX) or TF32, fp16 and bf16 (CUDA)."""
     n = PROBE_SIZE[device]
-    gmacs = n ** 3 / 1e9
+    gmacs = n**3 / 1e9
     precisions = {'fp32': torch.float32}
     if device == 'cuda':
         precisions.update(tf32=torch.float32, fp16=torch.float16, bf16=torch.bfloat16)
@@ -125,13 +130,14 @@ def matmul_probes(device: str) -> dict[str, tuple[Callable[[], object], float]]:
                 return torch.mm(a, b)
             finally:
                 torch.backends.cuda.matmul.allow_tf32 = before
+
         probes[f'matmul {name}'] = (product, gmacs)
     return probes
 
 
 def copy_bandwidth_gb_s(device: str, mib: int = COPY_MIB, repeats: int = 5) -> float:
     """Memory bandwidth: bytes read plus written per second by a ``mib`` MiB tensor copy, median of ``repeats``."""
-    src = torch.rand(mib * 2 ** 18, device=device)
+    src = torch.rand(mib * 2**18, device=device)
     dst = torch.empty_like(src)
     sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
     times = []

@@ -8,8 +8,14 @@
 Model-specific layouts live beside their models (PiT's in :mod:`pit_det.models.pit_layout`); nothing here imports
 :mod:`pit_det.models`.
 """
+
 from .matching import CheckpointMismatchError, ConversionReport
 from .sources import CheckpointReadError, WeightsUnavailableError, read_checkpoint
 
-__all__ = ['CheckpointMismatchError', 'CheckpointReadError', 'ConversionReport', 'WeightsUnavailableError',
-           'read_checkpoint']
+__all__ = [
+    'CheckpointMismatchError',
+    'CheckpointReadError',
+    'ConversionReport',
+    'WeightsUnavailableError',
+    'read_checkpoint',
+]

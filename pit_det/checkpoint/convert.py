@@ -4,10 +4,11 @@ The conversion itself belongs to the model whose layout it knows (PiT's: :func:`
 here are the reading (any source a ``CheckpointLoader`` scheme serves, weights only), the refusal to write over the
 source, and the written file's format, which works as a backbone's ``init_cfg`` and as mmdet's ``load_from``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -16,8 +17,13 @@ from .matching import ConversionReport
 from .sources import cached_file, is_remote
 
 
-def convert_file(src: str | Path, dst: str | Path, convert: Callable[..., dict],
-                 check: Callable[[Path], object] | None = None, force: bool = False) -> ConversionReport:
+def convert_file(
+    src: str | Path,
+    dst: str | Path,
+    convert: Callable[..., dict],
+    check: Callable[[Path], object] | None = None,
+    force: bool = False,
+) -> ConversionReport:
     """Read ``src`` (a file, an ``hf-hub:`` tag or a URL; weights only), convert it with
     ``convert(checkpoint, report=report)`` into a backbone state dict, write ``dst`` as
     ``{'state_dict': {'backbone.<key>': tensor}, 'meta': {...}}`` once ``check(written)`` (if given) has returned.
@@ -27,6 +33,7 @@ def convert_file(src: str | Path, dst: str | Path, convert: Callable[..., dict],
         OutputError: ``dst`` is ``src`` (or its cached download) or an existing file, without ``force``.
     """
     from mmengine.runner import CheckpointLoader
+
     src, dst = str(src), Path(dst)
     remote = is_remote(src)
     if not remote and not Path(src).exists():
@@ -37,8 +44,13 @@ def convert_file(src: str | Path, dst: str | Path, convert: Callable[..., dict],
     state_dict = convert(CheckpointLoader.load_checkpoint(src, map_location='cpu'), report=report)
 
     def write(tmp: Path) -> None:
-        torch.save({'state_dict': {f'backbone.{k}': v for k, v in state_dict.items()},
-                    'meta': dict(source=src, source_layout=report.layout, converter='pit-det')}, tmp)
+        torch.save(
+            {
+                'state_dict': {f'backbone.{k}': v for k, v in state_dict.items()},
+                'meta': dict(source=src, source_layout=report.layout, converter='pit-det'),
+            },
+            tmp,
+        )
         if check is not None:
             check(tmp)
 

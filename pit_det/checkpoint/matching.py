@@ -7,6 +7,7 @@ loaded into them, by ``init_cfg``, ``load_from`` or ``load_state_dict``. A detec
 set for testing and inference. :func:`check_weights_file` tells, before any run, whether a file holds weights at all.
 Nothing loads half a model with warnings only.
 """
+
 from __future__ import annotations
 
 import re
@@ -39,8 +40,10 @@ class ConversionReport:
     unexpected: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        text = (f'layout {self.layout}, {self.loaded}/{self.total} tensors loaded, {len(self.renamed)} renamed, '
-                f'{len(self.dropped)} dropped (classifier or unused stages)')
+        text = (
+            f'layout {self.layout}, {self.loaded}/{self.total} tensors loaded, {len(self.renamed)} renamed, '
+            f'{len(self.dropped)} dropped (classifier or unused stages)'
+        )
         if self.missing:
             text += f'; missing: {self.missing}'
         if self.unexpected:
@@ -56,9 +59,9 @@ def extract_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
             sd = sd[key]
     if not isinstance(sd, dict):
         raise CheckpointMismatchError(f'expected a state dict, found {type(sd).__name__}')
-    sd = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()}
+    sd = {k[len('module.') :] if k.startswith('module.') else k: v for k, v in sd.items()}
     if any(k.startswith('backbone.') for k in sd):
-        sd = {k[len('backbone.'):]: v for k, v in sd.items() if k.startswith('backbone.')}
+        sd = {k[len('backbone.') :]: v for k, v in sd.items() if k.startswith('backbone.')}
     return sd
 
 
@@ -72,6 +75,7 @@ def check_weights_file(path) -> int:
         CheckpointMismatchError: a PyTorch file that holds no state dict of tensors.
     """
     from .sources import read_checkpoint
+
     checkpoint = read_checkpoint(path)
     try:
         sd = extract_state_dict(checkpoint)
@@ -79,15 +83,17 @@ def check_weights_file(path) -> int:
         sd = {}
     tensors = sum(isinstance(v, torch.Tensor) for v in sd.values())
     if not tensors:
-        raise CheckpointMismatchError(f'checkpoint {path} holds no weights (a {type(checkpoint).__name__} without a '
-                                      'state dict of tensors): give a .pth written by training a detector '
-                                      '(work_dirs/.../epoch_N.pth) or by pit-det-convert')
+        raise CheckpointMismatchError(
+            f'checkpoint {path} holds no weights (a {type(checkpoint).__name__} without a '
+            'state dict of tensors): give a .pth written by training a detector '
+            '(work_dirs/.../epoch_N.pth) or by pit-det-convert'
+        )
     return tensors
 
 
 def take_prefixed(state_dict: dict, prefix: str) -> dict:
     """Remove the entries under ``prefix`` from ``state_dict`` and return them with the prefix stripped."""
-    return {k[len(prefix):]: state_dict.pop(k) for k in [k for k in state_dict if k.startswith(prefix)]}
+    return {k[len(prefix) :]: state_dict.pop(k) for k in [k for k in state_dict if k.startswith(prefix)]}
 
 
 class FitsCheckpoints:
@@ -125,19 +131,28 @@ class FitsCheckpoints:
         report = ConversionReport('')
         converted = self.convert_checkpoint(local, report)
         self.load_report = report
-        print_log(f'{self.checkpoint_name}{" " + prefix.rstrip(".") if prefix else ""}: {report.summary()}',
-                  logger='current')
+        print_log(
+            f'{self.checkpoint_name}{" " + prefix.rstrip(".") if prefix else ""}: {report.summary()}', logger='current'
+        )
         state_dict.update({prefix + k: v for k, v in converted.items()})
 
 
 def _shape_mismatches(sd: dict, own: dict) -> list[str]:
-    return [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-            for k, v in sd.items() if k in own and hasattr(v, 'shape') and v.shape != own[k].shape]
+    return [
+        f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+        for k, v in sd.items()
+        if k in own and hasattr(v, 'shape') and v.shape != own[k].shape
+    ]
 
 
-def check_backbone_fit(sd: dict, own: dict, name: str, arch: str, report: ConversionReport,
-                       advice: str = 'Check that the checkpoint is of the same arch (ti/xs/s/b, distilled or not).'
-                       ) -> None:
+def check_backbone_fit(
+    sd: dict,
+    own: dict,
+    name: str,
+    arch: str,
+    report: ConversionReport,
+    advice: str = 'Check that the checkpoint is of the same arch (ti/xs/s/b, distilled or not).',
+) -> None:
     """Raise unless ``sd`` (converted) fits the backbone whose state dict is ``own``; fill ``report``'s counts.
 
     Raises:
@@ -147,7 +162,9 @@ def check_backbone_fit(sd: dict, own: dict, name: str, arch: str, report: Conver
     if mismatched:
         raise CheckpointMismatchError(
             f'the checkpoint does not fit this {name} (arch {arch}): {len(mismatched)} tensors differ in shape, e.g. '
-            + '; '.join(mismatched[:4]) + f'. {advice}')
+            + '; '.join(mismatched[:4])
+            + f'. {advice}'
+        )
     report.missing = sorted(set(own) - set(sd))
     report.unexpected = sorted(set(sd) - set(own))
     report.total = len(own)
@@ -155,7 +172,8 @@ def check_backbone_fit(sd: dict, own: dict, name: str, arch: str, report: Conver
     if report.loaded < MIN_MATCH * len(own):
         raise CheckpointMismatchError(
             f'only {report.loaded} of {len(own)} {name} tensors found in the checkpoint (layout {report.layout}); '
-            f'missing e.g. {report.missing[:4]}, unexpected e.g. {report.unexpected[:4]}.')
+            f'missing e.g. {report.missing[:4]}, unexpected e.g. {report.unexpected[:4]}.'
+        )
 
 
 def fit_detector_checkpoint(model: nn.Module, state_dict: dict, prefix: str = '') -> list[str]:
@@ -175,14 +193,14 @@ def fit_detector_checkpoint(model: nn.Module, state_dict: dict, prefix: str = ''
     """
     own = model.state_dict()
     keys = [k for k in state_dict if k.startswith(prefix)]
-    sd = {k[len(prefix):]: state_dict[k] for k in keys}
+    sd = {k[len(prefix) :]: state_dict[k] for k in keys}
     backbone = getattr(model, 'backbone', None)
     converts_itself = isinstance(backbone, FitsCheckpoints)
     if sd and converts_itself and not any(k in own for k in sd) and backbone.recognises(extract_state_dict(sd)):
         # the backbone's own (ImageNet) weights given to the detector, e.g. load_from=hf-hub:...: the backbone's
         # hook converts them once they are under its prefix
         for key in keys:
-            state_dict[f'{prefix}backbone.{key[len(prefix):]}'] = state_dict.pop(key)
+            state_dict[f'{prefix}backbone.{key[len(prefix) :]}'] = state_dict.pop(key)
         sd = {f'backbone.{k}': v for k, v in sd.items()}
     checked = {k: v for k, v in sd.items() if not (converts_itself and k.startswith('backbone.'))}
     mismatched = _shape_mismatches(checked, own)
@@ -191,15 +209,18 @@ def fit_detector_checkpoint(model: nn.Module, state_dict: dict, prefix: str = ''
     if fatal:
         raise CheckpointMismatchError(
             f'the checkpoint does not fit this {type(model).__name__}: {len(fatal)} tensors differ in shape, e.g. '
-            + '; '.join(fatal[:4]) + '. It was trained with another config (backbone size, embed_dims, '
-            'num_queries, levels): use the config it was trained with.')
+            + '; '.join(fatal[:4])
+            + '. It was trained with another config (backbone size, embed_dims, '
+            'num_queries, levels): use the config it was trained with.'
+        )
     matched = [k for k in own if k in sd]
     backbone_only = bool(matched) and all(k.startswith('backbone.') for k in sd)
     if len(matched) < MIN_MATCH * len(own) and not backbone_only:
         raise CheckpointMismatchError(
             f'the checkpoint holds only {len(matched)} of the {len(own)} tensors of this {type(model).__name__} '
             f'(first checkpoint keys: {sorted(sd)[:3] or "none"}; model keys: {sorted(own)[:3]}). It is not a '
-            'checkpoint of this detector: pass one written by training this config (work_dirs/.../epoch_N.pth).')
+            'checkpoint of this detector: pass one written by training this config (work_dirs/.../epoch_N.pth).'
+        )
     return tolerated
 
 
@@ -221,13 +242,20 @@ class FitsDetectorCheckpoints:
         self.class_layers_differ = tolerated  # fine-tuning tolerates them; testing and inference do not
         # the backbone's own tensors are checked by the backbone, in whichever of its layouts they come
         own_backbone = isinstance(getattr(self, 'backbone', None), FitsCheckpoints)
-        self.missing_from_checkpoint = [k for k in self.state_dict() if f'{prefix}{k}' not in state_dict
-                                        and not (own_backbone and k.startswith('backbone.'))]
+        self.missing_from_checkpoint = [
+            k
+            for k in self.state_dict()
+            if f'{prefix}{k}' not in state_dict and not (own_backbone and k.startswith('backbone.'))
+        ]
         bias = state_dict.get(f'{prefix}bbox_head.cls_branches.0.bias')
         self.checkpoint_num_classes = int(bias.shape[0]) if bias is not None else None
         if tolerated:
-            print_log(f'classification layers differ in size (another class set; they keep their initialisation): '
-                      f'{"; ".join(tolerated)}', logger='current', level=30)
+            print_log(
+                f'classification layers differ in size (another class set; they keep their initialisation): '
+                f'{"; ".join(tolerated)}',
+                logger='current',
+                level=30,
+            )
 
     def refuse_for_testing(self, checkpoint) -> None:
         """Raise unless the last loaded checkpoint holds every tensor of this model, with this model's number of
@@ -243,11 +271,13 @@ class FitsDetectorCheckpoints:
             raise CheckpointMismatchError(
                 f'{checkpoint} classifies {theirs} classes, this config {self.bbox_head.num_classes} '
                 f'({self.class_layers_differ[0]}): test and infer with the config it was trained with, or set '
-                f'model.bbox_head.num_classes={theirs} and the datasets\' metainfo.classes to its classes')
+                f"model.bbox_head.num_classes={theirs} and the datasets' metainfo.classes to its classes"
+            )
         if self.missing_from_checkpoint:
             missing = self.missing_from_checkpoint
             raise CheckpointMismatchError(
                 f'{checkpoint} lacks {len(missing)} of the {len(self.state_dict())} tensors of this '
                 f'{type(self).__name__} (e.g. {", ".join(missing[:3])}): it is a checkpoint of another detector, '
                 'and a test or an inference would run those layers untrained. Test and infer with the config it '
-                'was trained with; to start this detector from it, train (load_from) first')
+                'was trained with; to start this detector from it, train (load_from) first'
+            )

@@ -2,7 +2,8 @@
 
 Every checkpoint, whoever asks for it, is read through mmengine's ``CheckpointLoader``: the backbone's
 ``init_cfg=dict(type='Pretrained', checkpoint=...)``, mmdet's ``load_from``, ``--resume``, ``mim test``,
-``pit-det-infer`` and ``pit-det-convert``. This module registers three sources there, each read weights-only:
+``pit-det-infer`` and ``pit-det-convert``. This module holds three sources, each read weights-only, which
+:mod:`pit_det.extensions` registers there (:data:`LOADERS`):
 
 * local paths, with a clear error for a missing, empty, truncated or foreign file;
 * ``hf-hub:ORG/NAME`` (timm's spelling), downloaded and cached by huggingface_hub (``model.safetensors``, else
@@ -15,6 +16,7 @@ Weights that are not cached are probed once (:func:`unavailable_reason`) before 
 means one message at once, the same in every entry point. In a distributed run rank 0 downloads, the other ranks wait
 at a barrier and read the cache. What a state dict then has to fit is :mod:`pit_det.checkpoint.matching`'s concern.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,7 +28,6 @@ import urllib.request
 from pathlib import Path
 
 import torch
-from mmengine.runner import CheckpointLoader
 
 
 class CheckpointReadError(ValueError):
@@ -59,14 +60,17 @@ def read_checkpoint(path: str | Path, map_location='cpu') -> dict:
     if not path.is_file():
         raise CheckpointReadError(f'checkpoint {path} is a folder, not a file: give the .pth file inside it')
     if path.stat().st_size == 0:
-        raise CheckpointReadError(f'checkpoint {path} is empty (0 bytes): the download or save did not finish; '
-                                  'fetch or save it again')
+        raise CheckpointReadError(
+            f'checkpoint {path} is empty (0 bytes): the download or save did not finish; fetch or save it again'
+        )
     with open(path, 'rb') as f:
         magic = f.read(2)
     if magic[:2] != b'PK' and magic[:1] != b'\x80':  # neither torch's zip format nor a (legacy) pickle
-        raise CheckpointReadError(f'checkpoint {path} is not a readable PyTorch file (it starts with {magic!r}, not '
-                                  'a zip archive or a pickle: a JSON, image or text file?): give the .pth file '
-                                  'written by training or by pit-det-convert')
+        raise CheckpointReadError(
+            f'checkpoint {path} is not a readable PyTorch file (it starts with {magic!r}, not '
+            'a zip archive or a pickle: a JSON, image or text file?): give the .pth file '
+            'written by training or by pit-det-convert'
+        )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -74,11 +78,14 @@ def read_checkpoint(path: str | Path, map_location='cpu') -> dict:
         raise CheckpointReadError(
             f'checkpoint {path} was refused: Weights only load failed, it holds objects other than tensors and '
             f'plain containers ({detail or str(exc).splitlines()[0]}). It may run code when loaded; use a '
-            'checkpoint from a source you trust, re-saved as a plain state dict.') from None
+            'checkpoint from a source you trust, re-saved as a plain state dict.'
+        ) from None
     except Exception as exc:  # torch raises RuntimeError, EOFError, IndexError, ... for a damaged file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointReadError(f'checkpoint {path} is not a readable PyTorch file ({first}): it is truncated or '
-                                  'of another format; fetch or save it again') from None
+        raise CheckpointReadError(
+            f'checkpoint {path} is not a readable PyTorch file ({first}): it is truncated or '
+            'of another format; fetch or save it again'
+        ) from None
 
 
 def load_from_local(filename: str, map_location=None) -> dict:
@@ -89,10 +96,9 @@ def load_from_local(filename: str, map_location=None) -> dict:
 def _log_resolved(source: str, path: str) -> None:
     """The file a tag or URL resolved to, in the run's log (mmengine logs the source alone)."""
     from mmengine.logging import print_log
+
     print_log(f'weights {source}: {path}', logger='current')
 
-
-CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
 
 HF_PREFIX = REMOTE_PREFIXES[0]
 HF_FILES = ('model.safetensors', 'pytorch_model.bin')
@@ -101,6 +107,7 @@ HF_FILES = ('model.safetensors', 'pytorch_model.bin')
 def _rank0_first(fetch):
     """``fetch()`` on global rank 0, then, after a barrier, on the other ranks (which then find it cached)."""
     from mmengine.dist import barrier, get_dist_info
+
     rank, world_size = get_dist_info()
     result = fetch() if rank == 0 else None
     if world_size > 1:
@@ -118,6 +125,7 @@ def url_cache_path(url: str) -> str:
     import hashlib
 
     import torch.hub
+
     name = osp.basename(urllib.parse.urlparse(url).path)
     folder = osp.join(torch.hub.get_dir(), 'checkpoints')
     if torch.hub.HASH_REGEX.search(name):
@@ -127,6 +135,7 @@ def url_cache_path(url: str) -> str:
 
 def hf_cache_dir() -> str:
     from huggingface_hub import constants
+
     return constants.HF_HUB_CACHE
 
 
@@ -134,8 +143,9 @@ def cached_file(source: str) -> str | None:
     """The local file a source resolves to without downloading, or None if it is not cached (or absent)."""
     if source.startswith(HF_PREFIX):
         from huggingface_hub import try_to_load_from_cache
+
         for name in HF_FILES:
-            path = try_to_load_from_cache(source[len(HF_PREFIX):], name)
+            path = try_to_load_from_cache(source[len(HF_PREFIX) :], name)
             if isinstance(path, str):
                 return path
         return None
@@ -150,17 +160,19 @@ def unavailable_message(source: str, reason: str) -> str:
         where = f'the Hugging Face cache {hf_cache_dir()} (set by HF_HUB_CACHE or HF_HOME)'
     else:
         where = f"torch.hub's cache {osp.dirname(url_cache_path(source))} (set by TORCH_HOME)"
-    return (f'weights {source} are not in {where} and cannot be downloaded ({reason}). Two ways out: fetch them on a '
-            f'machine with network access (e.g. `pit-det-convert {source} --out pit.pth` there) and copy that cache folder '
-            'here; or convert a local file with `pit-det-convert SRC --out data/pretrained/NAME.pth` and pass its path '
-            '(--cfg-options model.backbone.init_cfg.checkpoint=PATH).')
+    return (
+        f'weights {source} are not in {where} and cannot be downloaded ({reason}). Two ways out: fetch them on a '
+        f'machine with network access (e.g. `pit-det-convert {source} --out pit.pth` there) and copy that cache folder '
+        'here; or convert a local file with `pit-det-convert SRC --out data/pretrained/NAME.pth` and pass its path '
+        '(--cfg-options model.backbone.init_cfg.checkpoint=PATH).'
+    )
 
 
 def _download_hf(source: str) -> str:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-    repo = source[len(HF_PREFIX):]
+    repo = source[len(HF_PREFIX) :]
     problem = unavailable_reason(source)  # one fast probe: huggingface_hub would retry each file five times offline
     if problem:
         raise WeightsUnavailableError(problem)
@@ -182,6 +194,7 @@ def load_from_hf_hub(filename: str, map_location=None) -> dict:
     path = _rank0_first(lambda: _download_hf(filename))
     if path.endswith('.safetensors'):
         from safetensors.torch import load_file
+
         checkpoint = load_file(path, device='cpu' if map_location is None else str(map_location))
     else:
         checkpoint = read_checkpoint(path, map_location)
@@ -223,6 +236,7 @@ def _fetch_url(url: str) -> str:
     import http.client
 
     import torch.hub
+
     path = url_cache_path(url)
     match = torch.hub.HASH_REGEX.search(osp.basename(path))
     try:
@@ -230,12 +244,15 @@ def _fetch_url(url: str) -> str:
     except WeightsUnavailableError:
         raise
     except RuntimeError as exc:
-        raise CheckpointReadError(f'{url} was refused: {exc}; the file name says the sha256 of its content starts '
-                                  f'with {match.group(1) if match else "?"}: the download was truncated or the file '
-                                  'is another one. Nothing was kept.') from None
+        raise CheckpointReadError(
+            f'{url} was refused: {exc}; the file name says the sha256 of its content starts '
+            f'with {match.group(1) if match else "?"}: the download was truncated or the file '
+            'is another one. Nothing was kept.'
+        ) from None
     except http.client.HTTPException as exc:
-        raise CheckpointReadError(f'{url}: the download broke off ({type(exc).__name__}); nothing was kept, try '
-                                  'again.') from None
+        raise CheckpointReadError(
+            f'{url}: the download broke off ({type(exc).__name__}); nothing was kept, try again.'
+        ) from None
     except (urllib.error.URLError, OSError) as exc:
         raise WeightsUnavailableError(unavailable_message(url, str(getattr(exc, 'reason', exc)))) from None
 
@@ -252,8 +269,8 @@ def load_from_http(filename: str, map_location=None) -> dict:
     return checkpoint
 
 
-CheckpointLoader.register_scheme(prefixes=HF_PREFIX, loader=load_from_hf_hub, force=True)
-CheckpointLoader.register_scheme(prefixes=('http://', 'https://'), loader=load_from_http, force=True)
+# the CheckpointLoader schemes: prefix -> loader ('' and the URLs replace mmengine's own local and http loaders)
+LOADERS = {'': load_from_local, HF_PREFIX: load_from_hf_hub, ('http://', 'https://'): load_from_http}
 
 
 def unavailable_reason(source: str) -> str | None:
@@ -263,7 +280,8 @@ def unavailable_reason(source: str) -> str | None:
     """
     if source.startswith('torchvision://'):
         from mmengine.runner.checkpoint import get_torchvision_models
-        url = get_torchvision_models().get(source[len('torchvision://'):])
+
+        url = get_torchvision_models().get(source[len('torchvision://') :])
         if url is None:
             return f'backbone weights {source}: torchvision has no such model'
         problem = unavailable_reason(url)
@@ -274,9 +292,10 @@ def unavailable_reason(source: str) -> str | None:
         return None
     if source.startswith(HF_PREFIX):
         from huggingface_hub import constants
+
         if constants.is_offline_mode():
             return unavailable_message(source, 'HF_HUB_OFFLINE is set')
-        url = f'{constants.ENDPOINT}/api/models/{source[len(HF_PREFIX):]}'
+        url = f'{constants.ENDPOINT}/api/models/{source[len(HF_PREFIX) :]}'
     else:
         url = source
     try:
@@ -290,8 +309,10 @@ def unavailable_reason(source: str) -> str | None:
 
 
 def missing_weights_message(path: str | None) -> str:
-    return (f'PiT pretrained weights not found at {path!r}. The configs load timm\'s ImageNet weights by their tag '
-            '(hf-hub:timm/pit_s_224.in1k); to use a file instead, convert it with `python tools/convert_checkpoint.py '
-            'SRC --out data/pretrained/pit_s.pth` (or `pit-det-convert`; SRC may be a file, a tag or a URL) and point the '
-            "config at it (--cfg-options model.backbone.init_cfg.checkpoint=PATH). To train from scratch on purpose, "
-            'pass --cfg-options model.backbone.init_cfg=None.')
+    return (
+        f"PiT pretrained weights not found at {path!r}. The configs load timm's ImageNet weights by their tag "
+        '(hf-hub:timm/pit_s_224.in1k); to use a file instead, convert it with `python tools/convert_checkpoint.py '
+        'SRC --out data/pretrained/pit_s.pth` (or `pit-det-convert`; SRC may be a file, a tag or a URL) and point the '
+        'config at it (--cfg-options model.backbone.init_cfg.checkpoint=PATH). To train from scratch on purpose, '
+        'pass --cfg-options model.backbone.init_cfg=None.'
+    )

@@ -8,6 +8,7 @@ sampling.json (every point and weight, and per decoder layer the attention-weigh
 and each level's share of the weight). CHECKPOINT ``none`` runs random weights. ``--compare NAME=sampling.json ...
 --out-dir DIR`` draws earlier runs side by side (comparison.png) without running a model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,14 +18,21 @@ import re
 import sys
 from pathlib import Path
 
-from ..analysis.sampling import (REPORT_FILES, SamplingAnalysis, SamplingError, check_pixel, compare, draw, report,
-                                 write_json)
+from ..analysis.sampling import (
+    REPORT_FILES,
+    SamplingAnalysis,
+    SamplingError,
+    check_pixel,
+    compare,
+    draw,
+    report,
+    write_json,
+)
 from ..data import IMAGE_SUFFIXES
 from ..models import CheckpointMismatchError, CheckpointReadError
 from ..models.detectors import DETR_TYPES
 from ..outputs import OutputError, check_dir_output
 from . import command, config_file, parser_from_doc
-
 
 NEGATIVE = re.compile(r'^-[\d.][^,]*,')  # a pixel x,y with a negative x
 
@@ -47,14 +55,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--out-dir', required=True, help='folder for sampling.json and the pictures')
     parser.add_argument('--topk', type=int, default=5, help='detections drawn per image (default 5)')
     parser.add_argument('--score-thr', type=float, default=0.3, help='smallest score drawn (default 0.3)')
-    parser.add_argument('--points', nargs='+', type=point, default=[], metavar='X,Y',
-                        help='pixels whose encoder query is drawn')
+    parser.add_argument(
+        '--points', nargs='+', type=point, default=[], metavar='X,Y', help='pixels whose encoder query is drawn'
+    )
     parser.add_argument('--compare', nargs='+', metavar='NAME=JSON', help='sampling.json files to draw side by side')
     argv = sys.argv[1:] if argv is None else argv
     for value in argv:
         if NEGATIVE.match(value):  # argparse would take it for a flag and name no pixel
-            parser.error(f'--points {value}: x and y are pixels of the image, at least 0 (a value that starts with - '
-                         f'is read as a flag unless written --points={value})')
+            parser.error(
+                f'--points {value}: x and y are pixels of the image, at least 0 (a value that starts with - '
+                f'is read as a flag unless written --points={value})'
+            )
     return parser.parse_args(argv)
 
 
@@ -65,9 +76,12 @@ def check_args(args: argparse.Namespace) -> list:
         SamplingError, OutputError: naming the argument and what to do.
     """
     import mmcv
+
     if not args.config or not args.checkpoint or not args.images:
-        raise SamplingError('give CONFIG CHECKPOINT IMAGE [IMAGE ...] (CHECKPOINT none: random weights), or '
-                            '--compare NAME=sampling.json ...')
+        raise SamplingError(
+            'give CONFIG CHECKPOINT IMAGE [IMAGE ...] (CHECKPOINT none: random weights), or '
+            '--compare NAME=sampling.json ...'
+        )
     if args.topk < 1 or not 0 <= args.score_thr <= 1:
         raise SamplingError('--topk is at least 1 and --score-thr between 0 and 1')
     inputs = [('config', args.config)] + ([] if args.checkpoint == 'none' else [('checkpoint', args.checkpoint)])
@@ -109,8 +123,10 @@ def run_compare(args: argparse.Namespace) -> int:
     print('last decoder layer: share of the weight per level, weighted distance / box size')
     for name, data in reports.items():
         last = data['summary'][-1]
-        print(f'  {name}: levels {", ".join(f"{s:.3f}" for s in last["level_share"])}; distance '
-              f'{last["distance_box"]:.3f} of the box ({last["distance_px"]:.1f} px)')
+        print(
+            f'  {name}: levels {", ".join(f"{s:.3f}" for s in last["level_share"])}; distance '
+            f'{last["distance_box"]:.3f} of the box ({last["distance_px"]:.1f} px)'
+        )
     print(f'wrote {path}')
     return 0
 
@@ -123,27 +139,35 @@ def main(argv: list[str] | None = None) -> int:
             return run_compare(args)
         images = check_args(args)
         import mmcv
+        from mmengine.config import Config
 
         from ..models.detectors import build_detector
-        from mmengine.config import Config
+
         cfg = Config.fromfile(args.config)
         if cfg.model.get('type') not in DETR_TYPES:
-            raise SamplingError(f'{args.config}: a {cfg.model.get("type")}, not a Deformable DETR or DINO: the tool '
-                                f'reads the deformable attention of {", ".join(DETR_TYPES)}')
+            raise SamplingError(
+                f'{args.config}: a {cfg.model.get("type")}, not a Deformable DETR or DINO: the tool '
+                f'reads the deformable attention of {", ".join(DETR_TYPES)}'
+            )
         model = build_detector(cfg, None if args.checkpoint == 'none' else args.checkpoint)
         analysis = SamplingAnalysis(model)
         classes = (model.dataset_meta or {}).get('classes')
         results = {}
         out = Path(args.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        for path, image in zip(args.images, images):
+        for path, image in zip(args.images, images, strict=True):
             result = analysis.run(image, args.topk, args.score_thr, args.points)
             results[Path(path).name] = result
-            picture = draw(mmcv.bgr2rgb(image), result, classes, out / f'sampling_{Path(path).stem}.png',
-                           args.score_thr)
+            picture = draw(
+                mmcv.bgr2rgb(image), result, classes, out / f'sampling_{Path(path).stem}.png', args.score_thr
+            )
             found = len(result['detections'])
-            print(f'{path}: {found} detections with score >= {args.score_thr} drawn' if found else
-                  f'{path}: no detection with score >= {args.score_thr}: an empty panel', end='')
+            print(
+                f'{path}: {found} detections with score >= {args.score_thr} drawn'
+                if found
+                else f'{path}: no detection with score >= {args.score_thr}: an empty panel',
+                end='',
+            )
             print(f', {len(result["encoder"])} encoder pixels -> {picture}')
         data = report(results, args.config, None if args.checkpoint == 'none' else args.checkpoint)
         write_json(data, out / REPORT_FILES[0])
@@ -153,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     if data['summary']:
         print('decoder layer  distance px  distance / box  share of weight per level')
         for s in data['summary']:
-            print(f'  {s["layer"]:12d}  {s["distance_px"]:11.1f}  {s["distance_box"]:14.3f}  '
-                  + ', '.join(f'{v:.3f}' for v in s['level_share']))
+            print(
+                f'  {s["layer"]:12d}  {s["distance_px"]:11.1f}  {s["distance_box"]:14.3f}  '
+                + ', '.join(f'{v:.3f}' for v in s['level_share'])
+            )
     print(f'wrote {out / REPORT_FILES[0]}')
     return 0
 

@@ -3,6 +3,7 @@
 Times the op alone at each --size, the PiT-S detector's predict (--config) at the first, and a training iteration of
 the demo detector (--train-config), each with mmcv's op and with the fused kernel; writes --out (JSON).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,15 +11,21 @@ import json
 import sys
 from pathlib import Path
 
-from . import command, config_file, image_size, parser_from_doc
 from ..benchmark import BenchmarkError, environment
 from ..benchmark.deform_attn import bench_op, bench_predict, bench_train_iter
 from ..outputs import OutputError, check_file_output, write_text
+from . import command, config_file, image_size, parser_from_doc
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = parser_from_doc(__doc__)
-    parser.add_argument('--size', nargs='+', type=image_size, default=[(400, 666), (800, 1333)],
-                        help='HxW, one or more (default 400x666 800x1333)')
+    parser.add_argument(
+        '--size',
+        nargs='+',
+        type=image_size,
+        default=[(400, 666), (800, 1333)],
+        help='HxW, one or more (default 400x666 800x1333)',
+    )
     parser.add_argument('--config', default='pit_s_deformable_detr', type=config_file)
     parser.add_argument('--train-config', default='demo/deformable-detr_pit-ti_synthetic_cpu', type=config_file)
     parser.add_argument('--warmup', type=int, default=2)
@@ -47,19 +54,21 @@ def main(argv: list[str] | None = None) -> int:
         for option, path in (('--config', args.config), ('--train-config', args.train_config)):
             if not Path(path).is_file():
                 raise BenchmarkError(f'{option} {path} not found')
-        check_file_output(args.out, [('config', args.config), ('train config', args.train_config)], option='--out',
-                          own=_is_report)
+        check_file_output(
+            args.out, [('config', args.config), ('train config', args.train_config)], option='--out', own=_is_report
+        )
     except (BenchmarkError, OutputError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     from ..ops import load_extension
+
     if load_extension() is None:
-        print('error: the fused kernel is not available (see the warning above); nothing to compare',
-              file=sys.stderr)
+        print('error: the fused kernel is not available (see the warning above); nothing to compare', file=sys.stderr)
         return 1
 
     def log(msg):
         print(msg, flush=True)
+
     result = dict(environment=environment('cpu'))
     if 'op' not in args.skip:
         result['op'] = bench_op(sizes, args.warmup, args.iters, log)

@@ -4,6 +4,7 @@ half the epochs (convergence.json), and the plot (convergence.png), into --out-d
 
 Each head trains into --out-dir/<its demo config's name>; the data goes to --data-root (generated with --seed).
 """
+
 from __future__ import annotations
 
 import sys
@@ -16,8 +17,8 @@ def parse_args(argv: list[str] | None = None):
     parser = parser_from_doc(__doc__)
     parser.add_argument('--out-dir', default='work_dirs/convergence')
     parser.add_argument('--data-root', default='data/synthetic_convergence')
-    parser.add_argument('--epochs', type=epochs, default=24, help='epochs of each head (default: the demos\' 24)')
-    parser.add_argument('--seed', type=int, default=7, help='the data\'s and the training\'s seed')
+    parser.add_argument('--epochs', type=epochs, default=24, help="epochs of each head (default: the demos' 24)")
+    parser.add_argument('--seed', type=int, default=7, help="the data's and the training's seed")
     return parser.parse_args(argv)
 
 
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..analysis.convergence import HEADS, REPORT_FILES, run_convergence
     from ..outputs import OutputError, check_dir_output
     from ..runner import STOP_ERRORS
+
     try:
         check_dir_output(args.out_dir, REPORT_FILES)
         result = run_convergence(args.out_dir, args.data_root, args.epochs, args.seed)
@@ -36,10 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in HEADS:
         print(f'{name:16s}' + ' '.join(f'{p["bbox_mAP"]:.3f}' for p in result['curves'][name]))
     v = result['verdict']
-    reached = (f'DINO reaches it at epoch {v["dino_epoch_reaching_it"]}' if v['dino_epoch_reaching_it']
-               else 'DINO never reaches it')
-    print(f'Deformable DETR final AP {v["deformable_detr_final_ap"]:.3f} (epoch {v["epochs"]}); {reached}; the claim '
-          f'(within half the epochs) {"holds" if v["holds"] else "does not hold"} here')
+    reached = (
+        f'DINO reaches it at epoch {v["dino_epoch_reaching_it"]}'
+        if v['dino_epoch_reaching_it']
+        else 'DINO never reaches it'
+    )
+    print(
+        f'Deformable DETR final AP {v["deformable_detr_final_ap"]:.3f} (epoch {v["epochs"]}); {reached}; the claim '
+        f'(within half the epochs) {"holds" if v["holds"] else "does not hold"} here'
+    )
     print(f'written: {args.out_dir}/convergence.json, {args.out_dir}/convergence.png')
     return 0
 

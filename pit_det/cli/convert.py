@@ -4,6 +4,7 @@
 The output holds ``{'state_dict': {'backbone.<key>': tensor}, 'meta': {...}}``: it works as the backbone's
 ``init_cfg=dict(type='Pretrained', checkpoint=OUT)`` and as mmdet's ``load_from`` (backbone weights only).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,9 @@ def convert_pit_file(src: str, dst: str, arch: str | None = None, force: bool = 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = parser_from_doc(__doc__)
-    parser.add_argument('src', help='checkpoint to convert: a file, an hf-hub: tag (hf-hub:timm/pit_s_224.in1k) or a '
-                                    'URL')
+    parser.add_argument(
+        'src', help='checkpoint to convert: a file, an hf-hub: tag (hf-hub:timm/pit_s_224.in1k) or a URL'
+    )
     parser.add_argument('--out', required=True, help='the converted checkpoint to write (.pth)')
     parser.add_argument('--arch', help='check the result loads into this PiT arch (ti, xs, s, b, *-distilled)')
     parser.add_argument('--force', action='store_true', help='replace an existing --out (never the source)')

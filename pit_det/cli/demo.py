@@ -2,6 +2,7 @@
 
 It writes the data to --data-root and the run (checkpoints, logs, the evaluation, the pictures) to --work-dir.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,17 +33,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from ..runner import STOP_ERRORS
+
     try:
         result = run_demo(args.work_dir, args.data_root, args.epochs, args.seed)
     except (FileExistsError, ValueError, *STOP_ERRORS) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     m = result['metrics']
-    print(f"\nval bbox mAP {m.get('coco/bbox_mAP', float('nan')):.3f}, "
-          f"mAP_50 {m.get('coco/bbox_mAP_50', float('nan')):.3f} with the best checkpoint (epoch {result['epoch']}), "
-          f"after {result['train_seconds']:.0f} s of training")
-    print(f"checkpoint: {result['checkpoint']}\nmetrics:    {Path(args.work_dir) / 'metrics.json'}\n"
-          f"picture:    {result['picture']} ({result['detections_drawn']} detections drawn)")
+    print(
+        f'\nval bbox mAP {m.get("coco/bbox_mAP", float("nan")):.3f}, '
+        f'mAP_50 {m.get("coco/bbox_mAP_50", float("nan")):.3f} with the best checkpoint (epoch {result["epoch"]}), '
+        f'after {result["train_seconds"]:.0f} s of training'
+    )
+    print(
+        f'checkpoint: {result["checkpoint"]}\nmetrics:    {Path(args.work_dir) / "metrics.json"}\n'
+        f'picture:    {result["picture"]} ({result["detections_drawn"]} detections drawn)'
+    )
     return 0
 
 

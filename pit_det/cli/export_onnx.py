@@ -20,6 +20,7 @@ high), and compared with mmdet's predict of each: the top-k boxes within 0.05 px
 differences are printed, and its accuracy is measured with mim test (docs/deployment.md). Needs
 ``pip install "pit-det[export]"``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,11 +30,21 @@ from pathlib import Path
 
 import torch
 
-from ..deploy.onnx import (MIN_SIDE, ExportError, build_exportable, check_shape, compare, export, load_image,
-                           metadata, one_pixel_size, shape_problem)
-from ..deploy.openvino import require_tools
 from ..checkpoint import CheckpointMismatchError, CheckpointReadError
 from ..deploy.metadata import FORMATS, exported_metadata
+from ..deploy.onnx import (
+    MIN_SIDE,
+    ExportError,
+    build_exportable,
+    check_shape,
+    compare,
+    export,
+    load_image,
+    metadata,
+    one_pixel_size,
+    shape_problem,
+)
+from ..deploy.openvino import require_tools
 from ..deploy.runtimes import Runtime
 from ..outputs import OutputError, atomic_write, check_file_output
 from . import command, config_file, image_size, parser_from_doc
@@ -43,25 +54,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = parser_from_doc(__doc__)
     parser.add_argument('config', type=config_file, help='a config path, or a config name')
     parser.add_argument('checkpoint')
-    parser.add_argument('--out', required=True, help='the file to write: .onnx (--format onnx) or .xml (the IRs, '
-                                                     'with a .bin beside it); replaces an earlier export, any other '
-                                                     'existing file only with --force')
+    parser.add_argument(
+        '--out',
+        required=True,
+        help='the file to write: .onnx (--format onnx) or .xml (the IRs, '
+        'with a .bin beside it); replaces an earlier export, any other '
+        'existing file only with --force',
+    )
     parser.add_argument('--format', default='onnx', help=f'one of {", ".join(FORMATS)} (default onnx)')
-    parser.add_argument('--size', type=image_size, required=True,
-                        help='HxW the graph is traced and checked at, e.g. 400x666 (it runs at any size)')
+    parser.add_argument(
+        '--size',
+        type=image_size,
+        required=True,
+        help='HxW the graph is traced and checked at, e.g. 400x666 (it runs at any size)',
+    )
     parser.add_argument('--image', help='image for the check (default: a generated scene)')
-    parser.add_argument('--calibration-images', type=int, default=None,
-                        help='openvino-int8: images of the training set to calibrate with (default 64)')
+    parser.add_argument(
+        '--calibration-images',
+        type=int,
+        default=None,
+        help='openvino-int8: images of the training set to calibrate with (default 64)',
+    )
     parser.add_argument('--seed', type=int, default=0, help='openvino-int8: seed of the calibration pick')
     parser.add_argument('--opset', type=int, default=17)
     parser.add_argument('--topk', type=int, default=20, help='detections compared (default 20)')
-    parser.add_argument('--force', action='store_true', help='replace an existing --out that is not an export of '
-                                                             'this tool (never an input)')
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='replace an existing --out that is not an export of this tool (never an input)',
+    )
     return parser.parse_args(argv)
 
 
 def _default_image(folder: Path) -> Path:
     from ..data import make_synthetic_coco
+
     return make_synthetic_coco(folder / 'scene', num_train=0, num_val=1, size=256) / 'val' / '000000.png'
 
 
@@ -103,8 +130,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise ExportError(f'--out {args.out}: a --format {args.format} file is named *{suffix}')
     if suffix == '.xml':  # the weights file beside it
         bin_file = Path(args.out).with_suffix('.bin')
-        check_file_output(bin_file, inputs, option='--out\'s weights file', force=args.force or is_export(args.out)
-                          or not bin_file.exists())
+        check_file_output(
+            bin_file,
+            inputs,
+            option="--out's weights file",
+            force=args.force or is_export(args.out) or not bin_file.exists(),
+        )
 
 
 class _NotReproduced(Exception):
@@ -131,11 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         calibration = None
         if args.format == 'openvino-int8':
             from ..deploy.openvino import CALIBRATION_IMAGES, calibration_images
+
             calibration = calibration_images(model.cfg, args.calibration_images or CALIBRATION_IMAGES, args.seed)
         with tempfile.TemporaryDirectory() as tmp:
             source = args.image or _default_image(Path(tmp))
-            images = [load_image(source, height, width)] + [load_image(source, *size)
-                                                            for size in check_sizes(model, height, width)]
+            images = [load_image(source, height, width)] + [
+                load_image(source, *size) for size in check_sizes(model, height, width)
+            ]
 
         def check(runtime: Runtime) -> None:
             for batch in (torch.cat([images[0], images[0].flip(-1)]), *images[1:]):  # a batch of two, other sizes
@@ -146,21 +179,32 @@ def main(argv: list[str] | None = None) -> int:
 
         def write_onnx(tmp: Path) -> None:
             export(model, height, width, tmp, args.opset)
-            print(f'exported {args.out} ({tmp.stat().st_size / 2 ** 20:.1f} MiB), onnx.checker: valid, opset '
-                  f'{args.opset}', flush=True)
+            print(
+                f'exported {args.out} ({tmp.stat().st_size / 2**20:.1f} MiB), onnx.checker: valid, opset {args.opset}',
+                flush=True,
+            )
             check(Runtime('onnxruntime', tmp))
 
         if args.format == 'onnx':
             atomic_write(args.out, write_onnx)
         else:
             write_ir(args, model, calibration, check)
-    except (ExportError, OutputError, CheckpointMismatchError, CheckpointReadError, FileNotFoundError,
-            ValueError) as exc:
+    except (
+        ExportError,
+        OutputError,
+        CheckpointMismatchError,
+        CheckpointReadError,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
     except _NotReproduced:
-        print(f'error: the exported graph does not reproduce mmdet\'s predict within the tolerances above; {args.out} '
-              'was not written', file=sys.stderr)
+        print(
+            f"error: the exported graph does not reproduce mmdet's predict within the tolerances above; {args.out} "
+            'was not written',
+            file=sys.stderr,
+        )
         return 1
     print(f'wrote {args.out}' + (f' and {Path(args.out).with_suffix(".bin")}' if args.format != 'onnx' else ''))
     return 0
@@ -171,14 +215,18 @@ def write_ir(args: argparse.Namespace, model, calibration, check) -> None:
     import time
 
     from ..deploy.openvino import save_ir, to_openvino
+
     height, width = args.size
     with tempfile.TemporaryDirectory() as tmp:
         onnx_file = export(model, height, width, Path(tmp) / 'model.onnx', args.opset)
         start = time.perf_counter()
         ir = to_openvino(onnx_file, metadata(model, height, width), args.format, calibration)
         if calibration:
-            print(f'quantised to INT8 with NNCF on {len(calibration)} calibration images of the training set '
-                  f'(seed {args.seed}) in {time.perf_counter() - start:.0f} s', flush=True)
+            print(
+                f'quantised to INT8 with NNCF on {len(calibration)} calibration images of the training set '
+                f'(seed {args.seed}) in {time.perf_counter() - start:.0f} s',
+                flush=True,
+            )
         save_ir(ir, args.out, check=lambda written: check(Runtime(args.format, written, precision='f32')))
 
 

@@ -11,6 +11,7 @@ In --out-dir (a new or empty folder) it writes summary.md and summary.json, then
                and fp16, in images/s, with the GPU's name and its measured matrix-product rates
 Without a GPU (or with an mmcv built without CUDA ops) it stops at once and says what it needs.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,17 +36,23 @@ def parse_args(argv: list[str] | None = None):
 
 def _check_out_dir(folder: Path) -> None:
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise ValueError(f'--out-dir {folder} exists and is not an empty folder: give a new folder (a GPU check '
-                         'writes its own summary and logs, and replaces no one else\'s)')
+        raise ValueError(
+            f'--out-dir {folder} exists and is not an empty folder: give a new folder (a GPU check '
+            "writes its own summary and logs, and replaces no one else's)"
+        )
 
 
 def summary_markdown(summary: dict) -> str:
     from ..acceptance.checks import format_latency
     from ..outputs import code_span
 
-    lines = [f"# GPU check: {summary['gpu']}", '',
-             f"{summary['date']}; torch {summary['torch']}, CUDA {summary['cuda']}, mmcv {summary['mmcv']}; "
-             f"{summary['wall_s']:.0f} s in all.", '']
+    lines = [
+        f'# GPU check: {summary["gpu"]}',
+        '',
+        f'{summary["date"]}; torch {summary["torch"]}, CUDA {summary["cuda"]}, mmcv {summary["mmcv"]}; '
+        f'{summary["wall_s"]:.0f} s in all.',
+        '',
+    ]
     for name, step in summary['steps'].items():
         verdict = 'skipped' if step.get('skipped') else ('ok' if step.get('ok') else 'FAILED')
         details = {k: v for k, v in step.items() if k not in ('ok', 'rows', 'skipped')}
@@ -54,9 +61,14 @@ def summary_markdown(summary: dict) -> str:
     if latency.get('rows'):
         limits = latency.get('limits', {})
         rates = [f'{k.split()[-1]} {2 * v / 1000:.0f}' for k, v in limits.items() if k.startswith('matmul')]
-        lines += ['', '## Latency (images/s, predict)', '',
-                  f'Matrix-product rates measured in the same run (TFLOP/s): {", ".join(rates)}.', '',
-                  format_latency(latency)]
+        lines += [
+            '',
+            '## Latency (images/s, predict)',
+            '',
+            f'Matrix-product rates measured in the same run (TFLOP/s): {", ".join(rates)}.',
+            '',
+            format_latency(latency),
+        ]
     return '\n'.join(lines) + '\n'
 
 
@@ -65,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out_dir)
     from ..acceptance import AcceptanceError, require_gpu
+
     try:
         if args.iters < 5:
             raise ValueError(f'--iters {args.iters}: at least 5, so that the loss can be seen to fall')
@@ -84,8 +97,15 @@ def main(argv: list[str] | None = None) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    summary = dict(gpu=gpu, date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), torch=torch.__version__,
-                   cuda=torch.version.cuda, mmcv=mmcv.__version__, steps={}, wall_s=0.0)
+    summary = dict(
+        gpu=gpu,
+        date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        mmcv=mmcv.__version__,
+        steps={},
+        wall_s=0.0,
+    )
     root = Path(__file__).resolve().parents[2]
 
     def step(name, run):
@@ -114,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def train(amp: bool):
         if not (data / 'annotations').is_dir():
-            make_synthetic_coco(data, num_train=2 * args.iters, num_val=8, size=640,
-                                val_sizes=[(480, 640), (640, 480)])
-        result = acceptance.training_check(config, data, out / ('train_amp' if amp else 'train_fp32'),
-                                           iters=args.iters, batch=2, amp=amp)
+            make_synthetic_coco(data, num_train=2 * args.iters, num_val=8, size=640, val_sizes=[(480, 640), (640, 480)])
+        result = acceptance.training_check(
+            config, data, out / ('train_amp' if amp else 'train_fp32'), iters=args.iters, batch=2, amp=amp
+        )
         trained[amp] = result
         return result
 
@@ -140,8 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     (out / 'summary.md').write_text(summary_markdown(summary))
     print((out / 'summary.md').read_text())
     failed = [n for n, s in summary['steps'].items() if not s.get('skipped') and not s.get('ok')]
-    print(f'{"all steps passed" if not failed else "FAILED: " + ", ".join(failed)}; '
-          f'{summary["wall_s"]:.0f} s; written: {out}/summary.md, {out}/summary.json')
+    print(
+        f'{"all steps passed" if not failed else "FAILED: " + ", ".join(failed)}; '
+        f'{summary["wall_s"]:.0f} s; written: {out}/summary.md, {out}/summary.json'
+    )
     return 1 if failed else 0
 
 

@@ -4,6 +4,7 @@
 exported-graph paths take the file from pit-det-export-onnx as --model-file, checked against the config's classes
 before the model is built and against the checkpoint's weights when it is opened.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,10 +13,10 @@ from dataclasses import asdict
 
 from mmengine.config import Config
 
-from . import command, config_file, parser_from_doc
 from ..checkpoint import CheckpointMismatchError, CheckpointReadError
 from ..draw import draw_detections
 from ..models.inference import PATHS, InferenceOptions
+from . import command, config_file, parser_from_doc
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -26,14 +27,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--out', required=True, help='output picture (.png or .jpg)')
     parser.add_argument('--score-thr', type=float, default=0.3)
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--path', default='eager', choices=list(PATHS),
-                        help='how the detector runs (the exported-graph paths onnxruntime, openvino and openvino-int8 '
-                             'need --model-file)')
-    parser.add_argument('--model-file',
-                        help='the file from pit-det-export-onnx: ONNX (onnxruntime, openvino) or OpenVINO IR .xml '
-                             '(openvino, openvino-int8)')
-    parser.add_argument('--precision', help='OpenVINO\'s inference precision (f32, bf16, f16; default OpenVINO\'s '
-                                            'choice for this CPU)')
+    parser.add_argument(
+        '--path',
+        default='eager',
+        choices=list(PATHS),
+        help='how the detector runs (the exported-graph paths onnxruntime, openvino and openvino-int8 '
+        'need --model-file)',
+    )
+    parser.add_argument(
+        '--model-file',
+        help='the file from pit-det-export-onnx: ONNX (onnxruntime, openvino) or OpenVINO IR .xml '
+        '(openvino, openvino-int8)',
+    )
+    parser.add_argument(
+        '--precision', help="OpenVINO's inference precision (f32, bf16, f16; default OpenVINO's choice for this CPU)"
+    )
     parser.add_argument('--force', action='store_true', help='replace an existing --out file (never an input)')
     return parser.parse_args(argv)
 
@@ -45,18 +53,26 @@ def main(argv=None) -> int:
         if not 0 <= args.score_thr <= 1:
             raise ValueError(f'--score-thr {args.score_thr}: give a score between 0 and 1')
         given = dict(path=args.path, model_file=args.model_file, precision=args.precision)
-        inference = InferenceOptions.parse({k: v for k, v in given.items() if v is not None},
-                                           spell=lambda option, value=None: f'--{option.replace("_", "-")}'
-                                           + ('' if value is None else f' {value}'))
+        inference = InferenceOptions.parse(
+            {k: v for k, v in given.items() if v is not None},
+            spell=lambda option, value=None: f'--{option.replace("_", "-")}' + ('' if value is None else f' {value}'),
+        )
         path = inference.build()
         if path.runs_file:  # the file against the config's classes before any model is built; its weights when
-            try:            # the detector opens it
+            try:  # the detector opens it
                 path.check_file(Config.fromfile(args.config).model.bbox_head.num_classes, args.config)
             except CheckpointMismatchError as exc:
                 raise CheckpointMismatchError(f'--model-file {exc}') from None
-        count = draw_detections(args.config, args.checkpoint, args.image, args.out, args.score_thr, args.device,
-                                inference={k: v for k, v in asdict(inference).items() if v is not None},
-                                force=args.force)
+        count = draw_detections(
+            args.config,
+            args.checkpoint,
+            args.image,
+            args.out,
+            args.score_thr,
+            args.device,
+            inference={k: v for k, v in asdict(inference).items() if v is not None},
+            force=args.force,
+        )
     except (FileNotFoundError, ImportError, ValueError, CheckpointMismatchError, CheckpointReadError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1

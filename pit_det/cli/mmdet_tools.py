@@ -1,4 +1,5 @@
 """Run mmdet's own ``tools/train.py`` / ``tools/test.py`` (shipped in its wheel under ``mmdet/.mim``)."""
+
 from __future__ import annotations
 
 import runpy
@@ -10,6 +11,7 @@ from . import command
 
 def mmdet_tool_path(name: str) -> Path:
     import mmdet
+
     path = Path(mmdet.__file__).parent / '.mim' / 'tools' / f'{name}.py'
     if not path.is_file():
         raise FileNotFoundError(f'{path} not found: this mmdet installation does not ship its tools')

@@ -3,6 +3,7 @@ pycocotools read (:func:`check_coco`, the one check of the dataset command, the 
 missing areas supplied in a copy, a seeded train/validation split, and the dataset config inside mmdet's dataset
 wrappers (:func:`unwrap_dataset`).
 """
+
 from __future__ import annotations
 
 import json
@@ -84,14 +85,21 @@ def check_coco(data, path: str | Path) -> None:
 
     def integer(value) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
+
     ids, names = set(), set()
     for i, cat in enumerate(data['categories']):
-        if not isinstance(cat, dict) or not integer(cat.get('id')) or not isinstance(cat.get('name'), str) \
-                or not cat['name']:
+        if (
+            not isinstance(cat, dict)
+            or not integer(cat.get('id'))
+            or not isinstance(cat.get('name'), str)
+            or not cat['name']
+        ):
             raise DatasetError(f'{where("category", i, cat)}: a category needs an integer "id" and a "name"')
         if not _unicode(cat['name']):
-            raise DatasetError(f'{where("category", i, cat)}: its name is not valid Unicode (it holds a lone '
-                               'surrogate, \\ud800-\\udfff): rename the category')
+            raise DatasetError(
+                f'{where("category", i, cat)}: its name is not valid Unicode (it holds a lone '
+                'surrogate, \\ud800-\\udfff): rename the category'
+            )
         if cat['id'] in ids or cat['name'] in names:
             raise DatasetError(f'{where("category", i, cat)}: its id or name is used by another category')
         ids.add(cat['id'])
@@ -103,8 +111,10 @@ def check_coco(data, path: str | Path) -> None:
         if not _unicode(img['file_name']):
             raise DatasetError(f'{where("image", i, img)}: its file_name is empty or not valid Unicode')
         if not all(integer(img.get(side)) and img[side] > 0 for side in ('width', 'height')):
-            raise DatasetError(f'{where("image", i, img)}: an image needs its "width" and "height" in pixels, '
-                               'positive integers (mmdet\'s CocoDataset reads both)')
+            raise DatasetError(
+                f'{where("image", i, img)}: an image needs its "width" and "height" in pixels, '
+                "positive integers (mmdet's CocoDataset reads both)"
+            )
         if img['id'] in images:
             raise DatasetError(f'{where("image", i, img)}: its id is used by another image')
         images.add(img['id'])
@@ -113,22 +123,31 @@ def check_coco(data, path: str | Path) -> None:
         if not isinstance(ann, dict):
             raise DatasetError(f'{where("annotation", i, ann)}: not an object')
         if not integer(ann.get('id')) or ann['id'] in annotation_ids:
-            raise DatasetError(f'{where("annotation", i, ann)}: an annotation needs an integer "id" of its own '
-                               '(pycocotools and mmdet index annotations by id)')
+            raise DatasetError(
+                f'{where("annotation", i, ann)}: an annotation needs an integer "id" of its own '
+                '(pycocotools and mmdet index annotations by id)'
+            )
         annotation_ids.add(ann['id'])
         box = ann.get('bbox')
         if not is_box(box) or box[2] < 0 or box[3] < 0:
-            raise DatasetError(f'{where("annotation", i, ann)}: "bbox" must be [x, y, width, height], four finite '
-                               'numbers with a width and height of at least 0 (not corners x1, y1, x2, y2)')
+            raise DatasetError(
+                f'{where("annotation", i, ann)}: "bbox" must be [x, y, width, height], four finite '
+                'numbers with a width and height of at least 0 (not corners x1, y1, x2, y2)'
+            )
         if 'area' in ann and not is_finite_number(ann['area']):
-            raise DatasetError(f'{where("annotation", i, ann)}: "area" must be a finite number (the box\'s or the '
-                               'mask\'s area in pixels)')
+            raise DatasetError(
+                f'{where("annotation", i, ann)}: "area" must be a finite number (the box\'s or the '
+                "mask's area in pixels)"
+            )
         if ann.get('image_id') not in images:
-            raise DatasetError(f'{where("annotation", i, ann)}: image_id {ann.get("image_id")!r} is not an id of '
-                               '"images"')
+            raise DatasetError(
+                f'{where("annotation", i, ann)}: image_id {ann.get("image_id")!r} is not an id of "images"'
+            )
         if ann.get('category_id') not in ids:
-            raise DatasetError(f'{where("annotation", i, ann)}: category_id {ann.get("category_id")!r} is not an id '
-                               f'of "categories" ({sorted(ids)[:10]})')
+            raise DatasetError(
+                f'{where("annotation", i, ann)}: category_id {ann.get("category_id")!r} is not an id '
+                f'of "categories" ({sorted(ids)[:10]})'
+            )
 
 
 def read_coco(path: str | Path) -> CocoSet:
@@ -177,8 +196,11 @@ def split(coco: CocoSet, fraction: float, seed: int, train_out: Path, val_out: P
     val = set(ids[:count])
     parts = []
     for path, keep in ((train_out, lambda i: i not in val), (val_out, lambda i: i in val)):
-        part = dict(coco.data, images=[img for img in coco.data['images'] if keep(img['id'])],
-                    annotations=[a for a in coco.data['annotations'] if keep(a['image_id'])])
+        part = dict(
+            coco.data,
+            images=[img for img in coco.data['images'] if keep(img['id'])],
+            annotations=[a for a in coco.data['annotations'] if keep(a['image_id'])],
+        )
         parts.append(write_coco(CocoSet(coco.path, part), path))
     return parts[0], parts[1]
 
@@ -190,6 +212,7 @@ def write_coco(coco: CocoSet, path: Path) -> CocoSet:
     """``coco``'s annotations written to ``path`` (atomically), marked as a copy of ``coco.path`` (:func:`is_copy`);
     the set as read from there."""
     from ..outputs import write_text
+
     data = {COPY_MARK: str(coco.path), **coco.data}  # first, so that is_copy reads a few bytes of a large file
     write_text(path, json.dumps(data))
     return CocoSet(Path(path).resolve(), data)

@@ -8,4 +8,5 @@
   here, when pit_det is imported).
 - :mod:`.extras`: the one guard of the optional packages (``pip install "pit-det[export]"``).
 """
+
 from . import runtimes  # noqa: F401  (registers the onnxruntime and OpenVINO inference paths)

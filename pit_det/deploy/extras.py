@@ -1,4 +1,5 @@
 """The one guard of the optional packages of deployment (the ``export`` extra): onnx, onnxruntime, openvino, nncf."""
+
 from __future__ import annotations
 
 import importlib

@@ -7,6 +7,7 @@ back (the one reader), :func:`check_exported` refuses a file of another format, 
 detector's, :func:`check_fits` (with :func:`format_mismatch` and :func:`classes_mismatch`) a file that does not fit a
 config, before any model is built.
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,8 +21,14 @@ from ..checkpoint import CheckpointMismatchError, CheckpointReadError
 from .extras import require
 
 # What an exported graph carries of its origin, checked when a detector runs the file.
-EXPORT_METADATA = ('pit_det.config', 'pit_det.checkpoint', 'pit_det.weights_sha256', 'pit_det.num_classes',
-                   'pit_det.classes', 'pit_det.input_size')
+EXPORT_METADATA = (
+    'pit_det.config',
+    'pit_det.checkpoint',
+    'pit_det.weights_sha256',
+    'pit_det.num_classes',
+    'pit_det.classes',
+    'pit_det.input_size',
+)
 RUNTIMES = ('onnxruntime', 'openvino', 'openvino-int8')
 FORMATS = ('onnx', 'openvino', 'openvino-int8')
 FORMAT_KEY = 'pit_det.format'
@@ -52,7 +59,7 @@ def graph_digest(xml_text: str) -> str:
     group = BIN_KEY.split('.', 1)[0]
     start, end = xml_text.find(f'<{group}>'), xml_text.rfind(f'</{group}>')
     if 0 <= start < end:
-        xml_text = xml_text[:start] + xml_text[end + len(f'</{group}>'):]
+        xml_text = xml_text[:start] + xml_text[end + len(f'</{group}>') :]
     return hashlib.sha256(xml_text.encode('utf-8')).hexdigest()
 
 
@@ -73,40 +80,53 @@ def exported_metadata(path: str | Path) -> dict[str, str]:
             model = ov.Core().read_model(str(path))
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[-1][:200]
-            raise CheckpointReadError(f'{path} is not a readable OpenVINO IR ({first}): give the .xml written by '
-                                      'pit-det-export-onnx --format openvino, with its .bin beside it') from None
+            raise CheckpointReadError(
+                f'{path} is not a readable OpenVINO IR ({first}): give the .xml written by '
+                'pit-det-export-onnx --format openvino, with its .bin beside it'
+            ) from None
         keys = [*EXPORT_METADATA, FORMAT_KEY]
-        meta = {key: model.get_rt_info(key.split('.', 1)).astype(str) for key in keys
-                if model.has_rt_info(key.split('.', 1))}
+        meta = {
+            key: model.get_rt_info(key.split('.', 1)).astype(str)
+            for key in keys
+            if model.has_rt_info(key.split('.', 1))
+        }
         meta.setdefault(FORMAT_KEY, 'openvino')
         bin_key, weights = BIN_KEY.split('.', 1), path.with_suffix('.bin')
         if set(EXPORT_METADATA) <= set(meta):  # pit-det's IR: its .bin must be the one written with it
             if not model.has_rt_info(bin_key):
-                raise CheckpointReadError(f'{path} does not record the digest of its weights file (an older '
-                                          f'pit-det): {again}')
+                raise CheckpointReadError(
+                    f'{path} does not record the digest of its weights file (an older pit-det): {again}'
+                )
             if model.get_rt_info(bin_key).astype(str) != file_digest(weights):
-                raise CheckpointReadError(f'{weights} is not the weights file written with {path} (its sha256 differs '
-                                          'from the one the .xml records: another export\'s .bin, or a damaged '
-                                          f'copy): copy the .xml and .bin of one export together, or {again}')
+                raise CheckpointReadError(
+                    f'{weights} is not the weights file written with {path} (its sha256 differs '
+                    "from the one the .xml records: another export's .bin, or a damaged "
+                    f'copy): copy the .xml and .bin of one export together, or {again}'
+                )
             graph_key = GRAPH_KEY.split('.', 1)
             if not model.has_rt_info(graph_key):
                 raise CheckpointReadError(f'{path} does not record the digest of its graph (an older pit-det): {again}')
             if model.get_rt_info(graph_key).astype(str) != graph_digest(path.read_text(encoding='utf-8')):
-                raise CheckpointReadError(f'{path} is not the graph pit-det exported (its layers differ from the '
-                                          'digest it records: edited, or damaged): use the file as exported, or '
-                                          f'{again}')
+                raise CheckpointReadError(
+                    f'{path} is not the graph pit-det exported (its layers differ from the '
+                    'digest it records: edited, or damaged): use the file as exported, or '
+                    f'{again}'
+                )
     else:
         onnx = require('onnx', purpose='reading an ONNX file needs')
         try:
             proto = onnx.load(str(path), load_external_data=False)
         except Exception as exc:  # onnx raises DecodeError and others for a file of another format
-            raise CheckpointReadError(f'{path} is not an ONNX file ({type(exc).__name__}): give the .onnx file written '
-                                      'by pit-det-export-onnx') from None
+            raise CheckpointReadError(
+                f'{path} is not an ONNX file ({type(exc).__name__}): give the .onnx file written by pit-det-export-onnx'
+            ) from None
         meta = {p.key: p.value for p in proto.metadata_props if p.key in EXPORT_METADATA}
         meta.setdefault(FORMAT_KEY, 'onnx')
     if not set(EXPORT_METADATA) <= set(meta):
-        raise CheckpointReadError(f'{path} does not say what it was exported from (no pit-det metadata: another '
-                                  f'exporter or an older pit-det): {again}')
+        raise CheckpointReadError(
+            f'{path} does not say what it was exported from (no pit-det metadata: another '
+            f'exporter or an older pit-det): {again}'
+        )
     return meta
 
 
@@ -115,9 +135,11 @@ def classes_mismatch(meta: dict[str, str], path: str | Path, num_classes: int, s
     config or a detector), else None."""
     if meta['pit_det.num_classes'] == str(num_classes):
         return None
-    return (f'{path} was exported from a detector of {meta["pit_det.num_classes"]} classes ({meta["pit_det.config"]}), '
-            f'{source} has {num_classes}: export this config and checkpoint with pit-det-export-onnx CONFIG '
-            f'CHECKPOINT --out {path} --size HxW')
+    return (
+        f'{path} was exported from a detector of {meta["pit_det.num_classes"]} classes ({meta["pit_det.config"]}), '
+        f'{source} has {num_classes}: export this config and checkpoint with pit-det-export-onnx CONFIG '
+        f'CHECKPOINT --out {path} --size HxW'
+    )
 
 
 def format_mismatch(meta: dict[str, str], path: str | Path, runtime: str) -> str | None:
@@ -126,8 +148,10 @@ def format_mismatch(meta: dict[str, str], path: str | Path, runtime: str) -> str
     if fmt in RUNS[runtime]:
         return None
     fits = [r for r, formats in RUNS.items() if fmt in formats]
-    return (f'{path} is exported as {fmt}, which the {runtime} path does not run: use the path {" or ".join(fits)}, '
-            f'or export with pit-det-export-onnx CONFIG CHECKPOINT --out OUT --size HxW --format {RUNS[runtime][-1]}')
+    return (
+        f'{path} is exported as {fmt}, which the {runtime} path does not run: use the path {" or ".join(fits)}, '
+        f'or export with pit-det-export-onnx CONFIG CHECKPOINT --out OUT --size HxW --format {RUNS[runtime][-1]}'
+    )
 
 
 def check_fits(meta: dict[str, str], path: str | Path, runtime: str, num_classes: int, source: str) -> None:
@@ -153,13 +177,15 @@ def check_exported(meta: dict[str, str], path: str | Path, model: nn.Module, run
         raise CheckpointMismatchError(
             f'{path} was exported from other weights ({meta["pit_det.checkpoint"]}, config {meta["pit_det.config"]}) '
             f'than this detector holds: export this checkpoint with pit-det-export-onnx CONFIG CHECKPOINT --out {path} '
-            '--size HxW')
+            '--size HxW'
+        )
 
 
 def weights_digest(model: nn.Module) -> str:
     """sha256 of ``model``'s state dict (names, shapes, dtypes and values): what an exported file records of the
     weights it was exported from."""
     import torch
+
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(f'{name}:{tuple(tensor.shape)}:{tensor.dtype};'.encode())

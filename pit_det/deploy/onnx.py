@@ -7,22 +7,23 @@ inside and returns ``boxes`` ``(N, K, 4)`` (x1, y1, x2, y2 in input pixels), ``s
 images of one size: a runtime path runs each image alone, cropped to its size, as mmdet's ``predict`` does a batch of
 one).
 
-Nothing in mmdet is patched: a wrapper module holds the detector and runs its backbone, neck, transformer and head as
-the detector does; only the last step, mmdet's per-image post-processing (a Python loop over images, which tracing
-would unroll into a fixed batch), is written here batched, the same operations on a batch axis. mmdet computes the
-levels' shapes with ``torch._shape_as_tensor`` for this; PiT resizes its position embedding to the traced input's
-size; the deformable attention runs :func:`deform_attn_graph` (mmcv's ``grid_sample`` formulation, standard ONNX at
-opset >= 16, with the levels cut by tensors instead of Python ints); while tracing, ``torch.linspace`` of a traced
-size is written in a form that holds for a level of one pixel (:func:`traceable_shapes`). Export uses torch's
-TorchScript exporter (``dynamo=False``): the dynamo exporter stops on a data-dependent access inside mmdet's
-transformer.
+Nothing is patched: the detector traces as it is, in its export mode
+(:meth:`~pit_det.models.detectors.PitDetDetector.export_mode`: the deformable attention in its graph form, mmcv's
+``grid_sample`` formulation, standard ONNX at opset >= 16, with the levels cut by tensors). Its every size follows the
+input's in either mode (mmdet's ``torch._shape_as_tensor`` for the levels' shapes, the detector's own reference points
+and proposals, PiT's position embedding resized to its input). A wrapper module runs its backbone, neck, transformer
+and head as the detector does; only the last step, mmdet's per-image post-processing (a Python loop over images,
+which tracing would unroll into a fixed batch), is written here batched, the same operations on a batch axis. An
+mmdet ``DeformableDETR`` or ``DINO`` config is exported as pit-det's class of it (the same weights and numbers).
+Export uses torch's TorchScript exporter (``dynamo=False``): the dynamo exporter stops on a data-dependent access
+inside mmdet's transformer.
 """
+
 from __future__ import annotations
 
 import json
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.detectors import DETR_TYPES
+from ..models.detectors import DETR_TYPES, PIT_DET_TYPES
 from ..models.utils import image_sample
 from ..outputs import atomic_write
 from .extras import require
@@ -42,77 +43,6 @@ GRAPH_OUTPUTS = ('boxes', 'scores', 'labels')
 
 class ExportError(ValueError):
     """A request the exporter cannot honour; the message says why and what to do."""
-
-
-def deform_attn_graph(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
-                      sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
-    """mmcv's ``multi_scale_deformable_attn_pytorch`` (``grid_sample`` per level, standard ONNX at opset >= 16) with
-    the levels cut at ``level_start_index`` and shaped by ``spatial_shapes`` as tensors, so that a traced graph
-    follows the input's size instead of the size it was traced at (mmcv splits by Python ints)."""
-    bs, _, num_heads, dims = value.shape
-    _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
-    grids = 2 * sampling_locations - 1
-    weights = attention_weights.transpose(1, 2).reshape(bs * num_heads, 1, num_queries, num_levels, num_points)
-    out = None
-    for level in range(num_levels):  # summed level by level: no tensor of every level's samples at once
-        height, width = spatial_shapes[level, 0], spatial_shapes[level, 1]
-        start = level_start_index[level]  # slices with tensor bounds are traced as such (ONNX Slice)
-        stop = level_start_index[level + 1] if level + 1 < num_levels else None
-        level_value = value[:, start:stop].flatten(2).transpose(1, 2).reshape(bs * num_heads, dims, height, width)
-        grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        sampled = torch.nn.functional.grid_sample(level_value, grid, mode='bilinear', padding_mode='zeros',
-                                                  align_corners=False)  # (bs * heads, dims, queries, points)
-        level_out = (sampled * weights[:, :, :, level]).sum(-1)
-        out = level_out if out is None else out + level_out
-    out = out.view(bs, num_heads * dims, num_queries)
-    return out.transpose(1, 2).contiguous()
-
-
-@contextmanager
-def graph_deform_attn(model: nn.Module):
-    """A context in which every deformable attention of ``model`` runs :func:`deform_attn_graph` on the CPU (its
-    class switched, its parameters kept); the classes are restored on exit."""
-    from mmcv.ops import MultiScaleDeformableAttention
-
-    from ..ops import FusedMultiScaleDeformableAttention
-
-    class GraphDeformableAttention(FusedMultiScaleDeformableAttention):
-        cpu_core = staticmethod(deform_attn_graph)
-
-    modules = [(m, type(m)) for m in model.modules() if isinstance(m, MultiScaleDeformableAttention)]
-    try:
-        for module, _ in modules:
-            module.__class__ = GraphDeformableAttention
-        yield len(modules)
-    finally:
-        for module, cls in modules:
-            module.__class__ = cls
-
-
-def _traceable_linspace(linspace):
-    def traceable(start, end, steps, *args, dtype=None, device=None, **kwargs):
-        if not isinstance(steps, torch.Tensor):  # a Python int: a constant of the graph, exact as it is
-            return linspace(start, end, steps, *args, dtype=dtype, device=device, **kwargs)
-        index = torch.arange(steps, dtype=dtype or torch.get_default_dtype(), device=device)
-        return start + index * ((end - start) / torch.clamp(steps - 1, min=1))
-    return traceable
-
-
-@contextmanager
-def traceable_shapes():
-    """A context in which ``torch.linspace(start, end, n)`` with ``n`` a traced size is written as
-    ``start + arange(n) * (end - start) / max(n - 1, 1)``.
-
-    mmdet builds the encoder's reference points (``linspace(0.5, H - 0.5, H)``) and the two-stage proposals
-    (``linspace(0, H - 1, H)``) of each level so; the exporter writes linspace's step as ``(end - start) / (n - 1)``,
-    NaN for a level 1 pixel high or wide (any side under 80 px with PiT's strides). Both forms give the same values
-    (the step is exactly 1 in both of mmdet's uses); ``torch.linspace`` is itself again on exit."""
-    linspace = torch.linspace
-    torch.linspace = _traceable_linspace(linspace)
-    try:
-        yield
-    finally:
-        torch.linspace = linspace
 
 
 class DetectorGraph(nn.Module):
@@ -127,8 +57,10 @@ class DetectorGraph(nn.Module):
     def __init__(self, detector: nn.Module, height: int, width: int) -> None:
         super().__init__()
         if not detector.bbox_head.loss_cls.use_sigmoid:
-            raise ExportError('the exporter knows DETR heads with sigmoid scores (focal loss), as in '
-                              'mmdet\'s and this package\'s configs; this head uses softmax')
+            raise ExportError(
+                'the exporter knows DETR heads with sigmoid scores (focal loss), as in '
+                "mmdet's and this package's configs; this head uses softmax"
+            )
         self.detector = detector
         preprocessor = detector.data_preprocessor
         self.register_buffer('mean', preprocessor.mean.detach().clone().view(1, 3, 1, 1))
@@ -138,6 +70,7 @@ class DetectorGraph(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
+
         detector = self.detector
         features = detector.extract_feat((image - self.mean) / self.std)
         head_inputs = detector.forward_transformer(features, self.samples)
@@ -163,7 +96,7 @@ def reference_predict(model: nn.Module, image: torch.Tensor) -> list[np.ndarray]
             sample = image_sample(*image.shape[-2:])
             instances = model.predict((one[None] - mean) / std, [sample], rescale=False)[0].pred_instances
             outputs.append((instances.bboxes.numpy(), instances.scores.numpy(), instances.labels.numpy()))
-    return [np.stack(parts) for parts in zip(*outputs)]
+    return [np.stack(parts) for parts in zip(*outputs, strict=True)]
 
 
 def build_exportable(config: str | Path, checkpoint: str | Path):
@@ -172,19 +105,25 @@ def build_exportable(config: str | Path, checkpoint: str | Path):
     from mmengine.config import Config
 
     from ..models.detectors import build_detector
+
     if not Path(config).is_file():
         raise ExportError(f'config not found: {config}')
     register_all_modules()
     cfg = Config.fromfile(str(config))
     if cfg.model.get('type') not in SUPPORTED:
-        raise ExportError(f'{config}: a {cfg.model.get("type")} detector; the exporter knows Deformable DETR (plain, '
-                          f'refine and two-stage) and DINO: {", ".join(SUPPORTED)}')
+        raise ExportError(
+            f'{config}: a {cfg.model.get("type")} detector; the exporter knows Deformable DETR (plain, '
+            f'refine and two-stage) and DINO: {", ".join(SUPPORTED)}'
+        )
+    cfg.model.type = PIT_DET_TYPES.get(cfg.model.type, cfg.model.type)  # the class that has an export mode
     model = build_detector(cfg, checkpoint)
     # the config's own class list first: mmdet names COCO's classes for a checkpoint that records none
-    classes = (cfg.get('test_dataloader', {}).get('dataset', {}).get('metainfo') or {}).get('classes') or \
-        (model.dataset_meta or {}).get('classes')
-    model.export_origin = dict(config=str(config), checkpoint=str(checkpoint),
-                               classes=list(classes) if classes else None)
+    classes = (cfg.get('test_dataloader', {}).get('dataset', {}).get('metainfo') or {}).get('classes') or (
+        model.dataset_meta or {}
+    ).get('classes')
+    model.export_origin = dict(
+        config=str(config), checkpoint=str(checkpoint), classes=list(classes) if classes else None
+    )
     return model
 
 
@@ -203,8 +142,7 @@ def min_side(model: nn.Module) -> int:
     return max(MIN_SIDE, getattr(model.backbone, 'patch_size', 1))
 
 
-def shape_problem(model: nn.Module, height: int, width: int,
-                  levels: list[tuple[int, int]] | None = None) -> str | None:
+def shape_problem(model: nn.Module, height: int, width: int, levels: list[tuple[int, int]] | None = None) -> str | None:
     """Why ``model`` cannot run a ``height x width`` input (the same in mmdet's ``predict`` as in the graph), or
     None: a side under the backbone's smallest input, or a two-stage detector whose ``num_queries`` proposals are
     picked (``topk``) among fewer encoder positions than that (``levels``: :func:`level_shapes` of the size, when
@@ -215,8 +153,10 @@ def shape_problem(model: nn.Module, height: int, width: int,
         levels = levels or level_shapes(model, height, width)
         positions = sum(h * w for h, w in levels)
         if positions < model.num_queries:
-            return (f'the two-stage detector picks its {model.num_queries} queries among the encoder\'s positions, '
-                    f'and this size has {positions} (levels {", ".join(f"{h}x{w}" for h, w in levels)})')
+            return (
+                f"the two-stage detector picks its {model.num_queries} queries among the encoder's positions, "
+                f'and this size has {positions} (levels {", ".join(f"{h}x{w}" for h, w in levels)})'
+            )
     return None
 
 
@@ -245,12 +185,19 @@ def one_pixel_size(model: nn.Module, max_side: int = 512) -> tuple[int, int] | N
 
 def metadata(model: nn.Module, height: int, width: int) -> dict[str, str]:
     """What the file records of its origin (:data:`~pit_det.deploy.metadata.EXPORT_METADATA`): the config and checkpoint
-    it was exported from (``model.export_origin``, set by :func:`build_exportable`), the sha256 of the weights, the classes and
-    the input size. A detector that runs the file checks the weights and the number of classes against its own."""
+    it was exported from (``model.export_origin``, set by :func:`build_exportable`), the sha256 of the weights, the
+    classes and the input size. A detector that runs the file checks the weights and the number of classes against
+    its own."""
     origin = getattr(model, 'export_origin', {})
-    values = (origin.get('config', ''), origin.get('checkpoint', ''), weights_digest(model),
-              str(model.bbox_head.num_classes), json.dumps(origin.get('classes')), f'{height}x{width}')
-    return dict(zip(EXPORT_METADATA, values))
+    values = (
+        origin.get('config', ''),
+        origin.get('checkpoint', ''),
+        weights_digest(model),
+        str(model.bbox_head.num_classes),
+        json.dumps(origin.get('classes')),
+        f'{height}x{width}',
+    )
+    return dict(zip(EXPORT_METADATA, values, strict=True))
 
 
 def export(model: nn.Module, height: int, width: int, out: str | Path, opset: int = 17) -> Path:
@@ -265,10 +212,22 @@ def export(model: nn.Module, height: int, width: int, out: str | Path, opset: in
     axes = {'image': {0: 'batch', 2: 'height', 3: 'width'}, **{name: {0: 'batch'} for name in GRAPH_OUTPUTS}}
 
     def write(tmp: Path) -> None:
-        with torch.no_grad(), warnings.catch_warnings(), graph_deform_attn(model), traceable_shapes():
-            warnings.simplefilter('ignore')  # the tracer's notes on mmdet's Python-level shape checks
-            torch.onnx.export(graph, (torch.rand(2, 3, height, width) * 255,), str(tmp), opset_version=opset,
-                              input_names=['image'], output_names=list(GRAPH_OUTPUTS), dynamic_axes=axes, dynamo=False)
+        model.export_mode(True)
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter('ignore')  # the tracer's notes on mmdet's Python-level shape checks
+                torch.onnx.export(
+                    graph,
+                    (torch.rand(2, 3, height, width) * 255,),
+                    str(tmp),
+                    opset_version=opset,
+                    input_names=['image'],
+                    output_names=list(GRAPH_OUTPUTS),
+                    dynamic_axes=axes,
+                    dynamo=False,
+                )
+        finally:
+            model.export_mode(False)
         proto = onnx.load(str(tmp))
         onnx.helper.set_model_props(proto, props)
         onnx.checker.check_model(proto)
@@ -294,20 +253,27 @@ class Comparison:
         return self.max_box_diff_px <= 0.05 and self.max_score_diff <= 1e-4 and self.labels_equal
 
     def __str__(self) -> str:
-        head = (f'{self.runtime} vs mmdet predict at {self.size[0]}x{self.size[1]} (batch of {self.batch}), top '
-                f'{self.topk}: ')
+        head = (
+            f'{self.runtime} vs mmdet predict at {self.size[0]}x{self.size[1]} (batch of {self.batch}), top '
+            f'{self.topk}: '
+        )
         tail = f'; one run: mmdet {self.torch_ms:.0f} ms, {self.runtime} {self.runtime_ms:.0f} ms'
         if 'int8' in self.runtime:  # a check of the float graph does not apply: INT8 changes the numbers by design
-            return (f'{head}max score diff {self.max_score_diff:.2e}, labels '
-                    f'{"identical" if self.labels_equal else "differ"} (INT8 changes the numbers by design: measure its '
-                    f'accuracy with mim test){tail}')
-        return (f'{head}max box diff {self.max_box_diff_px:.2e} px (<= 0.05), max score diff '
-                f'{self.max_score_diff:.2e} (<= 1e-4), labels {"identical" if self.labels_equal else "DIFFER"}{tail}')
+            return (
+                f'{head}max score diff {self.max_score_diff:.2e}, labels '
+                f'{"identical" if self.labels_equal else "differ"} (INT8 changes the numbers by design: measure its '
+                f'accuracy with mim test){tail}'
+            )
+        return (
+            f'{head}max box diff {self.max_box_diff_px:.2e} px (<= 0.05), max score diff '
+            f'{self.max_score_diff:.2e} (<= 1e-4), labels {"identical" if self.labels_equal else "DIFFER"}{tail}'
+        )
 
 
 def load_image(path: str | Path, height: int, width: int) -> torch.Tensor:
     """An image file as the graph's input: RGB, 0-255, resized to ``height x width``, ``(1, 3, H, W)`` float32."""
     import mmcv
+
     img = mmcv.imread(str(path), channel_order='rgb')
     if img is None:
         raise ExportError(f'image {path} cannot be read')
@@ -320,6 +286,7 @@ def compare(model: nn.Module, runtime, image: torch.Tensor, topk: int = 20) -> C
     for onnxruntime) on the batch ``image`` ``(N, 3, H, W)`` at once, and mmdet's ``predict`` (fused op, as
     deployed) image by image; compare the top-k of every image."""
     from .runtimes import Runtime
+
     if not isinstance(runtime, Runtime):
         runtime = Runtime('onnxruntime', runtime)
     start = time.perf_counter()
@@ -332,8 +299,14 @@ def compare(model: nn.Module, runtime, image: torch.Tensor, topk: int = 20) -> C
         raise ExportError(f'{runtime.path} returned boxes of shape {got[0].shape}, mmdet {expected[0].shape}')
     k = min(topk, expected[1].shape[1])
     name = runtime.runtime + (f' {runtime.precision}' if runtime.runtime != 'onnxruntime' else '')
-    return Comparison(runtime=name, size=tuple(image.shape[-2:]), batch=image.shape[0], topk=k,
-                      max_box_diff_px=float(np.abs(got[0][:, :k] - expected[0][:, :k]).max()),
-                      max_score_diff=float(np.abs(got[1][:, :k] - expected[1][:, :k]).max()),
-                      labels_equal=bool(np.array_equal(got[2][:, :k], expected[2][:, :k])),
-                      torch_ms=torch_ms, runtime_ms=runtime_ms)
+    return Comparison(
+        runtime=name,
+        size=tuple(image.shape[-2:]),
+        batch=image.shape[0],
+        topk=k,
+        max_box_diff_px=float(np.abs(got[0][:, :k] - expected[0][:, :k]).max()),
+        max_score_diff=float(np.abs(got[1][:, :k] - expected[1][:, :k]).max()),
+        labels_equal=bool(np.array_equal(got[2][:, :k], expected[2][:, :k])),
+        torch_ms=torch_ms,
+        runtime_ms=runtime_ms,
+    )

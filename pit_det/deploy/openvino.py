@@ -10,6 +10,7 @@ linear layer per decoder layer: no measurable time, and their error moves every 
 quantised. NNCF's SmoothQuant (which moves activation outliers into the weights of matrix products) is off: both
 choices are measured in docs/deployment.md (INT8).
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,8 +18,8 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -55,6 +56,7 @@ def require_tools(name: str) -> None:
 def _dataset_cfg(cfg):
     """The training dataset of ``cfg`` (unwrapped from mmdet's dataset wrappers) with the test pipeline."""
     from ..data.coco import unwrap_dataset
+
     dataset = unwrap_dataset(cfg.train_dataloader.dataset)
     return dict(dataset, pipeline=cfg.test_dataloader.dataset.pipeline, filter_cfg=None)
 
@@ -68,15 +70,18 @@ def calibration_images(cfg, count: int = CALIBRATION_IMAGES, seed: int = 0) -> l
     """
     from mmdet.registry import DATASETS
     from mmdet.utils import register_all_modules
+
     register_all_modules()
     try:
         dataset = DATASETS.build(_dataset_cfg(cfg))
     except (FileNotFoundError, KeyError, ValueError, AssertionError) as exc:
-        raise QuantizationError(f'the calibration images come from the config\'s training set, which cannot be read '
-                                f'({type(exc).__name__}: {exc}): fix train_dataloader.dataset or pass '
-                                '--cfg-options') from None
+        raise QuantizationError(
+            f"the calibration images come from the config's training set, which cannot be read "
+            f'({type(exc).__name__}: {exc}): fix train_dataloader.dataset or pass '
+            '--cfg-options'
+        ) from None
     if len(dataset) == 0:
-        raise QuantizationError('the config\'s training set has no images to calibrate INT8 with')
+        raise QuantizationError("the config's training set has no images to calibrate INT8 with")
     picked = random.Random(seed).sample(range(len(dataset)), min(count, len(dataset)))
     images = []
     for index in picked:
@@ -85,8 +90,13 @@ def calibration_images(cfg, count: int = CALIBRATION_IMAGES, seed: int = 0) -> l
     return images
 
 
-def to_openvino(onnx_path: str | Path, metadata: dict[str, str], fmt: str,
-                calibration: list[np.ndarray] | None = None, keep_float: tuple[str, ...] = KEEP_FLOAT):
+def to_openvino(
+    onnx_path: str | Path,
+    metadata: dict[str, str],
+    fmt: str,
+    calibration: list[np.ndarray] | None = None,
+    keep_float: tuple[str, ...] = KEEP_FLOAT,
+):
     """The OpenVINO model of the ONNX file, quantised to INT8 when ``fmt`` is ``openvino-int8``, with ``metadata``
     and its format in its ``rt_info``."""
     ov = require('openvino', purpose='the OpenVINO paths need')
@@ -96,16 +106,21 @@ def to_openvino(onnx_path: str | Path, metadata: dict[str, str], fmt: str,
         if not calibration:
             raise QuantizationError('INT8 needs calibration images')
         from nncf.common.logging import nncf_logger
+
         level = nncf_logger.level
         nncf_logger.setLevel(logging.WARNING)  # not a line per node left in floating point
         try:
             no_smooth_quant = nncf.AdvancedQuantizationParameters(
-                smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=-1))
-            model = nncf.quantize(model, nncf.Dataset(calibration, lambda image: {'image': image}),
-                                  model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration),
-                                  ignored_scope=nncf.IgnoredScope(patterns=[f'.*{name}.*' for name in keep_float],
-                                                                  validate=False),
-                                  advanced_parameters=no_smooth_quant)
+                smooth_quant_alphas=nncf.AdvancedSmoothQuantParameters(matmul=-1)
+            )
+            model = nncf.quantize(
+                model,
+                nncf.Dataset(calibration, lambda image: {'image': image}),
+                model_type=nncf.ModelType.TRANSFORMER,
+                subset_size=len(calibration),
+                ignored_scope=nncf.IgnoredScope(patterns=[f'.*{name}.*' for name in keep_float], validate=False),
+                advanced_parameters=no_smooth_quant,
+            )
         finally:
             nncf_logger.setLevel(level)
     for key, value in {**metadata, FORMAT_KEY: fmt}.items():
@@ -125,8 +140,10 @@ def record_digests(xml: Path) -> None:
     end = text.rfind(f'</{group}>')
     if end < 0:
         raise ExportError(f'{xml}: OpenVINO wrote no <{group}> metadata to record the digests in')
-    entries = (f'<{bin_name} value="{file_digest(xml.with_suffix(".bin"))}" />\n'
-               f'<{GRAPH_KEY.split(".", 1)[1]} value="{graph_digest(text)}" />\n')
+    entries = (
+        f'<{bin_name} value="{file_digest(xml.with_suffix(".bin"))}" />\n'
+        f'<{GRAPH_KEY.split(".", 1)[1]} value="{graph_digest(text)}" />\n'
+    )
     xml.write_text(text[:end] + entries + text[end:], encoding='utf-8')
 
 

@@ -7,6 +7,7 @@ one at any size; :class:`RuntimePath` (registered as ``onnxruntime``, ``openvino
 :data:`pit_det.models.inference.PATHS`) is a detector's ``predict`` through one, after :func:`open_exported` has
 refused a file of other weights, classes or format (:mod:`.metadata`).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -23,8 +24,16 @@ from .extras import require
 from .metadata import RUNTIMES, check_exported, check_fits, exported_metadata
 
 # OpenVINO's inference precisions under every spelling users write them; OpenVINO itself takes the first of each
-PRECISIONS = {'f32': 'f32', 'fp32': 'f32', 'float32': 'f32', 'bf16': 'bf16', 'bfloat16': 'bf16', 'f16': 'f16',
-              'fp16': 'f16', 'float16': 'f16'}
+PRECISIONS = {
+    'f32': 'f32',
+    'fp32': 'f32',
+    'float32': 'f32',
+    'bf16': 'bf16',
+    'bfloat16': 'bf16',
+    'f16': 'f16',
+    'fp16': 'f16',
+    'float16': 'f16',
+}
 
 
 def openvino_precision(text: str, given: str | None = None) -> str:
@@ -37,9 +46,11 @@ def openvino_precision(text: str, given: str | None = None) -> str:
     name = PRECISIONS.get(str(text).lower())
     if name is None:
         given = given or f'precision {text!r}'
-        raise ValueError(f'{given}: OpenVINO runs f32, bf16 or f16 (also written fp32/float32, bfloat16, '
-                         'fp16/float16, in any case)')
+        raise ValueError(
+            f'{given}: OpenVINO runs f32, bf16 or f16 (also written fp32/float32, bfloat16, fp16/float16, in any case)'
+        )
     return name
+
 
 def onnxruntime_session(path, threads: int | None = None):
     """An onnxruntime session of ``path`` on the CPU (``threads``: intra-op threads, default onnxruntime's)."""
@@ -64,8 +75,14 @@ class Runtime:
             deployment at one size does); default any batch and size.
     """
 
-    def __init__(self, runtime: str, path: str | Path, threads: int | None = None, precision: str | None = None,
-                 shape: tuple[int, int, int, int] | None = None) -> None:
+    def __init__(
+        self,
+        runtime: str,
+        path: str | Path,
+        threads: int | None = None,
+        precision: str | None = None,
+        shape: tuple[int, int, int, int] | None = None,
+    ) -> None:
         if runtime not in RUNTIMES:
             raise ValueError(f'runtime {runtime!r}: use one of {", ".join(RUNTIMES)}')
         self.runtime, self.path = runtime, Path(path)
@@ -90,14 +107,18 @@ class Runtime:
             try:
                 compiled = core.compile_model(model, 'CPU', config)
             except RuntimeError as exc:  # OpenVINO 2026.4 fails on some INT8 graphs made static at small sizes
-                warnings.warn(f'OpenVINO cannot compile {path} for the input shape {shape} '
-                              f'({str(exc).strip().splitlines()[0][:160]}): it runs the graph with dynamic shapes')
+                warnings.warn(
+                    f'OpenVINO cannot compile {path} for the input shape {shape} '
+                    f'({str(exc).strip().splitlines()[0][:160]}): it runs the graph with dynamic shapes',
+                    stacklevel=2,
+                )
         if compiled is None:
             try:
                 compiled = core.compile_model(core.read_model(str(path)), 'CPU', config)
             except RuntimeError as exc:
-                raise ValueError(f'OpenVINO cannot compile {path} with {config}: '
-                                 f'{str(exc).strip().splitlines()[-1][:200]}') from None
+                raise ValueError(
+                    f'OpenVINO cannot compile {path} with {config}: {str(exc).strip().splitlines()[-1][:200]}'
+                ) from None
         hint = compiled.get_property('INFERENCE_PRECISION_HINT')
         self.precision = hint.get_type_name()  # f32, bf16 or f16
         if runtime == 'openvino-int8':
@@ -108,6 +129,7 @@ class Runtime:
         def run(image):
             result = request.infer({'image': image})
             return [np.array(result[output]) for output in outputs]
+
         self._run = run
 
     def __call__(self, image: np.ndarray) -> list[np.ndarray]:
@@ -124,6 +146,7 @@ class RuntimePath(InferencePath):
     """A detector's ``predict`` through its exported file (``model_file``): each de-normalised RGB image, cropped to
     its own size (``img_shape``), run by the graph (which normalises itself), as mmdet's ``predict`` computes a batch
     of one. The file is opened, and checked against the detector's weights, on the first ``predict``."""
+
     runs_file = True
 
     def __init__(self, options) -> None:
@@ -143,11 +166,12 @@ class RuntimePath(InferencePath):
     def predict(self, detector, predict, batch_inputs, batch_data_samples, rescale):
         if self.session is None:
             self.session = open_exported(self.name, self.options.model_file, detector, self.options.precision)
-            print_log(f'inference: {self.name} runs {self.options.model_file} in {self.session.precision}',
-                      logger='current')
+            print_log(
+                f'inference: {self.name} runs {self.options.model_file} in {self.session.precision}', logger='current'
+            )
         preprocessor = detector.data_preprocessor
         images = (batch_inputs.float() * preprocessor.std + preprocessor.mean).cpu().numpy()
-        for image, sample in zip(images, batch_data_samples):
+        for image, sample in zip(images, batch_data_samples, strict=True):
             height, width = sample.metainfo['img_shape'][:2]
             boxes, scores, labels = (torch.from_numpy(out[0]) for out in self.session(image[None, :, :height, :width]))
             instances = InstanceData(bboxes=boxes, scores=scores, labels=labels)

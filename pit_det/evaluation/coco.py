@@ -5,6 +5,7 @@ pycocotools computes every number. The COCO error breakdown (C75, C50, Loc, Sim,
 as they are); TIDE's error types (Cls, Loc, Both, Dupe, Bkg, Miss, as dAP) come from ``tidecv``, fed from memory so it
 never reads or downloads annotation files itself.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,19 +48,25 @@ def load_ground_truth(ann_file: str | Path):
     from pycocotools.coco import COCO
 
     from ..data.coco import DatasetError, fill_missing_area, read_coco
+
     try:
         data = read_coco(ann_file).data  # COCO detection format, every entry checked
     except DatasetError as exc:
         raise EvaluationError(f'annotations: {exc}') from None
     path = Path(ann_file)
     if not data['annotations']:
-        raise EvaluationError(f'annotations {path} hold no annotations (no ground-truth box): there is nothing to '
-                              'score against; give the annotation file of the set the results were predicted on')
+        raise EvaluationError(
+            f'annotations {path} hold no annotations (no ground-truth box): there is nothing to '
+            'score against; give the annotation file of the set the results were predicted on'
+        )
     missing_area = fill_missing_area(data)
     if missing_area:
-        warnings.warn(f'annotations {path}: {missing_area} annotations have no "area"; using box width x height '
-                      '(COCO\'s own files give the mask area, which the small/medium/large split uses)',
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f'annotations {path}: {missing_area} annotations have no "area"; using box width x height '
+            "(COCO's own files give the mask area, which the small/medium/large split uses)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     gt = COCO()
     gt.dataset = data
     with _quiet():
@@ -96,24 +103,30 @@ def load_results(path: str | Path, gt) -> list[dict]:
         if not is_box(box):
             raise EvaluationError(f'{where}: bbox must be four finite numbers [x, y, width, height]')
         if box[2] < 0 or box[3] < 0:
-            raise EvaluationError(f'{where}: the box has a negative size (width {box[2]}, height {box[3]}); COCO '
-                                  'boxes are [x, y, width, height], not corners')
+            raise EvaluationError(
+                f'{where}: the box has a negative size (width {box[2]}, height {box[3]}); COCO '
+                'boxes are [x, y, width, height], not corners'
+            )
         if not is_finite_number(det['score']):
             raise EvaluationError(f'{where}: score must be a finite number, found {json.dumps(det["score"])}')
         for key in ('image_id', 'category_id'):
             if not isinstance(det[key], int) or isinstance(det[key], bool):
-                raise EvaluationError(f'{where}: {key} must be an integer as in the annotations, found '
-                                      f'{json.dumps(det[key])}')
+                raise EvaluationError(
+                    f'{where}: {key} must be an integer as in the annotations, found {json.dumps(det[key])}'
+                )
         if det['image_id'] not in images:
             raise EvaluationError(f'{where}: image_id {det["image_id"]} is not in the annotations')
         if det['category_id'] not in categories:
-            raise EvaluationError(f'{where}: category_id {det["category_id"]} is not in the annotations '
-                                  f'(they have {sorted(categories)[:10]})')
+            raise EvaluationError(
+                f'{where}: category_id {det["category_id"]} is not in the annotations '
+                f'(they have {sorted(categories)[:10]})'
+            )
     return results
 
 
 def _coco_eval(gt, results: list[dict]):
     from pycocotools.cocoeval import COCOeval
+
     with _quiet():
         dt = gt.loadRes(copy.deepcopy(results))
         evaluator = COCOeval(gt, dt, 'bbox')
@@ -138,14 +151,19 @@ def evaluate(gt, results: list[dict]) -> dict:
         warnings.warn('the results hold no detection: every number is 0.0', RuntimeWarning, stacklevel=2)
         return dict({m: 0.0 for m in METRICS}, per_class={n: {m: 0.0 for m in CLASS_METRICS} for n in names.values()})
     evaluator = _coco_eval(gt, results)
-    out = {m: float(v) for m, v in zip(METRICS, evaluator.stats)}
+    out = {m: float(v) for m, v in zip(METRICS, evaluator.stats, strict=True)}
     precision = evaluator.eval['precision']  # (iou thresholds, recall, classes, areas, max dets)
     per_class = {}
     for k, cat_id in enumerate(evaluator.params.catIds):
         p = precision[:, :, k, :, -1]
-        per_class[names[cat_id]] = dict(AP=_mean_valid(p[:, :, 0]), AP50=_mean_valid(p[0, :, 0]),
-                                        AP75=_mean_valid(p[5, :, 0]), APs=_mean_valid(p[:, :, 1]),
-                                        APm=_mean_valid(p[:, :, 2]), APl=_mean_valid(p[:, :, 3]))
+        per_class[names[cat_id]] = dict(
+            AP=_mean_valid(p[:, :, 0]),
+            AP50=_mean_valid(p[0, :, 0]),
+            AP75=_mean_valid(p[5, :, 0]),
+            APs=_mean_valid(p[:, :, 1]),
+            APm=_mean_valid(p[:, :, 2]),
+            APl=_mean_valid(p[:, :, 3]),
+        )
     out['per_class'] = per_class
     out['_precision'] = precision
     return out
@@ -153,6 +171,7 @@ def evaluate(gt, results: list[dict]) -> dict:
 
 def _mmdet_error_analysis():
     import mmdet
+
     path = Path(mmdet.__file__).parent / '.mim' / 'tools' / 'analysis_tools' / 'coco_error_analysis.py'
     spec = importlib.util.spec_from_file_location('mmdet_coco_error_analysis', path)
     module = importlib.util.module_from_spec(spec)
@@ -167,8 +186,11 @@ def plot_files(stem: str) -> list[str]:
     """Every file ``--out-dir`` receives for one results file, relative to the folder: the PR curves
     (:func:`plot_pr_curves`), mmdet's COCO error plots (``bbox-{stem}_coco-errors-{area}.png``, :func:`error_breakdown`)
     and TIDE's summary in a folder of its own (:func:`tide_errors`). The tool checks all of them before any work."""
-    return ([f'{stem}_pr.png'] + [f'bbox-{stem}_coco-errors-{area}.png' for area in AREAS]
-            + [f'{stem}_tide/{stem}_bbox_summary.png'])
+    return (
+        [f'{stem}_pr.png']
+        + [f'bbox-{stem}_coco-errors-{area}.png' for area in AREAS]
+        + [f'{stem}_tide/{stem}_bbox_summary.png']
+    )
 
 
 def error_breakdown(gt, results: list[dict], plot_dir: str | Path | None = None, name: str = 'results') -> dict:
@@ -176,6 +198,7 @@ def error_breakdown(gt, results: list[dict], plot_dir: str | Path | None = None,
     0.75 (C75), 0.5 (C50), 0.1 (Loc), without super-category confusion (Sim), without any class confusion (Oth),
     without background false positives (BG), and 1.0 (FN). ``plot_dir``: mmdet's plot for all classes."""
     from pycocotools.cocoeval import COCOeval
+
     if not results:
         return {t: 0.0 for t in BREAKDOWN[:-1]} | {'FN': 1.0}
     tool = _mmdet_error_analysis()
@@ -206,8 +229,10 @@ def tidecv():
     try:
         import tidecv
     except ImportError as exc:
-        raise EvaluationError(f'TIDE\'s error analysis (--out-dir) needs tidecv ({exc}): pip install '
-                              '"pit-det[eval]" (a setup without extras, such as make demo\'s, leaves it out)') from None
+        raise EvaluationError(
+            f"TIDE's error analysis (--out-dir) needs tidecv ({exc}): pip install "
+            '"pit-det[eval]" (a setup without extras, such as make demo\'s, leaves it out)'
+        ) from None
     return tidecv
 
 
@@ -242,13 +267,18 @@ def tide_errors(gt, results: list[dict], plot_dir: str | Path | None = None, nam
 def plot_pr_curves(precision: np.ndarray, path: str | Path, title: str) -> Path:
     """Precision against recall at IoU 0.5, 0.75 and averaged over 0.5:0.95 (all classes, all areas)."""
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+
     recall = np.linspace(0, 1, precision.shape[1])
     p = np.where(precision[..., 0, -1] > -1, precision[..., 0, -1], np.nan)  # (iou, recall, classes)
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for label, curve in (('IoU 0.50', np.nanmean(p[0], axis=-1)), ('IoU 0.75', np.nanmean(p[5], axis=-1)),
-                         ('IoU 0.50:0.95', np.nanmean(p, axis=(0, 2)))):
+    for label, curve in (
+        ('IoU 0.50', np.nanmean(p[0], axis=-1)),
+        ('IoU 0.75', np.nanmean(p[5], axis=-1)),
+        ('IoU 0.50:0.95', np.nanmean(p, axis=(0, 2))),
+    ):
         ax.plot(recall, curve, label=f'{label} (AP {np.nanmean(curve):.3f})')
     ax.set(xlabel='recall', ylabel='precision', title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.grid(alpha=0.3)
@@ -258,4 +288,3 @@ def plot_pr_curves(precision: np.ndarray, path: str | Path, title: str) -> Path:
 
 def fmt(value: float, digits: int = 3) -> str:
     return '-' if value is None or (isinstance(value, float) and math.isnan(value)) else f'{value:.{digits}f}'
-

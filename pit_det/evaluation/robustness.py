@@ -14,14 +14,15 @@ Occlusion: square patches (side ``patch`` x the image's short side) at seeded ra
 ImageNet mean colour until at least ``ratio`` of the image area is covered; the positions depend only on the seed
 and the image file name, so every model sees the same occlusions.
 """
+
 from __future__ import annotations
 
 import contextlib
 import copy
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from mmcv.transforms import BaseTransform
@@ -30,9 +31,23 @@ from mmdet.registry import TRANSFORMS
 from ..outputs import save_figure, table, write_text
 from .coco import fmt
 
-CORRUPTIONS = ('gaussian_noise', 'shot_noise', 'impulse_noise', 'defocus_blur', 'glass_blur', 'motion_blur',
-               'zoom_blur', 'snow', 'frost', 'fog', 'brightness', 'contrast', 'elastic_transform', 'pixelate',
-               'jpeg_compression')
+CORRUPTIONS = (
+    'gaussian_noise',
+    'shot_noise',
+    'impulse_noise',
+    'defocus_blur',
+    'glass_blur',
+    'motion_blur',
+    'zoom_blur',
+    'snow',
+    'frost',
+    'fog',
+    'brightness',
+    'contrast',
+    'elastic_transform',
+    'pixelate',
+    'jpeg_compression',
+)
 EXTRA_CORRUPTIONS = ('speckle_noise', 'gaussian_blur', 'spatter', 'saturate')  # the package's held-out four
 ALL_CORRUPTIONS = CORRUPTIONS + EXTRA_CORRUPTIONS
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -48,8 +63,10 @@ def _imagecorruptions():
     try:
         import imagecorruptions
     except ImportError as exc:
-        raise RobustnessError(f'the robustness benchmark needs imagecorruptions ({exc}): pip install '
-                              '"pit-det[eval]" (or: pip install imagecorruptions==1.1.2 scikit-image)') from None
+        raise RobustnessError(
+            f'the robustness benchmark needs imagecorruptions ({exc}): pip install '
+            '"pit-det[eval]" (or: pip install imagecorruptions==1.1.2 scikit-image)'
+        ) from None
     return imagecorruptions
 
 
@@ -57,12 +74,14 @@ def _imagecorruptions():
 def restored_api():
     """``skimage.filters.gaussian(..., multichannel=...)`` and ``np.float_`` as imagecorruptions 1.1.2 calls them."""
     from skimage.filters import gaussian
+
     module = _imagecorruptions().corruptions
 
     def gaussian_multichannel(image, sigma=1, multichannel=None, **kwargs):
         if multichannel is not None:
             kwargs['channel_axis'] = -1 if multichannel else None
         return gaussian(image, sigma=sigma, **kwargs)
+
     had_float = 'float_' in np.__dict__
     module.gaussian, np.float_ = gaussian_multichannel, np.float64
     try:
@@ -76,15 +95,17 @@ def restored_api():
 def corrupt_rgb(image: np.ndarray, corruption: str, severity: int) -> np.ndarray:
     """``image`` (H, W, 3) uint8 RGB corrupted; severity 0 returns it unchanged."""
     if corruption not in ALL_CORRUPTIONS:
-        raise RobustnessError(f'unknown corruption {corruption!r}; the benchmark\'s: {", ".join(CORRUPTIONS)} '
-                              f'(also: {", ".join(EXTRA_CORRUPTIONS)})')
+        raise RobustnessError(
+            f"unknown corruption {corruption!r}; the benchmark's: {', '.join(CORRUPTIONS)} "
+            f'(also: {", ".join(EXTRA_CORRUPTIONS)})'
+        )
     if severity == 0:
         return image
     if severity not in SEVERITIES:
         raise RobustnessError(f'severity {severity}: use 0 (clean) to 5')
     with restored_api():
         out = _imagecorruptions().corrupt(image, corruption_name=corruption, severity=severity)
-    return np.uint8(np.clip(out, 0, 255))[:image.shape[0], :image.shape[1]]
+    return np.uint8(np.clip(out, 0, 255))[: image.shape[0], : image.shape[1]]
 
 
 def occlude(image: np.ndarray, ratio: float, key: str, seed: int = 0, patch: float = 0.125) -> np.ndarray:
@@ -100,7 +121,7 @@ def occlude(image: np.ndarray, ratio: float, key: str, seed: int = 0, patch: flo
     mask = np.zeros((h, w), dtype=bool)
     while mask.mean() < ratio:
         y, x = rng.integers(0, max(1, h - side + 1)), rng.integers(0, max(1, w - side + 1))
-        mask[y:y + side, x:x + side] = True
+        mask[y : y + side, x : x + side] = True
     out = image.copy()
     out[mask] = IMAGENET_MEAN_RGB[::-1] if image.ndim == 3 else np.mean(IMAGENET_MEAN_RGB)
     return out
@@ -143,8 +164,7 @@ def _with_transform(pipeline: list, transform: dict | None) -> list:
     return steps
 
 
-def check_request(config: str, checkpoint: str, corruptions=CORRUPTIONS, severities=SEVERITIES,
-                  occlusion=()) -> None:
+def check_request(config: str, checkpoint: str, corruptions=CORRUPTIONS, severities=SEVERITIES, occlusion=()) -> None:
     """Every argument of :func:`evaluate_robustness`, checked before anything is built or evaluated.
 
     Raises:
@@ -152,15 +172,18 @@ def check_request(config: str, checkpoint: str, corruptions=CORRUPTIONS, severit
     """
     for name in corruptions:
         if name not in ALL_CORRUPTIONS:
-            raise RobustnessError(f'unknown corruption {name!r}; the benchmark\'s: {", ".join(CORRUPTIONS)} '
-                                  f'(also: {", ".join(EXTRA_CORRUPTIONS)})')
+            raise RobustnessError(
+                f"unknown corruption {name!r}; the benchmark's: {', '.join(CORRUPTIONS)} "
+                f'(also: {", ".join(EXTRA_CORRUPTIONS)})'
+            )
     for severity in severities:
         if severity not in (0, *SEVERITIES):
             raise RobustnessError(f'severity {severity}: use 1 to 5 (0 is the clean image)')
     for ratio in occlusion:
         if not 0 < ratio < 1:
-            raise RobustnessError(f'--occlusion {ratio}: give fractions of the image area between 0 and 1, e.g. '
-                                  '0.1 0.3 0.5')
+            raise RobustnessError(
+                f'--occlusion {ratio}: give fractions of the image area between 0 and 1, e.g. 0.1 0.3 0.5'
+            )
     if corruptions:
         _imagecorruptions()
     for path, what in ((config, 'config'), (checkpoint, 'checkpoint')):
@@ -182,17 +205,27 @@ def read_report(path: str | Path) -> dict:
         raise RobustnessError(f'--compare {path}: not a robustness.json (a JSON {type(data).__name__}, not an object)')
     missing = [k for k in ('clean', 'corruptions', 'occlusion', 'mPC', 'rPC') if k not in data]
     if missing:
-        raise RobustnessError(f'--compare {path}: not a robustness.json (no {", ".join(missing)}); give files '
-                              'written by pit-det-test-robustness')
-    shapes_ok = (_number(data['clean']) and all(_number(data[k]) or data[k] is None for k in ('mPC', 'rPC'))
-                 and isinstance(data['corruptions'], dict) and isinstance(data['occlusion'], dict)
-                 and all(isinstance(per, dict) and all(_parses(s, int) and _number(v) for s, v in per.items())
-                         for per in data['corruptions'].values())
-                 and all(_parses(k, float) and _number(v) for k, v in data['occlusion'].items()))
+        raise RobustnessError(
+            f'--compare {path}: not a robustness.json (no {", ".join(missing)}); give files '
+            'written by pit-det-test-robustness'
+        )
+    shapes_ok = (
+        _number(data['clean'])
+        and all(_number(data[k]) or data[k] is None for k in ('mPC', 'rPC'))
+        and isinstance(data['corruptions'], dict)
+        and isinstance(data['occlusion'], dict)
+        and all(
+            isinstance(per, dict) and all(_parses(s, int) and _number(v) for s, v in per.items())
+            for per in data['corruptions'].values()
+        )
+        and all(_parses(k, float) and _number(v) for k, v in data['occlusion'].items())
+    )
     if not shapes_ok:
-        raise RobustnessError(f'--compare {path}: its numbers are not where pit-det-test-robustness writes them '
-                              '(clean: a number, mPC and rPC: numbers or null, corruptions: {name: {severity: mAP}}, '
-                              'occlusion: {ratio: mAP}; severities whole numbers, ratios numbers)')
+        raise RobustnessError(
+            f'--compare {path}: its numbers are not where pit-det-test-robustness writes them '
+            '(clean: a number, mPC and rPC: numbers or null, corruptions: {name: {severity: mAP}}, '
+            'occlusion: {ratio: mAP}; severities whole numbers, ratios numbers)'
+        )
     return data
 
 
@@ -208,9 +241,16 @@ def _parses(text, kind) -> bool:
     return True
 
 
-def evaluate_robustness(config: str, checkpoint: str, corruptions=CORRUPTIONS, severities=SEVERITIES, occlusion=(),
-        work_dir: str | Path = 'work_dirs/robustness', cfg_options: dict | None = None,
-        progress: Callable[[str], None] = print) -> dict:
+def evaluate_robustness(
+    config: str,
+    checkpoint: str,
+    corruptions=CORRUPTIONS,
+    severities=SEVERITIES,
+    occlusion=(),
+    work_dir: str | Path = 'work_dirs/robustness',
+    cfg_options: dict | None = None,
+    progress: Callable[[str], None] = print,
+) -> dict:
     """mAP of ``checkpoint`` on the clean test set, under each corruption and severity, and under occlusion.
 
     The detector and its checkpoint are loaded once; each condition swaps the test pipeline and evaluates.
@@ -238,11 +278,14 @@ def evaluate_robustness(config: str, checkpoint: str, corruptions=CORRUPTIONS, s
         progress(f'{label}: mAP {value:.4f}')
         return value
 
-    result = dict(config=str(config), checkpoint=str(checkpoint), clean=evaluate(None, 'clean'),
-                  corruptions={}, occlusion={})
+    result = dict(
+        config=str(config), checkpoint=str(checkpoint), clean=evaluate(None, 'clean'), corruptions={}, occlusion={}
+    )
     for name in corruptions:
-        result['corruptions'][name] = {str(s): evaluate(dict(type='RGBCorrupt', corruption=name, severity=s),
-                                                        f'{name} severity {s}') for s in severities}
+        result['corruptions'][name] = {
+            str(s): evaluate(dict(type='RGBCorrupt', corruption=name, severity=s), f'{name} severity {s}')
+            for s in severities
+        }
     for ratio in occlusion:
         result['occlusion'][str(ratio)] = evaluate(dict(type='Occlude', ratio=ratio), f'occlusion {ratio:.0%}')
     result.update(summarize(result))
@@ -253,13 +296,17 @@ def summarize(result: dict) -> dict:
     """mPC (mean over the corruptions and severities run) and rPC = mPC / clean mAP."""
     values = [v for per in result['corruptions'].values() for s, v in per.items() if int(s) > 0]
     mpc = float(np.mean(values)) if values else None
-    return dict(mPC=mpc, rPC=mpc / result['clean'] if mpc is not None and result['clean'] > 0 else None,
-                severities_run=sorted({int(s) for per in result['corruptions'].values() for s in per if int(s) > 0}))
+    return dict(
+        mPC=mpc,
+        rPC=mpc / result['clean'] if mpc is not None and result['clean'] > 0 else None,
+        severities_run=sorted({int(s) for per in result['corruptions'].values() for s in per if int(s) > 0}),
+    )
 
 
 def write_outputs(result: dict, out_dir: str | Path) -> list[Path]:
     """``robustness.json`` and ``robustness.png`` (mAP against severity, one line per corruption)."""
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
@@ -273,8 +320,11 @@ def write_outputs(result: dict, out_dir: str | Path) -> list[Path]:
     for name, per in result['corruptions'].items():
         severities = [0] + [int(s) for s in per]
         ax.plot(severities, [result['clean']] + list(per.values()), marker='o', label=name)
-    ax.set(xlabel='severity (0 = clean)', ylabel='bbox mAP',
-           title=f'corruptions: mPC {fmt(result["mPC"])}, rPC {fmt(result["rPC"])}')
+    ax.set(
+        xlabel='severity (0 = clean)',
+        ylabel='bbox mAP',
+        title=f'corruptions: mPC {fmt(result["mPC"])}, rPC {fmt(result["rPC"])}',
+    )
     ax.grid(alpha=0.3)
     if result['corruptions']:
         ax.legend(fontsize=7, ncol=2)
@@ -290,15 +340,30 @@ def write_outputs(result: dict, out_dir: str | Path) -> list[Path]:
 def format_report(results: dict[str, dict]) -> str:
     """A table per condition with one column per run (for ``--compare``), mean mAP over severities per corruption."""
     names = list(results)
-    rows = [['clean mAP', *(f'{r["clean"]:.3f}' for r in results.values())],
-            ['mPC', *(fmt(r['mPC']) for r in results.values())],
-            ['rPC', *(fmt(r['rPC']) for r in results.values())]]
+    rows = [
+        ['clean mAP', *(f'{r["clean"]:.3f}' for r in results.values())],
+        ['mPC', *(fmt(r['mPC']) for r in results.values())],
+        ['rPC', *(fmt(r['rPC']) for r in results.values())],
+    ]
     corruptions = list(dict.fromkeys(c for r in results.values() for c in r['corruptions']))
     for c in corruptions:
-        rows.append([c, *(f'{np.mean([v for s, v in r["corruptions"][c].items() if int(s) > 0]):.3f}'
-                          if c in r['corruptions'] else '-' for r in results.values())])
+        rows.append(
+            [
+                c,
+                *(
+                    f'{np.mean([v for s, v in r["corruptions"][c].items() if int(s) > 0]):.3f}'
+                    if c in r['corruptions']
+                    else '-'
+                    for r in results.values()
+                ),
+            ]
+        )
     ratios = list(dict.fromkeys(k for r in results.values() for k in r['occlusion']))
     for k in ratios:
-        rows.append([f'occlusion {float(k):.0%}', *(f'{r["occlusion"][k]:.3f}' if k in r['occlusion'] else '-'
-                                                   for r in results.values())])
+        rows.append(
+            [
+                f'occlusion {float(k):.0%}',
+                *(f'{r["occlusion"][k]:.3f}' if k in r['occlusion'] else '-' for r in results.values()),
+            ]
+        )
     return table(['condition', *names], rows)

@@ -1,26 +1,60 @@
-"""pit-det's detectors: Deformable DETR and DINO with the fused CPU kernel, the inference paths and checked
-checkpoints (what :class:`PitDetDetector` adds to either), and the one builder of a detector from a config and a
-checkpoint (:func:`build_detector`)."""
+"""pit-det's detectors: Deformable DETR and DINO with the fused CPU kernel, the inference paths, checked
+checkpoints and an export mode (what :class:`PitDetDetector` adds to either), and the one builder of a detector from a
+config and a checkpoint (:func:`build_detector`)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from mmdet.models.detectors import DINO, DeformableDETR
+from mmdet.models.layers import DeformableDetrTransformerEncoder
 from mmdet.registry import MODELS
+from torch import Tensor
 
 from ..checkpoint.matching import FitsDetectorCheckpoints
-from ..ops import use_fused_cpu_deform_attn
+from ..ops import CPU_DEFORM_ATTN, GRAPH, set_cpu_deform_attn
 from .inference import InferenceOptions, RunsInferencePaths
 
-CPU_DEFORM_ATTN = ('fused', 'mmcv')
 # the detectors pit-det's tools (export, the sampling analysis) take: mmdet's multi-scale deformable DETRs and ours
 DETR_TYPES = ('DeformableDETR', 'FastDeformableDETR', 'DINO', 'FastDINO')
+# mmdet's class -> pit-det's (the same model, with its options and an export mode)
+PIT_DET_TYPES = {'DeformableDETR': 'FastDeformableDETR', 'DINO': 'FastDINO'}
 
 
 def check_cpu_deform_attn(value: str, option: str = 'model.cpu_deform_attn') -> None:
     """Raise ``ValueError`` naming ``option`` unless ``value`` is one of :data:`CPU_DEFORM_ATTN`."""
     if value not in CPU_DEFORM_ATTN:
         raise ValueError(f'{option}={value!r}: use one of {", ".join(CPU_DEFORM_ATTN)}')
+
+
+def level_grid(height: Tensor | int, width: Tensor | int, device: torch.device | str) -> tuple[Tensor, Tensor]:
+    """``(x, y)`` of every position of a ``height x width`` level, each ``(height, width)`` float32, from 0.
+
+    mmdet writes each side as ``torch.linspace(a, a + n - 1, n)``; ``arange(n)`` gives the same numbers exactly (the
+    step is 1), and a traced graph of it holds at every size, where an exported ``linspace`` divides by ``n - 1``
+    (NaN for a level one pixel high or wide: any side under 80 px with PiT's strides)."""
+    ys = torch.arange(height, dtype=torch.float32, device=device)
+    xs = torch.arange(width, dtype=torch.float32, device=device)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing='ij')
+    return grid_x, grid_y
+
+
+class PitDetEncoder(DeformableDetrTransformerEncoder):
+    """mmdet's Deformable DETR encoder (the same layers and weights) whose reference points are built by
+    :func:`level_grid`: the same numbers, and a graph that follows its input's size."""
+
+    @staticmethod
+    def get_encoder_reference_points(spatial_shapes: Tensor, valid_ratios: Tensor, device) -> Tensor:
+        """mmdet's reference points ``(bs, sum(h * w), levels, 2)``: each position's centre, normalised to the
+        valid part of its level, then scaled to every level's."""
+        points = []
+        for level, (height, width) in enumerate(spatial_shapes):
+            x, y = level_grid(height, width, device)
+            x = (x.reshape(-1)[None] + 0.5) / (valid_ratios[:, None, level, 0] * width)
+            y = (y.reshape(-1)[None] + 0.5) / (valid_ratios[:, None, level, 1] * height)
+            points.append(torch.stack((x, y), -1))
+        return torch.cat(points, 1)[:, :, None] * valid_ratios[:, None]
 
 
 def build_detector(config, checkpoint: str | Path | None = None, device: str = 'cpu', cfg_options: dict | None = None):
@@ -37,6 +71,7 @@ def build_detector(config, checkpoint: str | Path | None = None, device: str = '
 
     from mmdet.apis import init_detector
     from mmengine.config import Config
+
     if not isinstance(config, Config):
         if not Path(config).is_file():
             raise FileNotFoundError(f'config not found: {config}')
@@ -76,8 +111,56 @@ class PitDetDetector(RunsInferencePaths, FitsDetectorCheckpoints):
         options = InferenceOptions.parse(inference)  # before anything is built
         super().__init__(*args, **kwargs)
         self.set_inference(options)
-        use_fused_cpu_deform_attn(self, enable=cpu_deform_attn == 'fused')
+        self.cpu_deform_attn = cpu_deform_attn
+        set_cpu_deform_attn(self, cpu_deform_attn)
         self.check_loaded_checkpoints()
+
+    def _init_layers(self) -> None:
+        """mmdet's layers, the encoder as :class:`PitDetEncoder` with the weights mmdet gave its own (built aside
+        from the random stream, so that a seed gives the weights it gives mmdet's detector)."""
+        encoder_cfg = self.encoder
+        super()._init_layers()
+        with torch.random.fork_rng(devices=[]):
+            encoder = PitDetEncoder(**encoder_cfg)
+        encoder.load_state_dict(self.encoder.state_dict())
+        self.encoder = encoder
+
+    def export_mode(self, enable: bool = True) -> None:
+        """Switch the detector into the form a graph exporter traces (``enable``), or back to how it was built.
+
+        Every input size follows from the traced input's in either form (reference points and proposals from
+        :func:`level_grid`, PiT's position embedding resized to its input); export mode adds the deformable
+        attention's graph form on the CPU (``pit_det.ops.deform_attn_graph``: standard ONNX, levels cut by tensors).
+        """
+        set_cpu_deform_attn(self, GRAPH if enable else self.cpu_deform_attn)
+
+    def gen_encoder_output_proposals(self, memory: Tensor, memory_mask: Tensor | None, spatial_shapes: Tensor):
+        """mmdet's two-stage proposals (one box per encoder position: its centre, 0.05 * 2^level wide and high,
+        in inverse-sigmoid space; ``inf`` where padded or near a border) and the memory they are scored from, with
+        the grid from :func:`level_grid`: the same numbers, and a graph that follows its input's size."""
+        bs = memory.size(0)
+        proposals, start = [], 0
+        for level, (height, width) in enumerate(spatial_shapes):
+            if memory_mask is not None:
+                mask = memory_mask[:, start : start + height * width].view(bs, height, width)
+                valid = torch.stack([(~mask[:, 0, :]).sum(1), (~mask[:, :, 0]).sum(1)], -1)  # (w, h) per image
+                scale = valid.view(bs, 1, 1, 2)
+            else:
+                scale = torch.stack([width, height]).view(1, 1, 1, 2)
+            grid = torch.stack(level_grid(height, width, memory.device), -1)
+            grid = (grid.unsqueeze(0).expand(bs, -1, -1, -1) + 0.5) / scale
+            wh = torch.ones_like(grid) * 0.05 * (2.0**level)
+            proposals.append(torch.cat((grid, wh), -1).view(bs, -1, 4))
+            start += height * width
+        proposals = torch.cat(proposals, 1)
+        valid = ((proposals > 0.01) & (proposals < 0.99)).sum(-1, keepdim=True) == proposals.shape[-1]
+        proposals = torch.log(proposals / (1 - proposals))
+        if memory_mask is not None:
+            proposals = proposals.masked_fill(memory_mask.unsqueeze(-1), float('inf'))
+            memory = memory.masked_fill(memory_mask.unsqueeze(-1), 0.0)
+        proposals = proposals.masked_fill(~valid, float('inf'))
+        memory = self.memory_trans_norm(self.memory_trans_fc(memory.masked_fill(~valid, 0.0)))
+        return memory, proposals
 
 
 @MODELS.register_module()
@@ -106,6 +189,7 @@ class FastDINO(PitDetDetector, DINO):
         gives (4 coordinates x 128), which mmdet sizes as ``2 * embed_dims``: the same layer for the standard 256
         dims, and one that fits narrower transformers such as the convergence study's."""
         from mmdet.models.layers.transformer.utils import MLP
+
         super()._init_layers()
         sine_features = 4 * 128  # mmdet's coordinate_to_encoding(num_feats=128) of (cx, cy, w, h)
         if self.decoder.ref_point_head.layers[0].in_features != sine_features:

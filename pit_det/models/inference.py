@@ -6,11 +6,12 @@ detector, the preflight and ``pit-det-infer`` all call :meth:`InferenceOptions.p
 paths (``onnxruntime``, ``openvino``, ``openvino-int8``) by :mod:`pit_det.deploy`, which registers them when pit_det is
 imported (models never import deployment). A detector class takes :class:`RunsInferencePaths` to gain them all.
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 from torch import nn
@@ -33,13 +34,13 @@ def config_key(option: str, value: str | None = None) -> str:
 @dataclass(frozen=True)
 class InferenceOptions:
     """``model.inference``, checked: the path's name, the exported file it runs, OpenVINO's precision."""
+
     path: str = 'eager'
     model_file: str | None = None
     precision: str | None = None
 
     @classmethod
-    def parse(cls, options: dict | InferenceOptions | None,
-              spell: Callable[..., str] = config_key) -> InferenceOptions:
+    def parse(cls, options: dict | InferenceOptions | None, spell: Callable[..., str] = config_key) -> InferenceOptions:
         """The options of ``options`` (a config's ``model.inference`` dict), each rule of every path checked.
 
         Args:
@@ -54,22 +55,26 @@ class InferenceOptions:
         options = dict(options or {})
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
-            raise ValueError(f'{spell(unknown[0])}: no such inference option; the options are '
-                             f'{", ".join(map(spell, OPTIONS))}')
+            raise ValueError(
+                f'{spell(unknown[0])}: no such inference option; the options are {", ".join(map(spell, OPTIONS))}'
+            )
         parsed = cls(**options)
         if parsed.path not in PATHS:
             raise ValueError(f'{spell("path", repr(parsed.path))}: use one of {", ".join(PATHS)}')
         runtimes = [name for name, path in PATHS.items() if path.runs_file]
         if PATHS[parsed.path].runs_file != bool(parsed.model_file):
-            raise ValueError(f'{spell("model_file", "FILE")} goes with {spell("path", "/".join(runtimes))} (and only '
-                             'with them): export one with pit-det-export-onnx CONFIG CHECKPOINT --out FILE --size HxW '
-                             '[--format openvino|openvino-int8]')
+            raise ValueError(
+                f'{spell("model_file", "FILE")} goes with {spell("path", "/".join(runtimes))} (and only '
+                'with them): export one with pit-det-export-onnx CONFIG CHECKPOINT --out FILE --size HxW '
+                '[--format openvino|openvino-int8]'
+            )
         if parsed.precision is not None:
             path = PATHS[parsed.path]
             if not path.takes_precision:
                 takes = [name for name, other in PATHS.items() if other.takes_precision]
-                raise ValueError(f'{spell("precision", parsed.precision)}: only the paths {" and ".join(takes)} take a '
-                                 'precision')
+                raise ValueError(
+                    f'{spell("precision", parsed.precision)}: only the paths {" and ".join(takes)} take a precision'
+                )
             given = spell('precision', repr(parsed.precision))
             parsed = replace(parsed, precision=path.parse_precision(parsed.precision, given))
         return parsed
@@ -85,6 +90,7 @@ class InferencePath:
     Subclasses set ``name`` and override :meth:`predict`; one that runs an exported file sets ``runs_file`` and
     overrides :meth:`check_file` (and sets ``takes_precision`` and :meth:`parse_precision` if it takes one).
     """
+
     name = ''
     runs_file = False
     takes_precision = False
@@ -111,7 +117,7 @@ class InferencePath:
         return predict(batch_inputs, batch_data_samples, rescale)
 
 
-register_path(type('EagerPath', (InferencePath,), {'name': 'eager', '__doc__': 'mmdet\'s predict, as it is.'}))
+register_path(type('EagerPath', (InferencePath,), {'name': 'eager', '__doc__': "mmdet's predict, as it is."}))
 
 
 def _autocast_bf16(method: Callable, device: str, convert: Callable) -> Callable:
@@ -120,6 +126,7 @@ def _autocast_bf16(method: Callable, device: str, convert: Callable) -> Callable
         with torch.autocast(device, dtype=torch.bfloat16):
             out = method(*args, **kwargs)
         return convert(out)
+
     return run
 
 
@@ -131,14 +138,16 @@ class Bf16Path(InferencePath):
     bf16 keeps 8 bits of mantissa, so a normalised coordinate near 0.5 moves in steps of 1/512, 1.3 px at 666 px:
     the boxes must come from float32 (docs/inference.md measures both splits).
     """
+
     name = 'bf16'
 
     def predict(self, detector, predict, batch_inputs, batch_data_samples, rescale):
         extract, encode, device = detector.extract_feat, detector.forward_encoder, batch_inputs.device.type
         try:  # for this call only: instance attributes over the class's methods, removed after
             detector.extract_feat = _autocast_bf16(extract, device, lambda feats: tuple(f.float() for f in feats))
-            detector.forward_encoder = _autocast_bf16(encode, device,
-                                                      lambda out: {**out, 'memory': out['memory'].float()})
+            detector.forward_encoder = _autocast_bf16(
+                encode, device, lambda out: {**out, 'memory': out['memory'].float()}
+            )
             return predict(batch_inputs, batch_data_samples, rescale)
         finally:
             del detector.extract_feat, detector.forward_encoder
@@ -163,6 +172,7 @@ def compile_detector(detector: nn.Module) -> list[str]:
 class CompilePath(InferencePath):
     """:func:`compile_detector` on the first ``predict``; compiling takes a minute or more on a CPU, and again at
     each new image size until shapes are dynamic."""
+
     name = 'compile'
 
     def __init__(self, options: InferenceOptions) -> None:

@@ -5,6 +5,7 @@ Reference implementations: https://github.com/naver-ai/pit (``pit.py``) and timm
 parameter names follow timm >= 0.9 so its checkpoints load unchanged, other layouts are converted on loading by
 :mod:`pit_det.models.pit_layout`.
 """
+
 # PiT: Copyright 2021-present NAVER Corp. Apache License v2.0.
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
-from mmengine.model import BaseModule
 from mmdet.registry import MODELS
+from mmengine.model import BaseModule
 from timm.layers import Attention
 from timm.models.vision_transformer import Block
 from torch import nn
@@ -52,8 +53,10 @@ def resolve_arch(arch: str | dict) -> dict:
     if isinstance(arch, str):
         key = arch.lower().replace('_', '-')
         if key not in ARCH_ZOO:
-            raise ValueError(f'unknown PiT arch {arch!r}; valid names: {", ".join(ARCH_ZOO)} '
-                             f'(or a dict with keys {sorted(_ARCH_KEYS)})')
+            raise ValueError(
+                f'unknown PiT arch {arch!r}; valid names: {", ".join(ARCH_ZOO)} '
+                f'(or a dict with keys {sorted(_ARCH_KEYS)})'
+            )
         return dict(ARCH_ZOO[key])
     if not isinstance(arch, dict):
         raise ValueError(f'arch must be a name or a dict, got {type(arch).__name__}')
@@ -69,8 +72,16 @@ def resolve_arch(arch: str | dict) -> dict:
 def _block(dim: int, num_heads: int, mlp_ratio: float, drop_path: float, drop: float, attn_drop: float) -> Block:
     """timm's ViT ``Block`` as timm's own PiT builds it (qkv bias, LayerNorm eps 1e-6): the same parameter names, and
     ``fused_attn`` to switch its attention to explicit matrices."""
-    return Block(dim, num_heads, mlp_ratio, qkv_bias=True, proj_drop=drop, attn_drop=attn_drop, drop_path=drop_path,
-                 norm_layer=partial(nn.LayerNorm, eps=1e-6))
+    return Block(
+        dim,
+        num_heads,
+        mlp_ratio,
+        qkv_bias=True,
+        proj_drop=drop,
+        attn_drop=attn_drop,
+        drop_path=drop_path,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+    )
 
 
 class Pooling(nn.Module):
@@ -153,29 +164,34 @@ class PiT(FitsCheckpoints, FreezesStages, BaseModule):
     checkpoint_name = 'PiT'
     recognises = staticmethod(recognises_pit_checkpoint)
 
-    def __init__(self,
-                 arch: str | dict = 's',
-                 pretrain_img_size: int = 224,
-                 out_indices: Sequence[int] = (0, 1, 2),
-                 frozen_stages: int = -1,
-                 drop_rate: float = 0.0,
-                 attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0,
-                 with_cp: bool = False,
-                 out_norm: bool = False,
-                 fused_attn: bool = True,
-                 init_cfg: dict | None = None) -> None:
+    def __init__(
+        self,
+        arch: str | dict = 's',
+        pretrain_img_size: int = 224,
+        out_indices: Sequence[int] = (0, 1, 2),
+        frozen_stages: int = -1,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        with_cp: bool = False,
+        out_norm: bool = False,
+        fused_attn: bool = True,
+        init_cfg: dict | None = None,
+    ) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = cfg = resolve_arch(arch)
         self.out_indices = tuple(sorted(int(i) for i in out_indices))
-        if not self.out_indices or len(set(self.out_indices)) != len(self.out_indices) or \
-                not set(self.out_indices) <= {0, 1, 2}:
+        if (
+            not self.out_indices
+            or len(set(self.out_indices)) != len(self.out_indices)
+            or not set(self.out_indices) <= {0, 1, 2}
+        ):
             raise ValueError(f'out_indices must be a non-empty subset of (0, 1, 2), got {tuple(out_indices)}')
         if not -1 <= frozen_stages <= 3:
             raise ValueError(f'frozen_stages must be in -1..3, got {frozen_stages}')
         self.frozen_stages = frozen_stages
         self.patch_size, self.stride = int(cfg['patch_size']), int(cfg['stride'])
-        dims = [b * h for b, h in zip(cfg['base_dims'], cfg['heads'])]
+        dims = [b * h for b, h in zip(cfg['base_dims'], cfg['heads'], strict=True)]
         num_stages = self.out_indices[-1] + 1
         self.num_tokens = 2 if cfg.get('distilled', False) else 1
         mlp_ratio = cfg.get('mlp_ratio', 4)
@@ -192,13 +208,16 @@ class PiT(FitsCheckpoints, FreezesStages, BaseModule):
         self.transformers = nn.ModuleList()
         for i in range(num_stages):
             start = sum(cfg['depths'][:i])
-            blocks = [_block(dims[i], cfg['heads'][i], mlp_ratio, dpr[start + j], drop_rate, attn_drop_rate)
-                      for j in range(cfg['depths'][i])]
+            blocks = [
+                _block(dims[i], cfg['heads'][i], mlp_ratio, dpr[start + j], drop_rate, attn_drop_rate)
+                for j in range(cfg['depths'][i])
+            ]
             self.transformers.append(Stage(blocks, Pooling(dims[i - 1], dims[i]) if i > 0 else None))
         self.out_channels = tuple(dims[i] for i in self.out_indices)
-        self.strides = tuple(self.stride * 2 ** i for i in self.out_indices)
-        self.out_norms = nn.ModuleList([nn.LayerNorm(dims[i], eps=1e-6) for i in self.out_indices]) \
-            if out_norm else None
+        self.strides = tuple(self.stride * 2**i for i in self.out_indices)
+        self.out_norms = (
+            nn.ModuleList([nn.LayerNorm(dims[i], eps=1e-6) for i in self.out_indices]) if out_norm else None
+        )
         self.set_with_cp(with_cp)
         self.set_fused_attn(fused_attn)
         self.load_report: ConversionReport | None = None
@@ -211,7 +230,7 @@ class PiT(FitsCheckpoints, FreezesStages, BaseModule):
         """The channels of the maps a PiT of these arguments returns (its ``out_channels``), without building it: what
         the preflight holds a neck's ``in_channels`` against."""
         cfg = resolve_arch(arch)
-        dims = [b * h for b, h in zip(cfg['base_dims'], cfg['heads'])]
+        dims = [b * h for b, h in zip(cfg['base_dims'], cfg['heads'], strict=True)]
         return tuple(dims[i] for i in sorted(int(i) for i in out_indices))
 
     def set_with_cp(self, enable: bool) -> None:
@@ -237,19 +256,19 @@ class PiT(FitsCheckpoints, FreezesStages, BaseModule):
 
     def _check_input_size(self, height: int, width: int) -> None:
         if height < self.patch_size or width < self.patch_size:
-            raise ValueError(f'PiT needs an input of at least one patch ({self.patch_size}x{self.patch_size} '
-                             f'pixels), got {height}x{width}; resize or pad the image (e.g. a larger Resize scale '
-                             'or Pad(size_divisor=32) in the data pipeline).')
+            raise ValueError(
+                f'PiT needs an input of at least one patch ({self.patch_size}x{self.patch_size} '
+                f'pixels), got {height}x{width}; resize or pad the image (e.g. a larger Resize scale '
+                'or Pad(size_divisor=32) in the data pipeline).'
+            )
 
     # ---------------------------------------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         self._check_input_size(x.shape[-2], x.shape[-1])
         x = self.patch_embed.conv(x)
-        pos_embed = self.pos_embed
-        if torch.jit.is_tracing():  # an export: resized as the graph runs, to each input's size (identity at its own)
-            pos_embed = F.interpolate(pos_embed.float(), size=x.shape[-2:], mode='bicubic', align_corners=False)
-        elif pos_embed.shape[-2:] != x.shape[-2:]:
-            pos_embed = resize_pos_embed(pos_embed, x.shape[-2:])
+        # resized to this input's grid, by the tensor's shape: a traced graph resizes it to each input's, and at the
+        # grid it was trained at the resize is the identity (exactly)
+        pos_embed = F.interpolate(self.pos_embed.float(), size=x.shape[-2:], mode='bicubic', align_corners=False)
         x = self.pos_drop(x + pos_embed.to(x.dtype))
         cls_tokens = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
         outs = []
@@ -258,15 +277,17 @@ class PiT(FitsCheckpoints, FreezesStages, BaseModule):
             if i in self.out_indices:
                 outs.append(x)
         if self.out_norms is not None:
-            outs = [norm(o.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
-                    for norm, o in zip(self.out_norms, outs)]
+            outs = [
+                norm(o.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
+                for norm, o in zip(self.out_norms, outs, strict=True)
+            ]
         return tuple(outs)
 
     # -------------------------------------------------------------------------------------- freezing, init
     def _frozen_modules(self) -> list[nn.Module]:
         if self.frozen_stages < 0:
             return []
-        return [self.patch_embed, self.pos_drop] + list(self.transformers[:self.frozen_stages])
+        return [self.patch_embed, self.pos_drop] + list(self.transformers[: self.frozen_stages])
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages >= 0:

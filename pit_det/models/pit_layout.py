@@ -9,6 +9,7 @@ Three layouts exist for PiT's weights (everything but the pooling layers is name
 :func:`convert_pit_checkpoint` maps any of them (possibly nested under ``state_dict``/``model`` and prefixed with
 ``module.``/``backbone.``) to the timm >= 0.9 layout without the classifier (``norm``, ``head``, ``head_dist``).
 """
+
 from __future__ import annotations
 
 import re
@@ -31,8 +32,10 @@ def detect_layout(sd: dict[str, torch.Tensor]) -> str:
     """
     if not any(k.startswith(('patch_embed.', 'pools.', 'transformers.')) for k in sd):
         sample = ', '.join(sorted(sd)[:5])
-        raise CheckpointMismatchError(f'no PiT keys (patch_embed.*, transformers.*, pools.*) found; first keys: '
-                                      f'{sample or "none"}. Is this a PiT checkpoint?')
+        raise CheckpointMismatchError(
+            f'no PiT keys (patch_embed.*, transformers.*, pools.*) found; first keys: '
+            f'{sample or "none"}. Is this a PiT checkpoint?'
+        )
     if any(k.startswith('pools.') for k in sd):
         return 'official'
     pooled = {int(m.group(3)) for k in sd if (m := _POOL_KEY.match(k)) and m.group(3) is not None}
@@ -50,8 +53,9 @@ def detect_layout(sd: dict[str, torch.Tensor]) -> str:
     return 'timm-legacy'
 
 
-def convert_pit_checkpoint(state_dict: dict, num_stages: int = 3,
-                           report: ConversionReport | None = None) -> dict[str, torch.Tensor]:
+def convert_pit_checkpoint(
+    state_dict: dict, num_stages: int = 3, report: ConversionReport | None = None
+) -> dict[str, torch.Tensor]:
     """Convert a PiT state dict of any known layout to this package's layout (timm >= 0.9, no classifier).
 
     Args:
@@ -72,7 +76,7 @@ def convert_pit_checkpoint(state_dict: dict, num_stages: int = 3,
         match = _POOL_KEY.match(key)
         if match is not None and layout in ('official', 'timm-legacy'):
             index = int(match.group(2) if match.group(2) is not None else match.group(3))
-            new = f'transformers.{index + 1}.pool.' + key[match.end():]
+            new = f'transformers.{index + 1}.pool.' + key[match.end() :]
         stage = re.match(r'^transformers\.(\d+)\.', new)
         if new.startswith(CLASSIFIER_PREFIXES) or (stage is not None and int(stage.group(1)) >= num_stages):
             report.dropped.append(key)

@@ -1,5 +1,6 @@
 """What the models share: the attention switch of PiT's and timm's transformers (:func:`explicit_attention`),
 stages kept frozen through ``train()`` (:class:`FreezesStages`), one image's data sample (:func:`image_sample`)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -37,6 +38,10 @@ class FreezesStages:
 def image_sample(height: int, width: int):
     """The data sample of one unpadded, unscaled ``height x width`` input, as a detector's ``predict`` takes it."""
     from mmdet.structures import DetDataSample
+
     shape = (height, width)
-    return DetDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, batch_input_shape=shape, pad_shape=shape,
-                                       scale_factor=(1.0, 1.0)))
+    return DetDataSample(
+        metainfo=dict(
+            img_shape=shape, ori_shape=shape, batch_input_shape=shape, pad_shape=shape, scale_factor=(1.0, 1.0)
+        )
+    )

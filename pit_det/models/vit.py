@@ -9,17 +9,24 @@ construction, the standard one of ViTDet's simple feature pyramid (Li et al. 202
 token maps after blocks 4, 8 and 12 (``out_indices=(3, 7, 11)``) go through a stride-2 transposed convolution
 (stride 8), the identity (stride 16) and a stride-2 max pooling (stride 32).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
-from mmengine.model import BaseModule
 from mmdet.registry import MODELS
+from mmengine.model import BaseModule
 from torch import nn
 
-from ..checkpoint.matching import (CLASSIFIER_PREFIXES, CheckpointMismatchError, ConversionReport, FitsCheckpoints, check_backbone_fit,
-                  extract_state_dict)
+from ..checkpoint.matching import (
+    CLASSIFIER_PREFIXES,
+    CheckpointMismatchError,
+    ConversionReport,
+    FitsCheckpoints,
+    check_backbone_fit,
+    extract_state_dict,
+)
 from .utils import FreezesStages
 
 
@@ -51,23 +58,27 @@ class ViTPyramid(FitsCheckpoints, FreezesStages, BaseModule):
     checkpoint_name = 'ViT'
     recognises = staticmethod(recognises_vit_checkpoint)
 
-    def __init__(self,
-                 model_name: str = 'deit_small_patch16_224',
-                 out_indices: Sequence[int] = (3, 7, 11),
-                 frozen_stages: int = -1,
-                 drop_path_rate: float = 0.1,
-                 with_cp: bool = False,
-                 init_cfg: dict | None = None) -> None:
+    def __init__(
+        self,
+        model_name: str = 'deit_small_patch16_224',
+        out_indices: Sequence[int] = (3, 7, 11),
+        frozen_stages: int = -1,
+        drop_path_rate: float = 0.1,
+        with_cp: bool = False,
+        init_cfg: dict | None = None,
+    ) -> None:
         super().__init__(init_cfg=init_cfg)
         import timm
+
         self.model_name = model_name
         self.out_indices = tuple(int(i) for i in out_indices)
         if len(self.out_indices) != 3 or list(self.out_indices) != sorted(set(self.out_indices)):
             raise ValueError(f'out_indices must be three increasing block indices, got {tuple(out_indices)}')
         if not -1 <= frozen_stages <= 3:
             raise ValueError(f'frozen_stages must be in -1..3, got {frozen_stages}')
-        self.vit = timm.create_model(model_name, pretrained=False, dynamic_img_size=True, dynamic_img_pad=True,
-                                     drop_path_rate=drop_path_rate)
+        self.vit = timm.create_model(
+            model_name, pretrained=False, dynamic_img_size=True, dynamic_img_pad=True, drop_path_rate=drop_path_rate
+        )
         if self.out_indices[-1] >= len(self.vit.blocks):
             raise ValueError(f'out_indices {self.out_indices}: {model_name} has {len(self.vit.blocks)} blocks')
         self.vit.prune_intermediate_layers(list(self.out_indices), prune_norm=True, prune_head=True)
@@ -84,11 +95,13 @@ class ViTPyramid(FitsCheckpoints, FreezesStages, BaseModule):
         self._freeze_stages()
 
     @staticmethod
-    def declared_channels(model_name: str = 'deit_small_patch16_224', out_indices: Sequence[int] = (3, 7, 11),
-                          **_) -> tuple[int, ...]:
+    def declared_channels(
+        model_name: str = 'deit_small_patch16_224', out_indices: Sequence[int] = (3, 7, 11), **_
+    ) -> tuple[int, ...]:
         """The channels of the three maps (its ``out_channels``), from timm's model built on the meta device (no
         memory, no weights): what the preflight holds a neck's ``in_channels`` against."""
         import timm
+
         with torch.device('meta'):
             dim = timm.create_model(model_name, pretrained=False).embed_dim
         return (dim,) * len(tuple(out_indices))
@@ -106,7 +119,7 @@ class ViTPyramid(FitsCheckpoints, FreezesStages, BaseModule):
         if self.frozen_stages < 0:
             return
         frozen = [self.vit.patch_embed, self.vit.pos_drop, self.vit.patch_drop, self.vit.norm_pre]
-        frozen += list(self.vit.blocks[:self.out_indices[self.frozen_stages - 1] + 1]) if self.frozen_stages else []
+        frozen += list(self.vit.blocks[: self.out_indices[self.frozen_stages - 1] + 1]) if self.frozen_stages else []
         for param in (self.vit.pos_embed, self.vit.cls_token):
             if param is not None:
                 param.requires_grad_(False)
@@ -121,20 +134,29 @@ class ViTPyramid(FitsCheckpoints, FreezesStages, BaseModule):
         report.layout = 'timm-vit'
         converted = {}
         for key, value in local.items():
-            bare = key[len('vit.'):] if key.startswith('vit.') else key
-            if bare.startswith(CLASSIFIER_PREFIXES) or (bare.startswith('blocks.') and
-                                                       int(bare.split('.')[1]) > self.out_indices[-1]):
+            bare = key[len('vit.') :] if key.startswith('vit.') else key
+            if bare.startswith(CLASSIFIER_PREFIXES) or (
+                bare.startswith('blocks.') and int(bare.split('.')[1]) > self.out_indices[-1]
+            ):
                 report.dropped.append(key)
                 continue
             own_key = key if key.startswith(('vit.', 'upsample.')) else f'vit.{key}'
             if own_key != key:
                 report.renamed.append((key, own_key))
             converted[own_key] = value
-        if not recognises_vit_checkpoint({k[len('vit.'):]: v for k, v in converted.items()}):
-            raise CheckpointMismatchError(f'no ViT keys (patch_embed.proj.*, blocks.*) found; first keys: '
-                                          f'{sorted(local)[:5]}. Is this a timm ViT/DeiT checkpoint?')
+        if not recognises_vit_checkpoint({k[len('vit.') :]: v for k, v in converted.items()}):
+            raise CheckpointMismatchError(
+                f'no ViT keys (patch_embed.proj.*, blocks.*) found; first keys: '
+                f'{sorted(local)[:5]}. Is this a timm ViT/DeiT checkpoint?'
+            )
         own = self.state_dict()
         checked = {k: v for k, v in own.items() if k.startswith('vit.') or k in converted}  # + our layers if saved
-        check_backbone_fit(converted, checked, 'ViT', self.model_name, report,
-                           advice='Check that the checkpoint is of the same ViT (model_name).')
+        check_backbone_fit(
+            converted,
+            checked,
+            'ViT',
+            self.model_name,
+            report,
+            advice='Check that the checkpoint is of the same ViT (model_name).',
+        )
         return converted

@@ -1,5 +1,21 @@
-from .ms_deform_attn import (FusedMultiScaleDeformableAttention, load_extension, ms_deform_attn_cpu,
-                             use_fused_cpu_deform_attn)
+from .ms_deform_attn import (
+    CPU_DEFORM_ATTN,
+    GRAPH,
+    FusedMultiScaleDeformableAttention,
+    deform_attn_graph,
+    level_starts,
+    load_extension,
+    ms_deform_attn_cpu,
+    set_cpu_deform_attn,
+)
 
-__all__ = ['FusedMultiScaleDeformableAttention', 'load_extension', 'ms_deform_attn_cpu',
-           'use_fused_cpu_deform_attn']
+__all__ = [
+    'CPU_DEFORM_ATTN',
+    'GRAPH',
+    'FusedMultiScaleDeformableAttention',
+    'deform_attn_graph',
+    'level_starts',
+    'load_extension',
+    'ms_deform_attn_cpu',
+    'set_cpu_deform_attn',
+]

@@ -3,6 +3,7 @@
 No import of mmcv or of the rest of pit_det here: the setup loads this file by its path before either is installed
 (``scripts/setup.sh``, "fused CPU deformable attention kernel").
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,6 +29,7 @@ def cpu_model_and_flags() -> tuple[str, set[str]]:
 
     def field(key: str) -> str:
         return next((line.split(':', 1)[1].strip() for line in lines if line.startswith(key) and ':' in line), '')
+
     return field('model name') or platform.processor(), set(field('flags').split())
 
 
@@ -56,8 +58,10 @@ def _build_inputs() -> str:
     import sysconfig
 
     from torch.utils.cpp_extension import include_paths, library_paths
-    return '\n'.join([*include_paths(), *library_paths(), sysconfig.get_paths()['include'],
-                      os.environ.get('CXX', 'c++')])
+
+    return '\n'.join(
+        [*include_paths(), *library_paths(), sysconfig.get_paths()['include'], os.environ.get('CXX', 'c++')]
+    )
 
 
 def extension_dir(source: Path = SOURCE) -> Path:
@@ -65,10 +69,12 @@ def extension_dir(source: Path = SOURCE) -> Path:
     everything else in torch's build command (:func:`_build_inputs`): ninja rebuilds whenever the command of the
     folder's last build differs, so two environments sharing one folder would rebuild it each time they took
     turns."""
-    root = Path(os.environ.get('PIT_DET_CACHE', Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache'))
-                               / 'pit-det'))
-    digest = hashlib.sha256(source.read_bytes() + ' '.join(FLAGS).encode() + _cpu_signature().encode()
-                            + _build_inputs().encode())
+    root = Path(
+        os.environ.get('PIT_DET_CACHE', Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'pit-det')
+    )
+    digest = hashlib.sha256(
+        source.read_bytes() + ' '.join(FLAGS).encode() + _cpu_signature().encode() + _build_inputs().encode()
+    )
     tag = f'torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}-{digest.hexdigest()[:12]}'
     return root / 'ext' / tag.replace('+', '_')
 
@@ -81,6 +87,7 @@ def compile_extension(source: Path = SOURCE):
     would rebuild whenever that path changed.
     """
     from torch.utils.cpp_extension import load
+
     build_dir = extension_dir(source)
     build_dir.mkdir(parents=True, exist_ok=True)
     copy = build_dir / source.name
@@ -89,6 +96,11 @@ def compile_extension(source: Path = SOURCE):
         tmp = copy.with_name(f'{copy.name}.{os.getpid()}.partial')
         tmp.write_bytes(source.read_bytes())
         os.replace(tmp, copy)
-    return load(name=NAME, sources=[str(copy)], build_directory=str(build_dir), extra_cflags=FLAGS,
-                extra_ldflags=['-fopenmp'], verbose=False)
-
+    return load(
+        name=NAME,
+        sources=[str(copy)],
+        build_directory=str(build_dir),
+        extra_cflags=FLAGS,
+        extra_ldflags=['-fopenmp'],
+        verbose=False,
+    )

@@ -4,6 +4,7 @@ Without them a missing ``data/coco``, a class list that matches no annotation, o
 another dataset's ground truth surfaces as a traceback minutes (or an epoch) into a run, or not at all.
 :class:`pit_det.runner.CheckedRunner` calls :func:`check_train` and :func:`check_test`.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,20 +34,22 @@ class PreflightError(RuntimeError):
 
 @dataclass
 class Findings:
-    data_problems: list[str] = field(default_factory=list)     # missing or broken data: the layout hint applies
-    config_problems: list[str] = field(default_factory=list)   # classes, evaluator files, weights
+    data_problems: list[str] = field(default_factory=list)  # missing or broken data: the layout hint applies
+    config_problems: list[str] = field(default_factory=list)  # classes, evaluator files, weights
 
     def raise_if_any(self, hint: str = COCO_LAYOUT) -> None:
         problems = self.data_problems + self.config_problems
         if problems:
-            raise PreflightError('\n'.join(['cannot start:'] + [f'  - {p}' for p in problems]
-                                           + ([hint] if self.data_problems else [])))
+            raise PreflightError(
+                '\n'.join(['cannot start:'] + [f'  - {p}' for p in problems] + ([hint] if self.data_problems else []))
+            )
 
 
 def _dataset(loader_cfg) -> dict | None:
     if not loader_cfg:
         return None
     from ..data.coco import unwrap_dataset
+
     return unwrap_dataset(loader_cfg.get('dataset', {}))
 
 
@@ -63,6 +66,7 @@ def _config_classes(dataset: dict) -> tuple[str, ...] | None:
     if classes is not None:
         return tuple(classes)
     from mmdet.registry import DATASETS
+
     dataset_type = DATASETS.get(dataset.get('type', '')) if isinstance(dataset.get('type'), str) else None
     default = getattr(dataset_type, 'METAINFO', {}).get('classes')
     return tuple(default) if default is not None else None
@@ -87,6 +91,7 @@ def _content_problem(ann: dict, path: str) -> str | None:
     """What mmdet's ``CocoDataset`` and ``CocoMetric`` would stop on, mid-run, in a parsed COCO file: the dataset
     command's check (:func:`pit_det.data.coco.check_coco`) and every annotation's ``area``."""
     from ..data.coco import DatasetError, check_coco, missing_area
+
     if 'annotations' not in ann:  # an image-info file (COCO's test-dev) lists images only
         return None
     try:
@@ -95,10 +100,12 @@ def _content_problem(ann: dict, path: str) -> str | None:
         return str(exc)
     missing = missing_area(ann)
     if missing:
-        return (f'{path}: {len(missing)} annotations have no "area", e.g. annotation {missing[0]}, and mmdet\'s '
-                'CocoDataset and CocoMetric read it (the run would stop at the first evaluation): give each its '
-                'mask\'s or box\'s area, or write the config with pit-det-dataset-config, which reads a copy with the '
-                'box\'s area')
+        return (
+            f'{path}: {len(missing)} annotations have no "area", e.g. annotation {missing[0]}, and mmdet\'s '
+            'CocoDataset and CocoMetric read it (the run would stop at the first evaluation): give each its '
+            "mask's or box's area, or write the config with pit-det-dataset-config, which reads a copy with the "
+            "box's area"
+        )
     return None
 
 
@@ -142,8 +149,10 @@ def check_dataset(loader_cfg, role: str, findings: Findings, cache: dict) -> dic
     if img_dir is not None and osp.isdir(img_dir):
         missing = _missing_names(img_dir, [str(img.get('file_name', '')) for img in ann['images']])
         if missing:
-            findings.data_problems.append(f'{role}: {len(missing)} of the {len(ann["images"])} images listed in {ann_path} '
-                                 f'are not in {img_dir}, e.g. {", ".join(missing[:3])}')
+            findings.data_problems.append(
+                f'{role}: {len(missing)} of the {len(ann["images"])} images listed in {ann_path} '
+                f'are not in {img_dir}, e.g. {", ".join(missing[:3])}'
+            )
     _check_classes(dataset, ann, ann_path, role, findings)
     return dataset
 
@@ -160,22 +169,30 @@ def _check_classes(dataset: dict, ann: dict, ann_path: str, role: str, findings:
         return
     loader = {'training': 'train_dataloader', 'validation': 'val_dataloader', 'test': 'test_dataloader'}[role]
     missing = [c for c in wanted if c not in set(present)]
-    advice = (f'Set the dataset\'s classes to the annotation file\'s names, e.g. --cfg-options '
-              f'"{loader}.dataset.metainfo.classes={tuple(present[:3])}" (all of them, for every loader) and '
-              'model.bbox_head.num_classes to their number, or in the config dataset=dict(metainfo=dict(classes=...)).')
+    advice = (
+        f"Set the dataset's classes to the annotation file's names, e.g. --cfg-options "
+        f'"{loader}.dataset.metainfo.classes={tuple(present[:3])}" (all of them, for every loader) and '
+        'model.bbox_head.num_classes to their number, or in the config dataset=dict(metainfo=dict(classes=...)).'
+    )
     if len(missing) == len(wanted):
         findings.config_problems.append(
-            f'{role}: none of the config\'s {len(wanted)} classes ({_names(wanted, 6)}) is a category of {ann_path} '
-            f'({_names(present, 6)}): every image would have no ground truth. {advice}')
+            f"{role}: none of the config's {len(wanted)} classes ({_names(wanted, 6)}) is a category of {ann_path} "
+            f'({_names(present, 6)}): every image would have no ground truth. {advice}'
+        )
     elif missing:
         findings.config_problems.append(
-            f'{role}: {len(missing)} of the config\'s {len(wanted)} classes are not categories of {ann_path}: '
+            f"{role}: {len(missing)} of the config's {len(wanted)} classes are not categories of {ann_path}: "
             f'{_names(missing, 8)}. mmdet numbers the labels by the classes it finds in the file, so every class after '
-            f'a missing one would train and be scored as another (and evaluation would fail). {advice}')
+            f'a missing one would train and be scored as another (and evaluation would fail). {advice}'
+        )
     left_out = [c for c in present if c not in set(wanted)]
     if left_out and not missing:
-        print_log(f'{role}: {len(left_out)} categories of {ann_path} are not among the config\'s classes and are '
-                  f'ignored: {_names(left_out, 8)}', logger='current', level=30)
+        print_log(
+            f"{role}: {len(left_out)} categories of {ann_path} are not among the config's classes and are "
+            f'ignored: {_names(left_out, 8)}',
+            logger='current',
+            level=30,
+        )
 
 
 def check_num_classes(model_cfg, dataset: dict | None, role: str, findings: Findings) -> None:
@@ -189,8 +206,9 @@ def check_num_classes(model_cfg, dataset: dict | None, role: str, findings: Find
     findings.config_problems.append(
         f'{role}: model.bbox_head.num_classes is {head["num_classes"]} but the dataset has {len(classes)} classes '
         f'({_names(list(classes), 6)}): set --cfg-options model.bbox_head.num_classes={len(classes)} (every '
-        'classification branch follows it, and DINO\'s denoising label embedding), or change the datasets\' '
-        'metainfo.classes')
+        "classification branch follows it, and DINO's denoising label embedding), or change the datasets' "
+        'metainfo.classes'
+    )
 
 
 def check_evaluator(evaluator_cfg, dataset: dict | None, role: str, findings: Findings) -> None:
@@ -207,8 +225,9 @@ def check_evaluator(evaluator_cfg, dataset: dict | None, role: str, findings: Fi
             key = 'val_evaluator' if role == 'validation' else 'test_evaluator'
             findings.config_problems.append(
                 f'{role}: the evaluator scores against {ann} but the dataset reads {dataset_ann}: the metrics would '
-                f'compare predictions with another set\'s ground truth. Point both at the same file, e.g. '
-                f'--cfg-options {key}.ann_file={dataset_ann}')
+                f"compare predictions with another set's ground truth. Point both at the same file, e.g. "
+                f'--cfg-options {key}.ann_file={dataset_ann}'
+            )
 
 
 def check_weights(model_cfg, findings: Findings) -> None:
@@ -218,6 +237,7 @@ def check_weights(model_cfg, findings: Findings) -> None:
     if not init_cfg or init_cfg.get('type') != 'Pretrained' or not init_cfg.get('checkpoint'):
         return
     from ..checkpoint.sources import unavailable_reason
+
     problem = unavailable_reason(str(init_cfg['checkpoint']))
     if problem:
         findings.config_problems.append(problem)
@@ -248,6 +268,7 @@ def lr_scaling_advice(cfg, world_size: int | None = None) -> str | None:
     (``auto_scale_lr.base_batch_size``) and ``--auto-scale-lr`` is off: DETR heads trained on a small set with a
     batch far below the recipe's and its lr are the usual 'AP stays at 0'."""
     from mmengine.dist import get_world_size
+
     scale = cfg.get('auto_scale_lr') or {}
     base, per_gpu = scale.get('base_batch_size'), (cfg.get('train_dataloader') or {}).get('batch_size')
     if not base or not per_gpu or scale.get('enable', False):
@@ -258,9 +279,11 @@ def lr_scaling_advice(cfg, world_size: int | None = None) -> str | None:
         return None
     lr = ((cfg.get('optim_wrapper') or {}).get('optimizer') or {}).get('lr')
     scaled = f' ({lr:g} -> {lr * total / base:g})' if isinstance(lr, (int, float)) else ''
-    return (f'this run\'s total batch is {total} ({world_size} x {per_gpu}) but the config\'s learning rate is set for '
-            f'{base} (auto_scale_lr.base_batch_size): add --auto-scale-lr to scale it linearly{scaled}, or set '
-            'optim_wrapper.optimizer.lr yourself')
+    return (
+        f"this run's total batch is {total} ({world_size} x {per_gpu}) but the config's learning rate is set for "
+        f'{base} (auto_scale_lr.base_batch_size): add --auto-scale-lr to scale it linearly{scaled}, or set '
+        'optim_wrapper.optimizer.lr yourself'
+    )
 
 
 def check_test(cfg) -> None:

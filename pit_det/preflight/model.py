@@ -7,6 +7,7 @@ parameters that give no loss), the positional encoding fits the transformer, DIN
 refinement; the denoising generator's class count, queries and width come from the detector). For pit-det's detectors
 also their options (``cpu_deform_attn``, ``model.inference``).
 """
+
 from __future__ import annotations
 
 PIT_DET_DETECTORS = ('FastDeformableDETR', 'FastDINO')
@@ -28,17 +29,22 @@ def level_problems(model_cfg: dict) -> list[str]:
     settings = {
         'model.num_feature_levels': model_cfg.get('num_feature_levels', DEFAULT_LEVELS),
         'model.neck.num_outs': neck.get('num_outs', len(neck.get('in_channels') or []) or None),
-        'model.encoder.layer_cfg.self_attn_cfg.num_levels':
-            _get(model_cfg, 'encoder', 'layer_cfg', 'self_attn_cfg', 'num_levels', default=DEFAULT_LEVELS),
-        'model.decoder.layer_cfg.cross_attn_cfg.num_levels':
-            _get(model_cfg, 'decoder', 'layer_cfg', 'cross_attn_cfg', 'num_levels', default=DEFAULT_LEVELS),
+        'model.encoder.layer_cfg.self_attn_cfg.num_levels': _get(
+            model_cfg, 'encoder', 'layer_cfg', 'self_attn_cfg', 'num_levels', default=DEFAULT_LEVELS
+        ),
+        'model.decoder.layer_cfg.cross_attn_cfg.num_levels': _get(
+            model_cfg, 'decoder', 'layer_cfg', 'cross_attn_cfg', 'num_levels', default=DEFAULT_LEVELS
+        ),
     }
     if len(set(settings.values())) <= 1:
         return []
     inputs = len(neck.get('in_channels') or [])
-    return ['the level settings disagree: ' + ', '.join(f'{k}={v}' for k, v in settings.items())
-            + f'. They must be one number: the levels the encoder and decoder sample, {inputs} from the backbone and '
-            f'the rest added by the neck (4 for DINO-4scale and Deformable DETR with three backbone maps)']
+    return [
+        'the level settings disagree: '
+        + ', '.join(f'{k}={v}' for k, v in settings.items())
+        + f'. They must be one number: the levels the encoder and decoder sample, {inputs} from the backbone and '
+        f'the rest added by the neck (4 for DINO-4scale and Deformable DETR with three backbone maps)'
+    ]
 
 
 class BackboneArgumentError(ValueError):
@@ -54,6 +60,7 @@ def declared_channels(backbone_cfg: dict) -> tuple[int, ...] | None:
     """
     from mmdet.models.backbones import ResNet
     from mmdet.registry import MODELS
+
     kind = backbone_cfg.get('type')
     cls = MODELS.get(kind) if isinstance(kind, str) else kind
     args = {k: v for k, v in backbone_cfg.items() if k != 'type'}
@@ -65,7 +72,7 @@ def declared_channels(backbone_cfg: dict) -> tuple[int, ...] | None:
     if isinstance(cls, type) and issubclass(cls, ResNet) and backbone_cfg.get('depth') in ResNet.arch_settings:
         block = ResNet.arch_settings[backbone_cfg['depth']][0]
         indices = backbone_cfg.get('out_indices', (0, 1, 2, 3))
-        return tuple(64 * 2 ** i * block.expansion for i in indices)
+        return tuple(64 * 2**i * block.expansion for i in indices)
     return None
 
 
@@ -78,22 +85,34 @@ def backbone_problems(model_cfg: dict) -> list[str]:
         channels = declared_channels(backbone)
     except BackboneArgumentError as exc:
         return [str(exc)]
-    what = f'the backbone ({backbone.get("type")}' + ''.join(
-        f', {k} {backbone[k]}' for k in ('arch', 'model_name', 'depth', 'out_indices') if k in backbone) + ')'
+    what = (
+        f'the backbone ({backbone.get("type")}'
+        + ''.join(f', {k} {backbone[k]}' for k in ('arch', 'model_name', 'depth', 'out_indices') if k in backbone)
+        + ')'
+    )
     if channels is not None and len(channels) > len(in_channels) and in_channels:
         problems.append(
             f'{what} returns {len(channels)} maps but model.neck.in_channels takes {len(in_channels)}: the outputs '
             'the neck does not use feed no loss, and DDP stops on parameters without gradients. Return only the maps '
-            f'the neck takes (out_indices), or give the neck all of them: model.neck.in_channels={list(channels)}')
+            f'the neck takes (out_indices), or give the neck all of them: model.neck.in_channels={list(channels)}'
+        )
     elif channels is not None and list(channels) != in_channels:
-        problems.append(f'model.neck.in_channels={in_channels} but {what} returns maps of {list(channels)} channels: '
-                        f'set --cfg-options model.neck.in_channels="{list(channels)}"')
+        problems.append(
+            f'model.neck.in_channels={in_channels} but {what} returns maps of {list(channels)} channels: '
+            f'set --cfg-options model.neck.in_channels="{list(channels)}"'
+        )
     num_stages, indices = backbone.get('num_stages', 4), backbone.get('out_indices', (0, 1, 2, 3))
-    if backbone.get('type') == 'ResNet' and indices and max(indices) < num_stages - 1 and \
-            backbone.get('frozen_stages', -1) < num_stages:
-        problems.append(f'{what} builds {num_stages} stages but returns none after stage {max(indices)}: the later '
-                        'stages run, feed no loss, and DDP stops on their parameters. Set '
-                        f'model.backbone.num_stages={max(indices) + 1}')
+    if (
+        backbone.get('type') == 'ResNet'
+        and indices
+        and max(indices) < num_stages - 1
+        and backbone.get('frozen_stages', -1) < num_stages
+    ):
+        problems.append(
+            f'{what} builds {num_stages} stages but returns none after stage {max(indices)}: the later '
+            'stages run, feed no loss, and DDP stops on their parameters. Set '
+            f'model.backbone.num_stages={max(indices) + 1}'
+        )
     return problems
 
 
@@ -103,18 +122,25 @@ def transformer_problems(model_cfg: dict) -> list[str]:
     dims = _get(model_cfg, 'encoder', 'layer_cfg', 'self_attn_cfg', 'embed_dims', default=256)
     feats = _get(model_cfg, 'positional_encoding', 'num_feats', default=None)
     if feats is not None and 2 * feats != dims:
-        problems.append(f'model.positional_encoding.num_feats={feats} but the transformer is {dims} wide: set it to '
-                        f'{dims // 2} (the encoding gives 2 x num_feats features per position)')
+        problems.append(
+            f'model.positional_encoding.num_feats={feats} but the transformer is {dims} wide: set it to '
+            f'{dims // 2} (the encoding gives 2 x num_feats features per position)'
+        )
     if model_cfg.get('type') in DINO_TYPES:
         for key in ('as_two_stage', 'with_box_refine'):
             if model_cfg.get(key) is False:
                 problems.append(f'model.{key}=False: DINO is always two-stage with box refinement; remove the option')
-        given = [k for k in ('num_classes', 'num_queries', 'hidden_dim', 'embed_dims', 'num_matching_queries')
-                 if k in (model_cfg.get('dn_cfg') or {})]
+        given = [
+            k
+            for k in ('num_classes', 'num_queries', 'hidden_dim', 'embed_dims', 'num_matching_queries')
+            if k in (model_cfg.get('dn_cfg') or {})
+        ]
         if given:
-            problems.append(f'model.dn_cfg sets {", ".join(given)}: DINO sizes its denoising queries from the detector '
-                            '(the label embedding\'s classes from model.bbox_head.num_classes, the width from the '
-                            'transformer, the matching queries from model.num_queries); remove them from dn_cfg')
+            problems.append(
+                f'model.dn_cfg sets {", ".join(given)}: DINO sizes its denoising queries from the detector '
+                "(the label embedding's classes from model.bbox_head.num_classes, the width from the "
+                'transformer, the matching queries from model.num_queries); remove them from dn_cfg'
+            )
     return problems
 
 
@@ -129,9 +155,11 @@ def head_problems(model_cfg: dict) -> list[str]:
     if keep < 1:
         return [f'model.test_cfg.max_per_img={keep}: keep at least 1 detection per image']
     if keep > queries * classes:
-        return [f'model.test_cfg.max_per_img={keep} but the head ranks {queries} queries x {classes} classes = '
-                f'{queries * classes} scores: set model.test_cfg.max_per_img to at most {queries * classes} (or raise '
-                'model.num_queries)']
+        return [
+            f'model.test_cfg.max_per_img={keep} but the head ranks {queries} queries x {classes} classes = '
+            f'{queries * classes} scores: set model.test_cfg.max_per_img to at most {queries * classes} (or raise '
+            'model.num_queries)'
+        ]
     return []
 
 
@@ -141,8 +169,12 @@ def check_structure(model_cfg) -> list[str]:
     other detectors."""
     if not model_cfg or 'encoder' not in model_cfg or (model_cfg.get('neck') or {}).get('type') != 'ChannelMapper':
         return []
-    return (level_problems(model_cfg) + backbone_problems(model_cfg) + transformer_problems(model_cfg)
-            + head_problems(model_cfg))
+    return (
+        level_problems(model_cfg)
+        + backbone_problems(model_cfg)
+        + transformer_problems(model_cfg)
+        + head_problems(model_cfg)
+    )
 
 
 def option_problems(model_cfg) -> list[str]:
@@ -156,6 +188,7 @@ def option_problems(model_cfg) -> list[str]:
     from ..checkpoint import CheckpointMismatchError, CheckpointReadError
     from ..models.detectors import check_cpu_deform_attn
     from ..models.inference import InferenceOptions
+
     problems = []
     try:
         check_cpu_deform_attn(model_cfg.get('cpu_deform_attn', 'fused'))
@@ -182,4 +215,5 @@ def check_model(model_cfg) -> None:
     problems = check_structure(model_cfg) + option_problems(model_cfg)
     if problems:
         from . import PreflightError
+
         raise PreflightError('\n'.join(['cannot start:'] + [f'  - {p}' for p in problems]))
