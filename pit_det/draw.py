@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import IMAGE_SUFFIXES
+from .models.inference import InferenceOptions
 from .outputs import check_file_output
 
 MAX_DRAWN_SIDE = (
@@ -64,7 +65,7 @@ def draw_detections(
     score_thr: float = 0.3,
     device: str = 'cpu',
     min_side: int = 512,
-    inference: dict | None = None,
+    inference: InferenceOptions | None = None,
     force: bool = False,
 ) -> int:
     """Run ``config`` with ``checkpoint`` on ``image`` and write the picture with boxes to ``out``.
@@ -72,7 +73,8 @@ def draw_detections(
     Images whose short side is below ``min_side`` are drawn enlarged (boxes scaled alike) so labels stay legible;
     images whose long side is above :data:`MAX_DRAWN_SIDE` are drawn reduced to it (a 10000x10000 photo took 10 GB
     of memory to draw at its own size).
-    ``inference``: the detector's inference path (``FastDeformableDETR(inference=...)``), e.g. ``dict(path='bf16')``.
+    ``config``: a path, or an mmengine ``Config`` read from one (its ``filename`` is checked as an input).
+    ``inference``: the detector's inference path, parsed (:meth:`InferenceOptions.parse`), e.g. ``path='bf16'``.
     ``force``: replace an existing ``out`` (never an input).
 
     Returns:
@@ -84,10 +86,10 @@ def draw_detections(
 
     from .models.detectors import build_detector
 
-    model_file = (inference or {}).get('model_file')
-    bgr = check_request(config, checkpoint, image, out, device, force, (('exported model file', model_file),))
-    options = {f'model.inference.{k}': v for k, v in (inference or {}).items()}
-    model = build_detector(config, checkpoint, device=device, cfg_options=options)
+    model_file = inference.model_file if inference else None
+    path = getattr(config, 'filename', config)
+    bgr = check_request(path, checkpoint, image, out, device, force, (('exported model file', model_file),))
+    model = build_detector(config, checkpoint, device=device, inference=inference)
     result = inference_detector(model, bgr)
     visualizer = VISUALIZERS.build(dict(type='DetLocalVisualizer', name=f'pit_det_{Path(out).stem}'))
     visualizer.dataset_meta = model.dataset_meta

@@ -22,9 +22,14 @@ except ModuleNotFoundError:  # Python 3.10
 PYPROJECT = Path(__file__).resolve().parents[1] / 'pyproject.toml'
 
 
+def canonical(name: str) -> str:
+    """PEP 503 name: what pip compares."""
+    return re.sub(r'[-_.]+', '-', name).lower()
+
+
 def requirement_name(requirement: str) -> str:
     """The PEP 503 name of a requirement string (``"mmcv==2.1.0"`` -> ``mmcv``)."""
-    return re.sub(r'[-_.]+', '-', re.match(r'\s*([A-Za-z0-9][A-Za-z0-9._-]*)', requirement).group(1)).lower()
+    return canonical(re.match(r'\s*([A-Za-z0-9][A-Za-z0-9._-]*)', requirement).group(1))
 
 
 def requirements(extras: list[str], without: list[str], pyproject: Path = PYPROJECT) -> list[str]:

@@ -32,10 +32,13 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+# the setup's other scripts, beside this one (on sys.path as a script's folder is): each fact defined once
+from build_mmcv import MMCV_VERSION
+from requirements import canonical
+
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = 'wheelhouse.txt'
 PROVIDED = 'provided-by-target'
-MMCV_VERSION = '2.1.0'
 # Stand-ins for packages the target environment brings: version high enough for every pin of pit-det and its
 # dependencies, a local label that no index carries, no requirements.
 PLACEHOLDERS = {'torch': '2.14.1+wheelhouse', 'torchvision': '0.29.1+wheelhouse'}
@@ -60,11 +63,6 @@ MANYLINUX = [
 
 class WheelhouseError(RuntimeError):
     """A wheelhouse cannot be built as asked; the message says what to do."""
-
-
-def canonical(name: str) -> str:
-    """PEP 503 name: what pip compares."""
-    return re.sub(r'[-_.]+', '-', name).lower()
 
 
 def platforms(arch: str) -> list[str]:

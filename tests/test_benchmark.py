@@ -5,7 +5,7 @@ import statistics
 import pytest
 import torch
 
-from pit_det.benchmark import BenchmarkError, build_detector, count_work, detector_call, run_benchmark
+from pit_det.benchmark import BenchmarkError, build_benchmark_detector, count_work, detector_call, run_benchmark
 from pit_det.benchmark.builders import build_call
 from pit_det.cli.benchmark import main
 
@@ -84,14 +84,16 @@ def test_detector_predict_mode(tmp_path):
     results = run_benchmark([config], [(64, 96)], warmup=0, iters=3, mode='predict', progress=lambda m: None)
     assert results[0].iters == 3 and len(results[0].samples_ms) == 3
     # predict is counted as the forward it runs (its post-processing is a few element-wise operations)
-    model, _ = build_detector(config)
+    model, _ = build_benchmark_detector(config)
     forward = count_work(detector_call(model.eval(), 'forward', (64, 96), 1), model, torch.rand(1, 3, 64, 96))
     assert results[0].gmacs == pytest.approx(forward.gmacs, abs=1e-3) and results[0].gmacs > 0
     assert results[0].pct_of_peak > 0 and results[0].peak_precision == 'fp32'
     # counted independently, by mmengine's parameter counter on the detector built from the config
     from mmengine.analysis import parameter_count
 
-    assert results[0].params_m == pytest.approx(parameter_count(build_detector(config)[0])[''] / 1e6, abs=1e-3)
+    assert results[0].params_m == pytest.approx(
+        parameter_count(build_benchmark_detector(config)[0])[''] / 1e6, abs=1e-3
+    )
     assert_consistent(vars(results[0]))
 
 

@@ -202,6 +202,28 @@ def test_infer_takes_the_inference_path(detector, tmp_path, capsys):
     assert code == 1 and '--model-file FILE goes with --path onnxruntime/openvino/openvino-int8' in err
 
 
+def test_infer_reads_its_config_and_its_options_once(detector, tmp_path, capsys, monkeypatch):
+    """The config is read once and the --path options parsed once; the detector runs the options it was given."""
+    from mmengine.config import Config
+
+    from pit_det.models.inference import InferenceOptions
+
+    config, checkpoint, image = detector
+    reads, parsed = [], []
+    fromfile, parse = Config.fromfile, InferenceOptions.parse.__func__
+
+    def counted_parse(cls, options, *args, **kwargs):
+        if not isinstance(options, InferenceOptions) and (options or {}).get('path') == 'bf16':
+            parsed.append(options)
+        return parse(cls, options, *args, **kwargs)
+
+    monkeypatch.setattr(Config, 'fromfile', lambda *a, **k: reads.append(a[0]) or fromfile(*a, **k))
+    monkeypatch.setattr(InferenceOptions, 'parse', classmethod(counted_parse))
+    code, out, err = infer(capsys, config, checkpoint, image, '--out', tmp_path / 'bf16.png', '--path', 'bf16')
+    assert code == 0, err
+    assert reads == [str(config)] and len(parsed) == 1
+
+
 @pytest.mark.parametrize('script', ['tools/train.py', 'mmdet/.mim/tools/train.py'])
 def test_train_command_prints_the_preflight_message_without_a_traceback(root, demo_config, tmp_path, script):
     import subprocess

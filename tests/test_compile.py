@@ -5,7 +5,7 @@ import torch
 from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttention
 from test_work import DEMO, encoder_inputs
 
-from pit_det.benchmark.builders import build_call, build_detector
+from pit_det.benchmark.builders import build_benchmark_detector, build_call
 from pit_det.models.inference import compile_detector
 from pit_det.ops import set_cpu_deform_attn
 
@@ -52,7 +52,7 @@ def test_the_compiled_detector_gives_eagers_boxes_at_two_sizes(demo_run):
 
 
 def test_the_compile_inference_path_compiles_the_whole_detector():
-    model, _ = build_detector(DEMO)
+    model, _ = build_benchmark_detector(DEMO)
     assert compile_detector(model) == ['backbone', 'neck', 'encoder', 'decoder']
     assert all(
         getattr(model, part)._compiled_call_impl is not None for part in ('backbone', 'neck', 'encoder', 'decoder')

@@ -35,18 +35,20 @@ def exported(demo_config, demo_checkpoint, tmp_path_factory):
     """The demo detector exported once by the command at 128x160 (with what it printed), its OpenVINO IR, and the
     detector it was exported from: the tests below read these files and never write them."""
     folder = tmp_path_factory.mktemp('exported')
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    printed, reads, fromfile = io.StringIO(), [], Config.fromfile
+    with contextlib.redirect_stdout(printed), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Config, 'fromfile', lambda *a, **k: reads.append(a[0]) or fromfile(*a, **k))  # counted
         assert (
             main([str(demo_config), str(demo_checkpoint), '--out', str(folder / 'demo.onnx'), '--size', '128x160']) == 0
         )
     model = build_exportable(demo_config, demo_checkpoint)
     ir = save_ir(to_openvino(folder / 'demo.onnx', metadata(model, 128, 160), 'openvino'), folder / 'demo.xml')
-    return SimpleNamespace(onnx=folder / 'demo.onnx', ir=ir, printed=printed.getvalue(), model=model)
+    return SimpleNamespace(onnx=folder / 'demo.onnx', ir=ir, printed=printed.getvalue(), model=model, reads=reads)
 
 
-def test_demo_detector_exports_and_matches_in_onnxruntime(exported):
+def test_demo_detector_exports_and_matches_in_onnxruntime(exported, demo_config):
     out, printed = exported.onnx, exported.printed
+    assert exported.reads == [str(demo_config)]  # the command reads its config once
     assert 'onnx.checker: valid' in printed and 'labels identical' in printed
     graph = onnx.load(str(out)).graph
     assert [i.name for i in graph.input] == ['image'] and [o.name for o in graph.output] == [

@@ -17,6 +17,8 @@ HERE = f'{sys.version_info.major}.{sys.version_info.minor}'
 
 
 def load_script(root, name):
+    if str(root / 'scripts') not in sys.path:  # as when run: a script imports the facts of the setup's others
+        sys.path.insert(0, str(root / 'scripts'))
     spec = importlib.util.spec_from_file_location(name, root / 'scripts' / f'{name}.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

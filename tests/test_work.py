@@ -8,7 +8,7 @@ from timm.layers import Attention
 from torch import nn
 
 from pit_det.benchmark import BenchmarkError, run_benchmark
-from pit_det.benchmark.builders import build_call, build_detector, detector_call
+from pit_det.benchmark.builders import build_benchmark_detector, build_call, detector_call
 from pit_det.benchmark.work import copy_bandwidth_gb_s, count_work, matmul_probes, precision_of
 from pit_det.cli.benchmark import main
 from pit_det.ops import FusedMultiScaleDeformableAttention, level_starts, set_cpu_deform_attn
@@ -105,7 +105,7 @@ def hook_count(model: nn.Module, call, x: torch.Tensor) -> float:
 
 
 def test_the_pit_s_detector_is_its_independent_hook_count():
-    model, _ = build_detector('configs/pit_s_deformable_detr.py')
+    model, _ = build_benchmark_detector('configs/pit_s_deformable_detr.py')
     model.eval()
     size = (128, 192)
     call = detector_call(model, 'forward', size, 1)

@@ -56,13 +56,13 @@ def check_spec(spec: str) -> None:
         FileNotFoundError: SOURCE cannot be had now (the message says the ways out).
     """
     from ..checkpoint.sources import unavailable_reason
-    from ..models.pit import ARCH_ZOO
+    from ..models.backbones import BACKBONE_NAMES, is_backbone_name
 
     name, equals, source = spec.partition('=')
-    if not ((name.startswith('pit-') and name[4:] in ARCH_ZOO) or name == 'vit-s'):
+    if not is_backbone_name(name):
         raise ValueError(
-            f'unknown backbone {name!r} in {spec!r}: use pit-<ti|xs|s|b>[-distilled] or vit-s, '
-            'optionally followed by =SOURCE (a checkpoint file, hf-hub: tag or URL)'
+            f'unknown backbone {name!r} in {spec!r}: use {BACKBONE_NAMES}, optionally followed by =SOURCE (a '
+            'checkpoint file, hf-hub: tag or URL)'
         )
     if equals and not source:
         raise ValueError(f'{spec!r}: give a checkpoint after "=", or leave "=" out for random weights')
@@ -78,16 +78,10 @@ def build_backbone(spec: str) -> tuple[str, nn.Module]:
     Raises:
         ValueError: an unknown backbone name.
     """
+    from ..models.backbones import build_named_backbone
+
     name, _, source = spec.partition('=')
-    if name.startswith('pit-'):
-        model = PiT(arch=name[4:])
-    elif name == 'vit-s':
-        model = ViTPyramid()
-    else:
-        raise ValueError(
-            f'unknown backbone {name!r}: use pit-<ti|xs|s|b>[-distilled] or vit-s, optionally '
-            'followed by =SOURCE (a checkpoint file, hf-hub: tag or URL)'
-        )
+    model = build_named_backbone(name)
     model.init_weights()
     if source:
         from mmengine.runner import load_checkpoint

@@ -1,7 +1,7 @@
 """Latency benchmarks: backbones and detectors side by side (:mod:`.core`), the deformable-attention op
 (:mod:`.deform_attn`); timing helpers, model builders and reports shared by both."""
 
-from .builders import INFERENCE, MODES, Built, build_backbone, build_call, build_detector, detector_call
+from .builders import INFERENCE, MODES, Built, build_backbone, build_benchmark_detector, build_call, detector_call
 from .core import Request, run_benchmark
 from .report import (
     REPORT_FILES,
@@ -12,7 +12,6 @@ from .report import (
     format_limits,
     format_parts,
     format_table,
-    parse_size,
     ratios,
     write_outputs,
 )
@@ -32,7 +31,7 @@ __all__ = [
     'Work',
     'build_backbone',
     'build_call',
-    'build_detector',
+    'build_benchmark_detector',
     'count_work',
     'detector_call',
     'environment',
@@ -41,7 +40,6 @@ __all__ = [
     'format_table',
     'interleaved',
     'medians',
-    'parse_size',
     'ratios',
     'rss_growth_mib',
     'run_benchmark',

@@ -72,18 +72,13 @@ def is_detector_spec(spec: str) -> bool:
 
 def build_backbone(spec: str, size: tuple[int, int]) -> tuple[nn.Module, Callable]:
     """``(model, call)`` for a backbone spec; ``call(x)`` returns its feature maps."""
-    if spec.startswith('pit-'):
-        from ..models import PiT
+    from ..models.backbones import BACKBONE_NAMES, build_named_backbone, is_backbone_name
 
+    if spec.startswith('pit-') or is_backbone_name(spec):
         try:
-            model = PiT(arch=spec[4:])
+            model = build_named_backbone(spec)
         except ValueError as exc:
             raise BenchmarkError(str(exc)) from exc
-        return model, model
-    if spec == 'vit-s':
-        from ..models import ViTPyramid
-
-        model = ViTPyramid()
         return model, model
     if spec.startswith('timm:'):
         import timm
@@ -101,17 +96,16 @@ def build_backbone(spec: str, size: tuple[int, int]) -> tuple[nn.Module, Callabl
         model = ResNet(depth=50, out_indices=(1, 2, 3), frozen_stages=1, norm_eval=True)
         return model, model
     raise BenchmarkError(
-        f'unknown model {spec!r}: use pit-<ti|xs|s|b>[-distilled], vit-s, timm:<name>, resnet50 '
-        'or a detector config .py'
+        f'unknown model {spec!r}: use {BACKBONE_NAMES}, timm:<name>, resnet50 or a detector config .py'
     )
 
 
-def build_detector(
+def build_benchmark_detector(
     config: str | Path, cpu_deform_attn: str = 'fused', checkpoint: str | None = None, cfg_options: dict | None = None
 ) -> tuple[nn.Module, object]:
     """``(model, cfg)``: the detector of ``config`` (:func:`pit_det.models.detectors.build_detector`, with
     ``cfg_options`` merged), random weights unless ``checkpoint``, with the chosen CPU deformable attention."""
-    from ..models.detectors import build_detector as build
+    from ..models.detectors import build_detector
     from ..ops import set_cpu_deform_attn
 
     try:
@@ -119,7 +113,7 @@ def build_detector(
     except ConfigNotFoundError as exc:
         raise BenchmarkError(f'config not found: {exc}') from None
     try:
-        model = build(config, checkpoint, cfg_options=cfg_options)
+        model = build_detector(config, checkpoint, cfg_options=cfg_options)
     except TypeError as exc:  # an argument the config (or --cfg-options) gives that a module does not take
         raise BenchmarkError(
             f'{config}: the detector cannot be built'
@@ -273,7 +267,7 @@ def _build_eager(
     """``(model, call, counted)``: ``counted(x)`` is the call whose MACs are the row's (a detector's ``predict`` is
     counted without its post-processing, a few element-wise operations on 300 boxes; None in train mode)."""
     if is_detector_spec(spec):
-        model, _ = build_detector(spec, cpu_deform_attn, checkpoint, cfg_options)
+        model, _ = build_benchmark_detector(spec, cpu_deform_attn, checkpoint, cfg_options)
         model.to(device)  # some mmdet modules' train() returns None: no chaining
         model.train() if mode == 'train' else model.eval()
         call = detector_call(model, mode, size, batch)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ..ops import CPU_DEFORM_ATTN
 from .builders import MODES, build_call, check_runtime_spec, is_detector_spec, split_inference
 from .report import BenchmarkError, Result, Results, gmac_rate
 from .timing import PartTimer, can_measure_rss, interleaved, release_freed_memory, rss_growth_mib
@@ -74,8 +75,8 @@ def validate(request: Request) -> None:
         raise BenchmarkError(f'mode {request.mode!r}: use one of {", ".join(MODES)}')
     if request.batch < 1 or request.iters < 1 or request.warmup < 0:
         raise BenchmarkError('batch and iters must be >= 1, warmup >= 0')
-    if request.cpu_deform_attn not in ('fused', 'mmcv'):
-        raise BenchmarkError(f'cpu_deform_attn {request.cpu_deform_attn!r}: use fused or mmcv')
+    if request.cpu_deform_attn not in CPU_DEFORM_ATTN:
+        raise BenchmarkError(f'cpu_deform_attn {request.cpu_deform_attn!r}: use {" or ".join(CPU_DEFORM_ATTN)}')
     if len(set(request.models)) != len(request.models):
         raise BenchmarkError(
             f"a model is named twice ({' '.join(request.models)}): its rows would be one model's "

@@ -20,7 +20,7 @@ import torch
 from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 
 from ..ops import ms_deform_attn_cpu, set_cpu_deform_attn
-from .builders import build_detector, detector_call
+from .builders import build_benchmark_detector, detector_call
 from .timing import interleaved, medians, rss_growth_mib
 
 
@@ -95,7 +95,7 @@ def bench_op(sizes, warmup, iters, log) -> list[dict]:
 
 def _build(config: str):
     """The detector of ``config`` with random, initialised weights (the fused/mmcv choice is toggled per call)."""
-    model, cfg = build_detector(config, 'fused')
+    model, cfg = build_benchmark_detector(config, 'fused')
     model.init_weights()
     return model, cfg
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,18 +51,10 @@ class Results(list):
     limits: dict[str, float] = {}
 
 
-MAX_SIDE = 8192  # past any detector's input (COCO's largest is 1333): 99999x99999 asked torch for 120-212 GB
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """An image size ``HxW``, each side from 1 to :data:`MAX_SIDE` px."""
-    match = re.fullmatch(r'(\d+)x(\d+)', text.strip())
-    if not match:
-        raise BenchmarkError(f'size {text!r}: use HxW, e.g. 400x666')
-    size = int(match.group(1)), int(match.group(2))
-    if not all(1 <= side <= MAX_SIDE for side in size):
-        raise BenchmarkError(f'size {text!r}: each side from 1 to {MAX_SIDE} px, e.g. 400x666 or 800x1333')
-    return size
+def size_pixels(size: str) -> int:
+    """The pixels of a row's ``HxW`` size."""
+    height, width = size.split('x')
+    return int(height) * int(width)
 
 
 def environment(device: str) -> dict:
@@ -205,7 +196,7 @@ def _growth(rs: list[Result], part: str) -> list[str]:
     if len(rs) < 2:
         return ['-', '-']
     first, last = rs[0], rs[-1]
-    pixels = math.log(math.prod(parse_size(last.size)) / math.prod(parse_size(first.size)))
+    pixels = math.log(size_pixels(last.size) / size_pixels(first.size))
 
     def exponent(key: str) -> str:
         a, b = first.parts[part][key], last.parts[part][key]
@@ -262,7 +253,7 @@ def _plot(results: list[Result], path: Path) -> Path:
     colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
     for i, model in enumerate(models):
         rs = [r for r in results if r.model == model]
-        pixels = [math.prod(parse_size(r.size)) / 1e6 for r in rs]
+        pixels = [size_pixels(r.size) / 1e6 for r in rs]
         colour = colours[i % len(colours)]
         if not by_part:
             axes[0, 0].plot(pixels, [r.median_ms for r in rs], marker='o', color=colour, label=Path(model).stem)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 import sys
 from collections.abc import Callable
 
@@ -63,14 +64,19 @@ def parser_from_doc(doc: str, epilog: str | None = None) -> argparse.ArgumentPar
     )
 
 
-def image_size(text: str) -> tuple[int, int]:
-    """An argparse ``type``: an image size ``HxW`` (``400x666``), the one spelling of every command's ``--size``."""
-    from ..benchmark import BenchmarkError, parse_size
+MAX_SIDE = 8192  # past any detector's input (COCO's largest is 1333): 99999x99999 asked torch for 120-212 GB
 
-    try:
-        return parse_size(text)
-    except BenchmarkError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+
+def image_size(text: str) -> tuple[int, int]:
+    """An argparse ``type``: an image size ``HxW`` (``400x666``), each side from 1 to :data:`MAX_SIDE` px, the one
+    spelling of every command's ``--size``."""
+    match = re.fullmatch(r'(\d+)x(\d+)', text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f'size {text!r}: use HxW, e.g. 400x666')
+    size = int(match.group(1)), int(match.group(2))
+    if not all(1 <= side <= MAX_SIDE for side in size):
+        raise argparse.ArgumentTypeError(f'size {text!r}: each side from 1 to {MAX_SIDE} px, e.g. 400x666 or 800x1333')
+    return size
 
 
 def config_file(value: str) -> str:

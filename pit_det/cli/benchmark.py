@@ -21,6 +21,7 @@ from ..benchmark import (
     run_benchmark,
     write_outputs,
 )
+from ..ops import CPU_DEFORM_ATTN
 from ..outputs import OutputError, check_dir_output
 from . import command, image_size, parser_from_doc
 
@@ -55,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar='KEY=VALUE',
         help='merged into every detector config, e.g. model.backbone.with_cp=True',
     )
-    parser.add_argument('--cpu-deform-attn', default='fused', choices=['fused', 'mmcv'])
+    parser.add_argument('--cpu-deform-attn', default='fused', choices=CPU_DEFORM_ATTN)
     parser.add_argument('--threads', type=int, help="torch CPU threads, >= 1 (default: torch's)")
     parser.add_argument(
         '--no-macs',

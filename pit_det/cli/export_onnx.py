@@ -25,28 +25,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
-import torch
-
 from ..checkpoint import CheckpointMismatchError, CheckpointReadError
-from ..deploy.metadata import FORMATS, exported_metadata
-from ..deploy.onnx import (
-    MIN_SIDE,
-    ExportError,
-    build_exportable,
-    check_shape,
-    compare,
-    export,
-    load_image,
-    metadata,
-    one_pixel_size,
-    shape_problem,
-)
-from ..deploy.openvino import require_tools
-from ..deploy.runtimes import Runtime
-from ..outputs import OutputError, atomic_write, check_file_output
+from ..deploy.metadata import FORMATS
+from ..deploy.onnx import ExportError
+from ..deploy.pipeline import ExportRequest, check_request, export_checked
+from ..outputs import OutputError
 from . import command, config_file, image_size, parser_from_doc
 
 
@@ -86,109 +71,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _default_image(folder: Path) -> Path:
-    from ..data import make_synthetic_coco
-
-    return make_synthetic_coco(folder / 'scene', num_train=0, num_val=1, size=256) / 'val' / '000000.png'
-
-
-def is_export(path: Path) -> bool:
-    """Whether ``path`` is a file this tool wrote (it carries pit-det's metadata)."""
-    try:
-        exported_metadata(path)
-    except (CheckpointReadError, FileNotFoundError, ImportError):
-        return False
-    return True
-
-
-def check_args(args: argparse.Namespace) -> None:
-    """Every argument, before a model is built.
-
-    Raises:
-        ExportError, OutputError: naming the argument and what to do.
-    """
-    if args.format not in FORMATS:
-        raise ExportError(f'--format {args.format}: use one of {", ".join(FORMATS)}')
-    require_tools(args.format)
-    if args.format != 'openvino-int8' and args.calibration_images is not None:
-        raise ExportError('--calibration-images goes with --format openvino-int8')
-    if args.calibration_images is not None and args.calibration_images < 1:
-        raise ExportError(f'--calibration-images {args.calibration_images}: at least 1')
-    for path, what in ((args.config, 'config'), (args.checkpoint, 'checkpoint'), (args.image, '--image')):
-        if path is not None and not Path(path).is_file():
-            raise ExportError(f'{what} not found: {path}')
-    if args.topk < 1:
-        raise ExportError(f'--topk {args.topk}: compare at least 1 detection')
-    if args.opset < 16:
-        raise ExportError(f'--opset {args.opset}: GridSample needs opset >= 16')
-    if min(args.size) < MIN_SIDE:  # every detector's own minimum (min_side) is at least this: known before it is built
-        raise ExportError(f'--size {args.size[0]}x{args.size[1]}: this detector needs at least {MIN_SIDE} px per side')
-    inputs = [('config', args.config), ('checkpoint', args.checkpoint), ('image', args.image)]
-    check_file_output(args.out, inputs, option='--out', own=is_export, force=args.force)
-    suffix = '.onnx' if args.format == 'onnx' else '.xml'
-    if Path(args.out).suffix != suffix:
-        raise ExportError(f'--out {args.out}: a --format {args.format} file is named *{suffix}')
-    if suffix == '.xml':  # the weights file beside it
-        bin_file = Path(args.out).with_suffix('.bin')
-        check_file_output(
-            bin_file,
-            inputs,
-            option="--out's weights file",
-            force=args.force or is_export(args.out) or not bin_file.exists(),
-        )
-
-
-class _NotReproduced(Exception):
-    """The exported file does not reproduce mmdet's predict: it is not kept."""
-
-
-def check_sizes(model, height: int, width: int) -> list[tuple[int, int]]:
-    """The sizes the graph is checked at besides ``--size``: three quarters of the height (another aspect ratio)
-    and the smallest 1:4 size with a one-pixel level (:func:`~pit_det.deploy.onnx.one_pixel_size`), each where the
-    detector runs it."""
-    sizes = [(max(32, height * 3 // 4 // 8 * 8), width), one_pixel_size(model)]
-    return [size for size in sizes if size is not None and shape_problem(model, *size) is None]
-
-
 @command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    height, width = args.size
-    results = []
+    request = ExportRequest(**vars(args))
     try:
-        check_args(args)
-        model = build_exportable(args.config, args.checkpoint)
-        check_shape(model, height, width)
-        calibration = None
-        if args.format == 'openvino-int8':
-            from ..deploy.openvino import CALIBRATION_IMAGES, calibration_images
+        check_request(request)
+        from mmengine.config import Config
 
-            calibration = calibration_images(model.cfg, args.calibration_images or CALIBRATION_IMAGES, args.seed)
-        with tempfile.TemporaryDirectory() as tmp:
-            source = args.image or _default_image(Path(tmp))
-            images = [load_image(source, height, width)] + [
-                load_image(source, *size) for size in check_sizes(model, height, width)
-            ]
-
-        def check(runtime: Runtime) -> None:
-            for batch in (torch.cat([images[0], images[0].flip(-1)]), *images[1:]):  # a batch of two, other sizes
-                results.append(compare(model, runtime, batch, args.topk))
-                print(results[-1], flush=True)
-            if args.format != 'openvino-int8' and not all(result.ok for result in results):
-                raise _NotReproduced
-
-        def write_onnx(tmp: Path) -> None:
-            export(model, height, width, tmp, args.opset)
-            print(
-                f'exported {args.out} ({tmp.stat().st_size / 2**20:.1f} MiB), onnx.checker: valid, opset {args.opset}',
-                flush=True,
-            )
-            check(Runtime('onnxruntime', tmp))
-
-        if args.format == 'onnx':
-            atomic_write(args.out, write_onnx)
-        else:
-            write_ir(args, model, calibration, check)
+        cfg = Config.fromfile(request.config)  # the one read of the config: the detector is built from it
+        export_checked(request, cfg, log=lambda line: print(line, flush=True))
     except (
         ExportError,
         OutputError,
@@ -199,35 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     ) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
-    except _NotReproduced:
-        print(
-            f"error: the exported graph does not reproduce mmdet's predict within the tolerances above; {args.out} "
-            'was not written',
-            file=sys.stderr,
-        )
-        return 1
     print(f'wrote {args.out}' + (f' and {Path(args.out).with_suffix(".bin")}' if args.format != 'onnx' else ''))
     return 0
-
-
-def write_ir(args: argparse.Namespace, model, calibration, check) -> None:
-    """The IR of ``--format openvino``/``openvino-int8``, checked in OpenVINO f32 before it is written."""
-    import time
-
-    from ..deploy.openvino import save_ir, to_openvino
-
-    height, width = args.size
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_file = export(model, height, width, Path(tmp) / 'model.onnx', args.opset)
-        start = time.perf_counter()
-        ir = to_openvino(onnx_file, metadata(model, height, width), args.format, calibration)
-        if calibration:
-            print(
-                f'quantised to INT8 with NNCF on {len(calibration)} calibration images of the training set '
-                f'(seed {args.seed}) in {time.perf_counter() - start:.0f} s',
-                flush=True,
-            )
-        save_ir(ir, args.out, check=lambda written: check(Runtime(args.format, written, precision='f32')))
 
 
 if __name__ == '__main__':

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict
 
 from mmengine.config import Config
 
@@ -57,20 +56,21 @@ def main(argv=None) -> int:
             {k: v for k, v in given.items() if v is not None},
             spell=lambda option, value=None: f'--{option.replace("_", "-")}' + ('' if value is None else f' {value}'),
         )
+        cfg = Config.fromfile(args.config)  # the one read of the config: the detector is built from it
         path = inference.build()
         if path.runs_file:  # the file against the config's classes before any model is built; its weights when
             try:  # the detector opens it
-                path.check_file(Config.fromfile(args.config).model.bbox_head.num_classes, args.config)
+                path.check_file(cfg.model.bbox_head.num_classes, args.config)
             except CheckpointMismatchError as exc:
                 raise CheckpointMismatchError(f'--model-file {exc}') from None
         count = draw_detections(
-            args.config,
+            cfg,
             args.checkpoint,
             args.image,
             args.out,
             args.score_thr,
             args.device,
-            inference={k: v for k, v in asdict(inference).items() if v is not None},
+            inference=inference,
             force=args.force,
         )
     except (FileNotFoundError, ImportError, ValueError, CheckpointMismatchError, CheckpointReadError) as exc:

@@ -29,13 +29,13 @@ EXPORT_METADATA = (
     'pit_det.classes',
     'pit_det.input_size',
 )
-RUNTIMES = ('onnxruntime', 'openvino', 'openvino-int8')
 FORMATS = ('onnx', 'openvino', 'openvino-int8')
 FORMAT_KEY = 'pit_det.format'
 BIN_KEY = 'pit_det.bin_sha256'  # an IR's record of its .bin: the weights file must be the one written with it
 GRAPH_KEY = 'pit_det.graph_sha256'  # and of its .xml: an edited layer (a Sigmoid made a Relu) ran with exit 0
 # the formats each runtime path runs: OpenVINO reads the ONNX graph as well as its own IR
 RUNS = {'onnxruntime': ('onnx',), 'openvino': ('onnx', 'openvino'), 'openvino-int8': ('openvino-int8',)}
+RUNTIMES = tuple(RUNS)  # the exported-graph inference paths (pit_det.deploy.runtimes registers one of each)
 
 
 @functools.lru_cache(maxsize=8)

@@ -99,20 +99,23 @@ def reference_predict(model: nn.Module, image: torch.Tensor) -> list[np.ndarray]
     return [np.stack(parts) for parts in zip(*outputs, strict=True)]
 
 
-def build_exportable(config: str | Path, checkpoint: str | Path):
-    """The detector of ``config`` with ``checkpoint`` loaded, in eval mode, knowing what it was built from."""
+def build_exportable(config, checkpoint: str | Path, config_path: str | Path | None = None):
+    """The detector of ``config`` (a path, or an mmengine ``Config`` its caller has read from ``config_path``) with
+    ``checkpoint`` loaded, in eval mode, knowing what it was built from."""
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
 
     from ..models.detectors import build_detector
 
-    if not Path(config).is_file():
-        raise ExportError(f'config not found: {config}')
+    if not isinstance(config, Config):
+        if not Path(config).is_file():
+            raise ExportError(f'config not found: {config}')
+        config_path, config = config, Config.fromfile(str(config))
+    cfg = config
     register_all_modules()
-    cfg = Config.fromfile(str(config))
     if cfg.model.get('type') not in SUPPORTED:
         raise ExportError(
-            f'{config}: a {cfg.model.get("type")} detector; the exporter knows Deformable DETR (plain, '
+            f'{config_path}: a {cfg.model.get("type")} detector; the exporter knows Deformable DETR (plain, '
             f'refine and two-stage) and DINO: {", ".join(SUPPORTED)}'
         )
     cfg.model.type = PIT_DET_TYPES.get(cfg.model.type, cfg.model.type)  # the class that has an export mode
@@ -122,7 +125,7 @@ def build_exportable(config: str | Path, checkpoint: str | Path):
         model.dataset_meta or {}
     ).get('classes')
     model.export_origin = dict(
-        config=str(config), checkpoint=str(checkpoint), classes=list(classes) if classes else None
+        config=str(config_path), checkpoint=str(checkpoint), classes=list(classes) if classes else None
     )
     return model
 
@@ -200,13 +203,24 @@ def metadata(model: nn.Module, height: int, width: int) -> dict[str, str]:
     return dict(zip(EXPORT_METADATA, values, strict=True))
 
 
-def export(model: nn.Module, height: int, width: int, out: str | Path, opset: int = 17) -> Path:
-    """Write ``model`` as ONNX at ``height x width``, with its origin in the metadata (:func:`metadata`), and check
-    the file with ``onnx.checker``. Nothing is left at ``out`` if any step fails."""
-    onnx, _ = require('onnx', 'onnxruntime', purpose='ONNX export needs')
+def check_opset(opset: int) -> None:
+    """Raise :class:`ExportError` for an opset without ``GridSample`` (the deformable attention's graph form)."""
     if opset < 16:
-        raise ExportError(f'opset {opset}: GridSample needs opset >= 16')
+        raise ExportError(f'--opset {opset}: GridSample needs opset >= 16')
+
+
+def export(model: nn.Module, height: int, width: int, out: str | Path, opset: int = 17) -> Path:
+    """Write ``model`` as ONNX at ``height x width`` (:func:`write_onnx`) after checking the opset and that the
+    detector runs that size (:func:`check_shape`)."""
+    check_opset(opset)
     check_shape(model, height, width)
+    return write_onnx(model, height, width, out, opset)
+
+
+def write_onnx(model: nn.Module, height: int, width: int, out: str | Path, opset: int) -> Path:
+    """Trace ``model`` in its export mode at ``height x width`` into ONNX, with its origin in the metadata
+    (:func:`metadata`), and check the file with ``onnx.checker``. Nothing is left at ``out`` if any step fails."""
+    onnx, _ = require('onnx', 'onnxruntime', purpose='ONNX export needs')
     graph = DetectorGraph(model, height, width).eval()
     props = metadata(model, height, width)
     axes = {'image': {0: 'batch', 2: 'height', 3: 'width'}, **{name: {0: 'batch'} for name in GRAPH_OUTPUTS}}

@@ -57,11 +57,18 @@ class PitDetEncoder(DeformableDetrTransformerEncoder):
         return torch.cat(points, 1)[:, :, None] * valid_ratios[:, None]
 
 
-def build_detector(config, checkpoint: str | Path | None = None, device: str = 'cpu', cfg_options: dict | None = None):
+def build_detector(
+    config,
+    checkpoint: str | Path | None = None,
+    device: str = 'cpu',
+    cfg_options: dict | None = None,
+    inference: InferenceOptions | None = None,
+):
     """The detector of ``config`` (a path or an mmengine ``Config``) through mmdet's ``init_detector``, in eval mode
     on ``device``, its ``cfg`` attached: ``checkpoint`` loaded (with its classes as ``dataset_meta``), or random
     weights without one. The backbone's pretrained ``init_cfg`` is dropped either way (the checkpoint holds every
-    weight; random weights are what was asked for). The one builder of the export, the benchmark and drawing.
+    weight; random weights are what was asked for). ``inference``: options already parsed, for its inference path
+    (:meth:`RunsInferencePaths.set_inference`). The one builder of the export, the benchmark and drawing.
 
     Raises:
         FileNotFoundError: no such config.
@@ -84,6 +91,12 @@ def build_detector(config, checkpoint: str | Path | None = None, device: str = '
         model = init_detector(config, None if checkpoint is None else str(checkpoint), device=device)
     if checkpoint is not None and isinstance(model, FitsDetectorCheckpoints):
         model.refuse_for_testing(checkpoint)
+    if inference is not None:
+        if not isinstance(model, RunsInferencePaths):
+            raise ValueError(
+                f'{type(model).__name__} has no inference paths: use a pit-det detector (FastDeformableDETR, FastDINO)'
+            )
+        model.set_inference(inference)
     return model
 
 
