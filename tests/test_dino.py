@@ -262,3 +262,38 @@ def test_the_convergence_command_refuses_a_data_root_that_is_a_file(tmp_path, ca
     assert convergence_main(['--out-dir', str(tmp_path / 'out'), '--data-root', str(tmp_path / 'data')]) == 1
     assert f'--data-root {tmp_path / "data"} is a file: give a folder' in capsys.readouterr().err
     assert (tmp_path / 'data').read_text() == 'not a folder' and not (tmp_path / 'out').exists()
+
+
+@pytest.mark.slow
+def test_the_dataset_config_budget_trains_what_the_command_writes(tmp_path, capsys):
+    """--budget dataset-config trains, for each head, the very file pit-det-dataset-config writes over its demo for
+    the generated set (its epochs and learning-rate step), validated after every epoch."""
+    from pit_det.analysis.convergence import HEADS, WRITTEN, train_written_curve, written_config
+    from pit_det.cli.dataset_config import main as dataset_config_main
+    from pit_det.data import make_synthetic_coco
+
+    data = make_synthetic_coco(tmp_path / 'data', num_train=16, num_val=8, seed=11)
+    for name, demo in HEADS.items():
+        ours = written_config(name, data, tmp_path / 'ours' / demo.stem)
+        by_command = tmp_path / 'command' / demo.stem / WRITTEN
+        by_command.parent.mkdir(parents=True)
+        argv = [str(data / 'annotations' / 'train.json'), '--train-images', str(data / 'train'), '--val-ann']
+        argv += [str(data / 'annotations' / 'val.json'), '--val-images', str(data / 'val'), '--base', str(demo)]
+        assert dataset_config_main([*argv, '--out', str(by_command)]) == 0
+        assert ours.read_text() == by_command.read_text()
+        assert 'max_epochs=50' in ours.read_text()  # 16 images: the most the command gives
+    # the command's --epochs 1 over the Deformable DETR demo, trained as written
+    one = tmp_path / 'one' / WRITTEN
+    one.parent.mkdir()
+    assert dataset_config_main([*argv[:-1], str(HEADS['Deformable DETR']), '--out', str(one), '--epochs', '1']) == 0
+    curve, schedule = train_written_curve(one, tmp_path / 'work', seed=11)
+    assert schedule == dict(epochs=1, lr_step=1) and [p['epoch'] for p in curve] == [1]
+    assert 0 <= curve[0]['bbox_mAP'] <= 1
+
+
+def test_the_convergence_command_takes_epochs_only_for_the_same_budget(capsys):
+    from pit_det.cli.convergence import main as convergence_main
+
+    with pytest.raises(SystemExit) as stop:
+        convergence_main(['--budget', 'dataset-config', '--epochs', '8'])
+    assert stop.value.code == 2 and '--epochs goes with --budget same' in capsys.readouterr().err
