@@ -49,6 +49,9 @@ def test_written_config_agrees_with_the_file_and_the_split_leaves_the_input_alon
     assert f'mim train mmdet {out} --work-dir work_dirs/mine' in printed and 'mim test mmdet' in printed
     assert digest(train) == before
     cfg = Config.fromfile(str(out))
+    # what to expect, at the schedule written: judged at its end, each head at its own
+    epochs = cfg.train_cfg.max_epochs
+    assert 'expect: box AP near 0 for the first epochs' in printed and f'at the end of its {epochs} epochs' in printed
     assert cfg.train_dataloader.dataset.metainfo.classes == ('red box', 'grüne Scheibe', 'triangle')
     assert cfg.model.bbox_head.num_classes == 3 and cfg.model.backbone.type == 'PiT'
     splits = {p: json.loads((tmp_path / 'cfg' / f'mine_{p}.json').read_text()) for p in ('train', 'val')}

@@ -134,8 +134,18 @@ def summary(out: Path, chosen: dict, train, val) -> str:
     return (
         f'wrote {out}: {len(classes)} classes ({", ".join(classes[:8])}{", ..." if len(classes) > 8 else ""}), '
         f'{train.num_images} training images ({train.num_boxes} boxes), {val.num_images} validation images; '
-        f'{chosen["schedule"].why}\nnext:\n  mim train mmdet {config} --work-dir {q(work)}\n'
+        f'{chosen["schedule"].why}\n{expectation(chosen)}\nnext:\n  mim train mmdet {config} --work-dir {q(work)}\n'
         f'  mim test mmdet {config} --checkpoint {checkpoint} --work-dir {q(work)}'
+    )
+
+
+def expectation(chosen: dict) -> str:
+    """What to expect of the run, and how to compare heads (docs/dino.md, on a small set at these schedules)."""
+    epochs = chosen['schedule'].epochs
+    return (
+        f'expect: box AP near 0 for the first epochs while the matching settles; judge the run, and compare '
+        f'Deformable DETR with DINO, at the end of its {epochs} epochs, each head at the schedule written for it: a '
+        'run cut short says little about the head (docs/dino.md, "On a small set")'
     )
 
 

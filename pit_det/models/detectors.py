@@ -129,13 +129,15 @@ class PitDetDetector(RunsInferencePaths, FitsDetectorCheckpoints):
         self.check_loaded_checkpoints()
 
     def _init_layers(self) -> None:
-        """mmdet's layers, the encoder as :class:`PitDetEncoder` with the weights mmdet gave its own (built aside
-        from the random stream, so that a seed gives the weights it gives mmdet's detector)."""
+        """mmdet's layers, the encoder as :class:`PitDetEncoder` holding the very parameters mmdet built for its own
+        (built on the meta device: nothing initialised twice, nothing drawn from the random stream)."""
         encoder_cfg = self.encoder
         super()._init_layers()
-        with torch.random.fork_rng(devices=[]):
+        with torch.device('meta'):
             encoder = PitDetEncoder(**encoder_cfg)
-        encoder.load_state_dict(self.encoder.state_dict())
+        encoder.load_state_dict(self.encoder.state_dict(keep_vars=True), assign=True)
+        if any(t.is_meta for t in (*encoder.parameters(), *encoder.buffers())):  # a tensor outside the state dict
+            raise RuntimeError("PitDetEncoder holds a tensor that mmdet's encoder state dict does not carry")
         self.encoder = encoder
 
     def export_mode(self, enable: bool = True) -> None:
