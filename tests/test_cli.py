@@ -224,6 +224,21 @@ def test_infer_reads_its_config_and_its_options_once(detector, tmp_path, capsys,
     assert reads == [str(config)] and len(parsed) == 1
 
 
+def test_infer_refuses_a_path_that_mmdets_own_detector_lacks_before_building_it(detector, tmp_path, capsys):
+    from mmengine.config import Config
+
+    config, checkpoint, image = detector
+    cfg = Config.fromfile(str(config))  # mmdet's own class: eager only
+    cfg.model.type = 'DeformableDETR'
+    for option in ('cpu_deform_attn', 'inference'):
+        cfg.model.pop(option, None)
+    plain = tmp_path / 'plain.py'
+    cfg.dump(str(plain))
+    code, _, err = infer(capsys, plain, checkpoint, image, '--out', tmp_path / 'bf16.png', '--path', 'bf16')
+    assert code == 1 and "DeformableDETR runs eager only: the other inference paths are pit-det's" in err
+    assert 'Traceback' not in err and not (tmp_path / 'bf16.png').exists()
+
+
 @pytest.mark.parametrize('script', ['tools/train.py', 'mmdet/.mim/tools/train.py'])
 def test_train_command_prints_the_preflight_message_without_a_traceback(root, demo_config, tmp_path, script):
     import subprocess

@@ -72,6 +72,7 @@ def build_detector(
 
     Raises:
         FileNotFoundError: no such config.
+        ValueError: an inference path other than eager for mmdet's own detector class (before it is built).
         CheckpointMismatchError: the checkpoint does not fit, or classifies another number of classes.
     """
     import warnings
@@ -86,16 +87,19 @@ def build_detector(
     if cfg_options:
         config.merge_from_dict(cfg_options)
     config.model.backbone.init_cfg = None
+    detector_class = MODELS.get(config.model.type)
+    runs_paths = isinstance(detector_class, type) and issubclass(detector_class, RunsInferencePaths)
+    if inference not in (None, InferenceOptions()) and not runs_paths:  # mmdet's own detectors run eager only
+        raise ValueError(
+            f"{config.model.type} runs eager only: the other inference paths are pit-det's detectors' "
+            '(FastDeformableDETR, FastDINO)'
+        )
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='checkpoint is None')  # random weights: mmdet names COCO's classes
         model = init_detector(config, None if checkpoint is None else str(checkpoint), device=device)
     if checkpoint is not None and isinstance(model, FitsDetectorCheckpoints):
         model.refuse_for_testing(checkpoint)
-    if inference is not None:
-        if not isinstance(model, RunsInferencePaths):
-            raise ValueError(
-                f'{type(model).__name__} has no inference paths: use a pit-det detector (FastDeformableDETR, FastDINO)'
-            )
+    if isinstance(model, RunsInferencePaths) and inference is not None:
         model.set_inference(inference)
     return model
 
