@@ -28,7 +28,7 @@ format:
 
 test: setup
 	$(MAKE) --no-print-directory lint PYTHON=$(PYTHON)
-	$(PYTHON) -m pytest -ra -n 2 --dist loadfile --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -ra -n 2 --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 test-fast:
-	$(PYTHON) -m pytest -ra -n 2 --dist loadfile --no-loadscope-reorder -m "not slow" --durations=15 $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -ra -n 2 --dist loadfile -m "not slow" --durations=15 $(PYTEST_ARGS)

@@ -60,20 +60,14 @@ def mmengine_log():
     logger.removeHandler(handler)
 
 
-SLOW_SECONDS = 10  # what a test marked slow without its own figure counts for (any other test: 1)
-
-
 @pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle
 def pytest_collection_modifyitems(items):
-    """The heaviest files first: a file weighs the seconds its tests take, as their ``slow`` markers say
-    (``@pytest.mark.slow(seconds=120)``; :data:`SLOW_SECONDS` without a figure, 1 for a test not marked slow). xdist
-    hands whole files to the two workers in this order (``--dist loadfile --no-loadscope-reorder``: xdist would
-    otherwise reorder the files by their number of tests), one at a time as a worker frees, so the long ones start
-    early and the workers end together. pytest-randomly's order stays within each file and among equal weights."""
+    """Files holding more slow tests first: xdist hands whole files to the two workers in this order (--dist
+    loadfile), so the long ones start early and the workers end together instead of one waiting on a long file
+    drawn last. pytest-randomly's order stays within each file and among files of equal weight."""
     weight, first = {}, {}
     for index, item in enumerate(items):
-        slow = item.get_closest_marker('slow')
-        weight[item.path] = weight.get(item.path, 0) + (slow.kwargs.get('seconds', SLOW_SECONDS) if slow else 1)
+        weight[item.path] = weight.get(item.path, 0) + (item.get_closest_marker('slow') is not None)
         first.setdefault(item.path, index)
     items.sort(key=lambda item: (-weight[item.path], first[item.path]))
 

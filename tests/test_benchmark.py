@@ -188,7 +188,7 @@ def test_vit_s_backbone_spec():
     assert result.gmacs is not None and result.gmacs > 0
 
 
-@pytest.mark.slow(seconds=50)
+@pytest.mark.slow
 def test_paths_of_one_model_in_one_interleaved_table():
     config = 'configs/demo/deformable-detr_pit-ti_synthetic_cpu.py'
     specs = [config, f'{config}@bf16', f'{config}@onnxruntime']

@@ -239,7 +239,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.slow(seconds=30)
+@pytest.mark.slow
 def test_two_cpu_processes_train_with_one_download(official_pit, root, tmp_path, server, torch_home):
     from mmengine.runner import load_checkpoint
     from test_checkpoint import demo_detector

@@ -23,7 +23,7 @@ def test_the_fused_op_compiles_without_a_graph_break():
         assert torch.allclose(compiled(**inputs), attn(**inputs), atol=1e-5)
 
 
-@pytest.mark.slow(seconds=60)
+@pytest.mark.slow
 def test_the_compiled_detector_gives_eagers_boxes_at_two_sizes(demo_run):
     """What ``mim test``/``pit-det-infer`` run with ``model.inference.path=compile``: each part compiled on the first
     predict, parameter names kept, eager's detections at two sizes."""

@@ -150,7 +150,7 @@ def test_a_file_that_is_not_coco_detection_names_the_file_and_the_entry(tmp_path
     assert str(bad) in err and fact in err and 'Traceback' not in err and not (tmp_path / 'x.py').exists()
 
 
-@pytest.mark.slow(seconds=30)
+@pytest.mark.slow
 def test_the_written_config_trains_and_tests_through_mmdets_scripts(tmp_path, capsys):
     """One epoch of the demo's small model on a set it has never seen, then mim test of the checkpoint. The set's
     annotations have no ``area`` (mmdet's CocoDataset and CocoMetric read it: training used to end in KeyError at the

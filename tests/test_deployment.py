@@ -36,7 +36,7 @@ def trained(tmp_path_factory):
     return config, tmp / 'work' / f'epoch_{EPOCHS}.pth'
 
 
-@pytest.mark.slow(seconds=120)
+@pytest.mark.slow
 def test_test_through_onnxruntime_openvino_and_int8_keeps_the_map(trained, tmp_path):
     """What ``mim test ... model.inference.path=P model.inference.model_file=F`` runs: the float paths give eager's
     mAP within 0.001, INT8 (NNCF, calibrated on the training images) loses at most 0.02."""

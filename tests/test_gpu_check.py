@@ -51,7 +51,7 @@ def test_kernel_parity_compares_forward_and_three_gradients():
     assert result['queries'] == 8 * 12 + 4 * 6 + 2 * 3 + 1 * 2
 
 
-@pytest.mark.slow(seconds=30)
+@pytest.mark.slow
 def test_training_and_mim_test_checks(demo_config, tmp_path):
     data = make_synthetic_coco(tmp_path / 'data', num_train=12, num_val=4)
     result = training_check(demo_config, data, tmp_path / 'train', iters=6, batch=2)

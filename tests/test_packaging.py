@@ -73,7 +73,7 @@ def _run(cmd, cwd, env):
     return done.stdout + done.stderr
 
 
-@pytest.mark.slow(seconds=50)
+@pytest.mark.slow
 def test_a_wheel_installed_outside_the_checkout_finds_its_configs_and_trains(root, tmp_path):
     """Build the wheel, install it into a fresh environment (its dependencies are this environment's: nothing to
     download), then from a folder outside the checkout: mim search, the dataset command, one epoch of mim train."""

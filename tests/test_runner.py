@@ -88,7 +88,7 @@ print('SAVE_DIR', runners[1].visualizer._vis_backends['LocalVisBackend']._save_d
 """
 
 
-@pytest.mark.slow(seconds=25)
+@pytest.mark.slow
 def test_two_runs_in_one_process_write_into_their_own_work_dirs(tmp_path):
     from mmdet.registry import RUNNERS
     from mmdet.utils import register_all_modules

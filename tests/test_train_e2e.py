@@ -82,7 +82,7 @@ def _mim() -> str:
     return str(exe) if exe.exists() else shutil.which('mim')
 
 
-@pytest.mark.slow(seconds=60)
+@pytest.mark.slow
 def test_mim_train_resume_evaluate_and_mim_test(tmp_path, synthetic):
     register_all_modules()
     work = tmp_path / 'work'

@@ -96,7 +96,7 @@ def wheelhouse(root, tmp_path_factory):
     return folder
 
 
-@pytest.mark.slow(seconds=110)
+@pytest.mark.slow
 def test_wheelhouse_installs_with_no_index_and_names_a_missing_wheel(root, wheelhouse, tmp_path):
     manifest = (wheelhouse / 'wheelhouse.txt').read_text()
     names = {line.split()[0] for line in manifest.splitlines() if line and not line.startswith('#')}

@@ -120,7 +120,7 @@ def test_the_pit_s_detector_is_its_independent_hook_count():
 DETECTOR_CONFIGS = sorted(str(p) for p in [*Path('configs').glob('*.py'), *Path('configs/demo').glob('*.py')])
 
 
-@pytest.mark.slow(seconds=50)
+@pytest.mark.slow
 def test_every_config_detector_gets_a_count():
     """No ``-`` in the GMACs column: every config's detector is counted, its deformable attention included (a size
     with the 900 positions DINO picks its queries among)."""
