@@ -99,19 +99,21 @@ def reference_predict(model: nn.Module, image: torch.Tensor) -> list[np.ndarray]
     return [np.stack(parts) for parts in zip(*outputs, strict=True)]
 
 
-def build_exportable(config, checkpoint: str | Path, config_path: str | Path | None = None):
-    """The detector of ``config`` (a path, or an mmengine ``Config`` its caller has read from ``config_path``) with
-    ``checkpoint`` loaded, in eval mode, knowing what it was built from."""
+def build_exportable(config, checkpoint: str | Path):
+    """The detector of ``config`` (a path, or an mmengine ``Config`` its caller has read: its ``filename`` is what the
+    export records) with ``checkpoint`` loaded, in eval mode, knowing what it was built from."""
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
 
     from ..models.detectors import build_detector
 
-    if not isinstance(config, Config):
-        if not Path(config).is_file():
-            raise ExportError(f'config not found: {config}')
-        config_path, config = config, Config.fromfile(str(config))
-    cfg = config
+    if isinstance(config, Config):
+        cfg = config
+    elif Path(config).is_file():
+        cfg = Config.fromfile(str(config))
+    else:
+        raise ExportError(f'config not found: {config}')
+    config_path = cfg.filename
     register_all_modules()
     if cfg.model.get('type') not in SUPPORTED:
         raise ExportError(

@@ -122,7 +122,7 @@ def export_checked(request: ExportRequest, cfg, log: Callable[[str], None] = pri
         NotReproduced: the float graph differs beyond the tolerances; nothing is written.
     """
     height, width = request.size
-    model = build_exportable(cfg, request.checkpoint, config_path=request.config)
+    model = build_exportable(cfg, request.checkpoint)
     check_shape(model, height, width)
     calibration = None
     if request.format == 'openvino-int8':

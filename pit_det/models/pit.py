@@ -37,10 +37,9 @@ _ARCH_KEYS = {'patch_size', 'stride', 'base_dims', 'depths', 'heads'}
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
-    """Bicubically resize a ``(1, C, h, w)`` position embedding to ``size`` (computed in float32)."""
-    size = tuple(int(s) for s in size)
-    if tuple(pos_embed.shape[-2:]) == size:
-        return pos_embed
+    """Bicubically resize a ``(1, C, h, w)`` position embedding to ``size`` (computed in float32), exactly the
+    identity at its own size. ``size`` may be a tensor's ``shape[-2:]``: a traced graph then resizes it to each
+    input's (no branch on the sizes, which tracing would fix at the traced one)."""
     return F.interpolate(pos_embed.float(), size=size, mode='bicubic', align_corners=False).to(pos_embed.dtype)
 
 
@@ -266,9 +265,7 @@ class PiT(FitsCheckpoints, FreezesStages, BaseModule):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         self._check_input_size(x.shape[-2], x.shape[-1])
         x = self.patch_embed.conv(x)
-        # resized to this input's grid, by the tensor's shape: a traced graph resizes it to each input's, and at the
-        # grid it was trained at the resize is the identity (exactly)
-        pos_embed = F.interpolate(self.pos_embed.float(), size=x.shape[-2:], mode='bicubic', align_corners=False)
+        pos_embed = resize_pos_embed(self.pos_embed, x.shape[-2:])  # one path for eager and trace
         x = self.pos_drop(x + pos_embed.to(x.dtype))
         cls_tokens = self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
         outs = []
