@@ -3,7 +3,7 @@
 #
 #   scripts/setup.sh                       # creates .venv in the repository (PIT_DET_VENV overrides the path)
 #   PIT_DET_PYTHON=/path/bin/python scripts/setup.sh   # installs into an existing environment, keeps its torch
-#   scripts/setup.sh --extras none         # without the extras (what `make demo` runs); default test,eval,export
+#   scripts/setup.sh --extras none         # without the extras (what `make demo` runs); default test,eval,export,peers
 #   scripts/setup.sh --offline DIR         # no package index: everything from a wheelhouse (scripts/wheelhouse.sh)
 #
 # --offline DIR (or PIT_DET_WHEELHOUSE=DIR) installs with pip --no-index from DIR alone and keeps the
@@ -77,7 +77,7 @@ if [[ -n "$OFFLINE" ]]; then
     "$PY" scripts/wheelhouse.py check "$OFFLINE" ${EXTRAS:+--extras "$EXTRAS"}
     [[ -n "$EXTRAS" ]] || EXTRAS=$("$PY" scripts/wheelhouse.py check "$OFFLINE" --print-extras)
 fi
-EXTRAS=${EXTRAS:-test,eval,export}
+EXTRAS=${EXTRAS:-test,eval,export,peers}
 [[ "$EXTRAS" == none ]] && EXTRAS=
 if [[ -z "${PIT_DET_PYTHON:-}" ]] && ! "$PY" -c 'import torch, torchvision' 2>/dev/null; then
     if [[ -n "$OFFLINE" ]]; then

@@ -29,6 +29,7 @@ import sys
 import sysconfig
 import tarfile
 import tempfile
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -343,7 +344,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         '--extras',
         default='test',
-        help="pit-det's extras, comma-separated: test, eval, export, or none (default: test, which "
+        help="pit-det's extras, comma-separated: test, eval, export, peers, or none (default: test, which "
         'the GPU check needs)',
     )
     parser.add_argument(
@@ -364,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'error: --python {args.python}: give a CPython version such as 3.12', file=sys.stderr)
         return 2
     extras = [] if args.extras.strip().lower() in ('', 'none') else [e.strip() for e in args.extras.split(',')]
-    known = ('test', 'eval', 'export')
+    known = tuple(tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['optional-dependencies'])
     if any(e not in known for e in extras):
         print(f'error: --extras {args.extras}: choose from {", ".join(known)} or none', file=sys.stderr)
         return 2

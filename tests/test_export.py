@@ -301,3 +301,19 @@ def test_openvino_precision_takes_its_usual_spellings(exported):
                 type='FastDeformableDETR', inference=dict(path='openvino', model_file=str(onnx_file), precision='int4')
             )
         )
+
+
+def test_detections_with_tied_scores_may_come_in_either_order():
+    """Two runtimes may order detections whose scores differ by float rounding either way: compare takes the
+    closest of the tied ones; a swap of detections with distinct scores is still a difference."""
+    import numpy as np
+
+    from pit_det.deploy.onnx import _max_box_diff
+
+    boxes = np.array([[[0, 0, 10, 10], [20, 20, 30, 30], [5, 5, 8, 8]]], np.float32)
+    labels = np.array([[1, 1, 2]])
+    tied = (boxes, np.array([[0.01723224, 0.01723222, 0.01]], np.float32), labels)
+    swapped = (boxes[:, [1, 0, 2]], tied[1][:, [1, 0, 2]], labels)
+    assert _max_box_diff(swapped, tied, 3) == 0.0
+    distinct = (boxes, np.array([[0.5, 0.4, 0.01]], np.float32), labels)
+    assert _max_box_diff((boxes[:, [1, 0, 2]], distinct[1], labels), distinct, 3) == 20.0

@@ -181,3 +181,55 @@ def test_each_spelling_of_the_torch_installation_has_its_own_build_folder(tmp_pa
     torch_file, folder = run.stdout.split()[-2:]
     assert torch_file.startswith(str(linked))  # torch reached through the link, as its build command will say
     assert folder != str(msda.extension_dir())
+
+
+@pytest.fixture
+def each_isa():
+    """Every ISA's loops this CPU runs, one after the other; torch's choice again afterwards."""
+    ext = msda.load_extension()
+    chosen = ext.isa()
+    isas = list(dict.fromkeys(ext.select_isa(isa) for isa in ('AVX512', 'AVX2', 'DEFAULT')))
+    try:
+        yield ext, isas
+    finally:
+        ext.select_isa(chosen)
+
+
+def test_the_kernel_runs_torchs_isa_and_never_a_wider_one():
+    ext = msda.load_extension()
+    assert msda.kernel_isa() == torch.backends.cpu.get_cpu_capability()  # what torch runs here, chosen at load
+    try:
+        assert ext.select_isa('DEFAULT') == 'DEFAULT' and ext.select_isa('NEON') == 'DEFAULT'
+        flags = msda.cpu_model_and_flags()[1]
+        assert ext.select_isa('AVX512') == (
+            'AVX512' if 'avx512bw' in flags else 'AVX2' if 'avx2' in flags else 'DEFAULT'
+        )
+    finally:
+        ext.select_isa(torch.backends.cpu.get_cpu_capability())
+
+
+@pytest.mark.parametrize('dims', [32, 64, 24])  # the two vectorised head sizes and the general loop
+def test_every_isa_equals_mmcv_forward_and_backward(each_isa, dims):
+    ext, isas = each_isa
+    value, shapes, loc, attn = make_inputs(2, 60, ENCODER_LEVELS, dims=dims)
+    grad = torch.randn(2, 60, 8 * dims)
+    inputs = [t.clone().requires_grad_() for t in (value, loc, attn)]
+    expected = multi_scale_deformable_attn_pytorch(inputs[0], shapes, inputs[1], inputs[2])
+    expected_grads = torch.autograd.grad(expected, inputs, grad)
+    for isa in isas:
+        ext.select_isa(isa)
+        out = ms_deform_attn_cpu(inputs[0], shapes, inputs[1], inputs[2])
+        assert rel_err(out, expected) < 1e-5, isa
+        for ours, ref in zip(torch.autograd.grad(out, inputs, grad), expected_grads, strict=True):
+            assert rel_err(ours, ref) < 1e-5, isa
+
+
+def test_every_isa_passes_gradcheck(each_isa):
+    ext, isas = each_isa
+    value, shapes, loc, attn = make_inputs(1, 4, [[3, 4], [2, 3]], heads=2, dims=32, points=2, dtype=torch.float64)
+    inputs = [t.requires_grad_() for t in (value, loc, attn)]
+    for isa in isas:
+        ext.select_isa(isa)
+        assert torch.autograd.gradcheck(
+            lambda v, loc, a: ms_deform_attn_cpu(v, shapes, loc, a), inputs, eps=1e-6, atol=1e-5
+        ), isa

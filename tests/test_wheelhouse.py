@@ -223,7 +223,7 @@ def test_wheelhouse_refuses_a_folder_with_files(root, tmp_path):
         capture_output=True,
         text=True,
     )
-    assert run.returncode == 2 and 'choose from test, eval, export or none' in run.stderr
+    assert run.returncode == 2 and 'choose from test, eval, export, peers or none' in run.stderr
     assert not (tmp_path / 'new').exists()
 
 

@@ -7,6 +7,10 @@ Model specs:
     ``resnet50``            mmdet's ResNet-50 as in Deformable DETR (``out_indices=(1, 2, 3)``)
     ``path/to/config.py``   a detector config (or its name: ``pit_s_deformable_detr``); the mode picks backbone,
                             forward (no post-processing) or predict
+    ``hf:<peer>``           a Hugging Face transformers detector a user would pick instead, random weights, offline
+                            (forward or predict; ``hf:deformable-detr@pit_s`` is this package's front door's
+                            architecture on timm's PiT-S): hf:deformable-detr[@pit_s], hf:rt-detr-v2, hf:d-fine,
+                            hf:deimv2, hf:rf-detr (:mod:`pit_det.benchmark.peers`; ``pip install 'pit-det[peers]'``)
 
 Any spec may end in ``@INFERENCE``, the way it runs, named as ``FastDeformableDETR``'s inference paths: ``@eager``
 (the default), ``@bf16`` (eager under CPU/CUDA bf16 autocast; a ``FastDeformableDETR`` in predict mode runs its own
@@ -34,6 +38,7 @@ from ..deploy.metadata import RUNTIMES
 from ..models.detectors import PitDetDetector
 from ..models.inference import compile_detector
 from ..models.utils import image_sample
+from . import peers
 from .report import BenchmarkError
 from .work import Work, count_work
 
@@ -44,7 +49,10 @@ INT8_CALIBRATION = 8
 
 
 def split_inference(spec: str) -> tuple[str, str]:
-    """``('configs/x.py', 'bf16')`` for ``'configs/x.py@bf16'``; the inference path defaults to ``eager``."""
+    """``('configs/x.py', 'bf16')`` for ``'configs/x.py@bf16'``; the inference path defaults to ``eager``. A peer
+    runs eager (its ``@`` names a backbone)."""
+    if peers.is_peer_spec(spec):
+        return spec, 'eager'
     base, _, inference = spec.partition('@')
     inference = inference or 'eager'
     if inference not in INFERENCE:
@@ -57,11 +65,13 @@ def split_inference(spec: str) -> tuple[str, str]:
 @dataclass
 class Built:
     """A model ready to time: ``call(x)`` runs it; ``work`` is what one call computes, counted on the eager model
-    (every path of a spec runs the same arithmetic; None where not counted: ``--no-macs`` and ``train`` mode)."""
+    (every path of a spec runs the same arithmetic; None where not counted: ``--no-macs`` and ``train`` mode);
+    ``note``: what a peer row is, and why its MACs are not counted where they are not."""
 
     model: nn.Module
     call: Callable
     work: Work | None = None
+    note: str | None = None
 
 
 def is_detector_spec(spec: str) -> bool:
@@ -178,6 +188,8 @@ def build_call(
     """The :class:`Built` model of a spec (``@INFERENCE`` included), its work counted first if ``count_macs``."""
     base, inference = split_inference(spec)
     torch.manual_seed(0)  # every inference path of a spec gets the same weights
+    if peers.is_peer_spec(spec):
+        return _build_peer(spec, mode, size, device, count_macs)
     model, call, counted = _build_eager(base, mode, size, batch, device, cpu_deform_attn, checkpoint, cfg_options)
     work = _count(spec, counted, model, size, device) if count_macs and counted is not None else None
     if inference in AUTOCAST:
@@ -207,6 +219,18 @@ def _count(spec: str, call: Callable, model: nn.Module, size: tuple[int, int], d
         raise BenchmarkError(
             f'{spec}: its MACs cannot be counted ({type(exc).__name__}: {exc}); run with --no-macs'
         ) from None
+
+
+def _build_peer(spec: str, mode: str, size: tuple[int, int], device: str, count_macs: bool) -> Built:
+    model, call, network = peers.build_peer(spec, size, mode)
+    model.to(device)
+    note, work = peers.describe(spec, size), None
+    if count_macs:
+        try:
+            work = count_work(network, model, torch.rand(1, 3, *size, device=device))
+        except Exception as exc:  # transformers' code the tracer cannot follow: the row says so, with no guess
+            note += f'; GMACs not counted: the tracer stops at {type(exc).__name__}: {str(exc).splitlines()[0]}'
+    return Built(model, call, work, note)
 
 
 def check_runtime_spec(spec: str, mode: str, device: str) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from ..ops import CPU_DEFORM_ATTN
+from . import peers
 from .builders import MODES, build_call, check_runtime_spec, is_detector_spec, split_inference
 from .report import BenchmarkError, Result, Results, gmac_rate
 from .timing import PartTimer, can_measure_rss, interleaved, release_freed_memory, rss_growth_mib
@@ -59,6 +60,7 @@ class Entry:
     call: Callable
     params_m: float
     work: Work | None
+    note: str | None = None
     compile_s: float | None = None
     times: list[float] = field(default_factory=list)
     peak_mib: float = float('nan')
@@ -85,6 +87,10 @@ def validate(request: Request) -> None:
     if request.checkpoint and not Path(request.checkpoint).is_file():
         raise BenchmarkError(f'--checkpoint {request.checkpoint} not found')
     for spec in request.models:
+        if peers.is_peer_spec(spec):
+            for size in request.sizes:
+                peers.check_peer_spec(spec, request.mode, size, request.by_part)
+            continue
         if split_inference(spec)[1] == 'fp16' and request.device == 'cpu':
             raise BenchmarkError(f'{spec}: fp16 autocast is for CUDA; on the CPU use @bf16')
         if request.mode == 'train' and split_inference(spec)[1] != 'eager':
@@ -165,7 +171,7 @@ def measure(request: Request, size: tuple[int, int], progress: Callable[[str], N
         )
         params = sum(p.numel() for p in built.model.parameters()) / 1e6
         parts = PartTimer(built.model, PARTS, request.iters, sync) if request.by_part else None
-        entries.append(Entry(spec, built.call, params, built.work, parts=parts))
+        entries.append(Entry(spec, built.call, params, built.work, note=built.note, parts=parts))
         progress(
             f'built {spec} at {h}x{w}: {params:.2f} M params'
             + (f', {built.work.gmacs:.2f} GMACs' if built.work is not None else '')
@@ -228,6 +234,7 @@ def collect(request: Request, size: tuple[int, int], entries: list[Entry], limit
             gmacs=None if e.work is None else round(e.work.gmacs, 3),
             iters=request.iters,
             samples_ms=[round(t, 3) for t in e.times],
+            note=e.note,
         )
         if e.compile_s is not None:  # the first call less one run: what compiling cost
             result.compile_s = round(max(e.compile_s - median / 1000, 0.0), 1)

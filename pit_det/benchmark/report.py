@@ -42,6 +42,7 @@ class Result:
     pct_of_peak: float | None = None
     compile_s: float | None = None  # @compile: the first call less the median, apart from the latency
     parts: dict | None = None  # by part: {'backbone': {'median_ms': ..., 'gmacs': ...}, ...}
+    note: str | None = None  # what a peer row is, and why a row has no GMACs
 
 
 class Results(list):
@@ -103,9 +104,12 @@ def _or_dash(value, spec: str) -> str:
     return '-' if value is None else format(value, spec)
 
 
-def format_table(results: list[Result]) -> str:
+def format_table(results: list[Result], reference: str | None = None) -> str:
     """The markdown table; GMACs are per image (one MAC: two FLOPs), % of peak against the matrix-product probe of
-    the row's precision measured in the same rounds."""
+    the row's precision measured in the same rounds; ``x ref``: each row's median over the ``reference`` model's
+    (default: the first) at the same size. Rows with a note are followed by it."""
+    reference = reference or results[0].model
+    ref_ms = {r.size: r.median_ms for r in results if r.model == reference}
     header = [
         'model',
         'mode',
@@ -113,6 +117,7 @@ def format_table(results: list[Result]) -> str:
         'batch',
         'inference',
         'median ms',
+        'x ref',
         'mean ms',
         'p90 ms',
         'img/s',
@@ -130,6 +135,7 @@ def format_table(results: list[Result]) -> str:
             str(r.batch),
             r.inference,
             f'{r.median_ms:.1f}',
+            f'{r.median_ms / ref_ms[r.size]:.2f}' if r.size in ref_ms else '-',
             f'{r.mean_ms:.1f}',
             f'{r.p90_ms:.1f}',
             f'{r.images_per_s:.2f}',
@@ -141,7 +147,8 @@ def format_table(results: list[Result]) -> str:
         ]
         for r in results
     ]
-    return table(header, rows, markdown=True)
+    notes = [f'- {r.model} {r.size}: {r.note}' for r in results if r.note]
+    return '\n'.join([table(header, rows, markdown=True), f'x ref: median over {reference} at the same size', *notes])
 
 
 def format_limits(limits: dict[str, float], threads: int) -> str:

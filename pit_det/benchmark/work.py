@@ -7,7 +7,9 @@ get_flops.py`` does. It does not know two operators that DETRs spend their time 
 - multi-scale deformable attention (the fused CPU op ``pit_det::ms_deform_attn`` and mmcv's CUDA op): per query,
   head, level and point, four bilinear taps and one attention weight, each one MAC per channel: ``5 N_q L K C``
   (Deformable DETR, appendix A.1, the count fundamentalvision/Deformable-DETR#23 points to);
-- ``scaled_dot_product_attention``: ``q @ k^T`` and ``weights @ v``.
+- ``scaled_dot_product_attention``: ``q @ k^T`` and ``weights @ v``;
+- ``grid_sample`` (bilinear), what transformers' and mmcv's pure-PyTorch deformable attentions sample with: four
+  taps per output element.
 
 The machine's limit is what a large matrix product reaches with the run's threads, in each precision the hardware
 has (:func:`matmul_probes`), timed in the same rounds as the models; a large copy gives the memory bandwidth.
@@ -53,6 +55,11 @@ def sdpa_macs(inputs: list, outputs: list) -> int:
     return math.prod(q[:-1]) * k[-2] * (q[-1] + v[-1])
 
 
+def grid_sample_macs(inputs: list, outputs: list) -> int:
+    """MACs of a bilinear ``grid_sample``: four taps per output element."""
+    return 4 * math.prod(_shape(outputs[0]))
+
+
 @dataclass
 class Work:
     """GMACs of one call, of each part of a detector that ran in it (``other``: the rest) and of each operator."""
@@ -81,7 +88,8 @@ def count_work(call: Callable, model: nn.Module, x: torch.Tensor) -> Work:
     with explicit_attention(model), torch.no_grad():
         analyzer = FlopAnalyzer(_Traced(), (x,))
         analyzer.set_op_handle(
-            **{op: deform_attn_macs for op in DEFORM_ATTN_OPS}, **{'aten::scaled_dot_product_attention': sdpa_macs}
+            **{op: deform_attn_macs for op in DEFORM_ATTN_OPS},
+            **{'aten::scaled_dot_product_attention': sdpa_macs, 'aten::grid_sampler': grid_sample_macs},
         )
         analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         total = analyzer.total()

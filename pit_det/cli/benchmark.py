@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print('\nmachine: ' + ', '.join(f'{k}: {v}' for k, v in env.items() if k != 'limits'))  # a pasted table
     print(format_limits(results.limits, env['threads']) or 'limits: not measured (--no-macs)')  # carries its machine
-    print(format_table(results))
+    print(format_table(results, args.reference))
     for r in results:
         if r.compile_s is not None:
             print(f'{r.model} {r.size}: compiling took {r.compile_s:.1f} s (the first call less the median)')

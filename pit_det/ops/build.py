@@ -15,13 +15,15 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).parent / 'csrc' / 'ms_deform_attn_cpu.cpp'
-FLAGS = ['-O3', '-march=native', '-fopenmp']
+# no -march: the source compiles its loops for AVX-512, AVX2 and the baseline and picks one at run time, so one
+# build serves every x86-64 CPU (a cache folder shared between machines, a wheelhouse)
+FLAGS = ['-O3', '-fopenmp']
 NAME = 'pit_det_ms_deform_attn_cpu'
 
 
 def cpu_model_and_flags() -> tuple[str, set[str]]:
     """The CPU's model name and feature flags (``/proc/cpuinfo``; the model from ``platform`` and no flags where
-    there is none): what ``-march=native`` builds for, and what the benchmark reports."""
+    there is none): what the benchmark reports."""
     try:
         lines = Path('/proc/cpuinfo').read_text().splitlines()
     except OSError:
@@ -45,12 +47,6 @@ def cpu_isa() -> tuple[str, bool]:
     return 'SSE', native
 
 
-def _cpu_signature() -> str:
-    """CPU model and feature flags: the kernel is built with -march=native."""
-    model, flags = cpu_model_and_flags()
-    return model + ' '.join(sorted(flags))
-
-
 def _build_inputs() -> str:
     """Everything of the environment that torch writes into the kernel's build command: its include and library
     paths (as torch spells them: a venv reached through a symbolic link gives other paths than its target), Python's
@@ -65,16 +61,14 @@ def _build_inputs() -> str:
 
 
 def extension_dir(source: Path = SOURCE) -> Path:
-    """Build directory keyed by everything that changes the binary (source, flags, torch, Python, CPU) and by
+    """Build directory keyed by everything that changes the binary (source, flags, torch, Python) and by
     everything else in torch's build command (:func:`_build_inputs`): ninja rebuilds whenever the command of the
     folder's last build differs, so two environments sharing one folder would rebuild it each time they took
     turns."""
     root = Path(
         os.environ.get('PIT_DET_CACHE', Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'pit-det')
     )
-    digest = hashlib.sha256(
-        source.read_bytes() + ' '.join(FLAGS).encode() + _cpu_signature().encode() + _build_inputs().encode()
-    )
+    digest = hashlib.sha256(source.read_bytes() + ' '.join(FLAGS).encode() + _build_inputs().encode())
     tag = f'torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}-{digest.hexdigest()[:12]}'
     return root / 'ext' / tag.replace('+', '_')
 

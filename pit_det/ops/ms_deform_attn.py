@@ -3,8 +3,9 @@
 mmcv has no CPU kernel for this op: on CPU tensors ``MultiScaleDeformableAttention`` runs
 ``multi_scale_deformable_attn_pytorch``, which materialises every sampled value through ``grid_sample`` and
 concatenates them before weighting. The C++ kernel in ``csrc/ms_deform_attn_cpu.cpp`` samples, weights and sums in
-one pass (OpenMP through ``at::parallel_for``), forward and backward. It is compiled once per torch, Python, CPU and
-source version into ``~/.cache/pit-det/ext`` (``scripts/setup.sh`` does it ahead of time).
+one pass (OpenMP through ``at::parallel_for``), forward and backward, its loops built for AVX-512, AVX2 and the
+baseline and chosen at load time as torch chooses its own (:func:`kernel_isa`). It is compiled once per torch, Python
+and source version into ``~/.cache/pit-det/ext`` (``scripts/setup.sh`` does it ahead of time).
 
 Nothing is patched globally: detectors opt in through :func:`set_cpu_deform_attn`, which our configs do via
 ``FastDeformableDETR(cpu_deform_attn='fused')``. CUDA tensors keep mmcv's CUDA kernel. The same module also holds the
@@ -67,7 +68,10 @@ def load_extension():
     if _ext is not None or _ext_error is not None:
         return _ext
     try:
-        _ext = build.compile_extension(_SOURCE)
+        ext = build.compile_extension(_SOURCE)
+        # torch's choice for its own kernels (ATEN_CPU_CAPABILITY overrides it); the kernel caps it at the CPU's
+        ext.select_isa(torch.backends.cpu.get_cpu_capability())
+        _ext = ext
     except Exception as exc:  # a missing compiler or ninja must not break inference: fall back, said once
         log = extension_dir() / 'build.log'
         log.write_text(f'{type(exc).__name__}: {exc}\n')
@@ -81,6 +85,12 @@ def load_extension():
             stacklevel=2,
         )
     return _ext
+
+
+def kernel_isa() -> str | None:
+    """The ISA whose loops the fused kernel runs (``AVX512``, ``AVX2`` or ``DEFAULT``); None without the kernel."""
+    ext = load_extension()
+    return None if ext is None else ext.isa()
 
 
 # A registered operator rather than an autograd.Function: torch.compile keeps it in the graph (its fake function

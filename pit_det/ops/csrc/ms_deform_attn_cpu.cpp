@@ -3,41 +3,292 @@
 // Same contract as mmcv's multi_scale_deformable_attn_pytorch:
 //   value (B, S, H, D), spatial_shapes (L, 2) [h, w], level_start_index (L,),
 //   sampling_locations (B, Q, H, L, P, 2) [x, y] in [0, 1], attention_weights (B, Q, H, L, P) -> (B, Q, H * D).
+//
+// The loops are compiled three times, for AVX-512, AVX2 + FMA and the baseline ISA (GCC/Clang target attributes),
+// and the widest the CPU runs is picked at load time (select_isa, called with torch's own choice,
+// torch.backends.cpu.get_cpu_capability(), which ATEN_CPU_CAPABILITY overrides): the binary does not assume the
+// machine it was built on. Each output row is accumulated in registers for the usual head sizes (D = 32, 64) and
+// stored once; sample coordinates are computed in the tensors' precision, as mmcv's CUDA kernel does.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 namespace {
 
-struct Corner {
-  int64_t offset;  // element offset of the value vector, -1 when outside the map
-  double weight, dx, dy;
+struct Args {
+  const void* value;
+  const void* loc;
+  const void* attn;
+  const void* grad_out;
+  void* out;  // forward: the output; backward: grad_value
+  void* grad_loc;
+  void* grad_attn;
+  const int64_t* shapes;
+  const int64_t* starts;
+  int64_t B, S, H, D, Q, L, P;
 };
 
-// The four bilinear corners of (x, y) in pixel coordinates; weights and their derivatives by x and y.
-inline void corners(double x, double y, int64_t h, int64_t w, int64_t row_stride, Corner out[4]) {
-  const double xf = std::floor(x), yf = std::floor(y);
+// Bilinear taps of one sample in pixel coordinates (x, y): the four corners' element offsets (-1: outside the
+// map, zero padding) and weights, and the fractional parts the gradients need.
+template <typename T>
+struct Taps {
+  int64_t offset[4];
+  T weight[4];
+  T lx, ly;
+};
+
+// false when no corner of (x, y) lies inside the map (x = loc_x * w - 0.5: align_corners=False)
+template <typename T>
+__attribute__((always_inline)) inline bool taps(T loc_x, T loc_y, int64_t h, int64_t w, int64_t row_stride,
+                                                Taps<T>& t) {
+  const T x = loc_x * static_cast<T>(w) - T(0.5), y = loc_y * static_cast<T>(h) - T(0.5);
+  if (!(x > T(-1) && y > T(-1) && x < static_cast<T>(w) && y < static_cast<T>(h))) return false;
+  const T xf = std::floor(x), yf = std::floor(y);
   const int64_t x0 = static_cast<int64_t>(xf), y0 = static_cast<int64_t>(yf);
-  const double lx = x - xf, ly = y - yf, hx = 1.0 - lx, hy = 1.0 - ly;
-  const int64_t xs[4] = {x0, x0 + 1, x0, x0 + 1};
-  const int64_t ys[4] = {y0, y0, y0 + 1, y0 + 1};
-  const double ws[4] = {hy * hx, hy * lx, ly * hx, ly * lx};
-  const double dxs[4] = {-hy, hy, -ly, ly};
-  const double dys[4] = {-hx, -lx, hx, lx};
-  for (int c = 0; c < 4; ++c) {
-    const bool inside = xs[c] >= 0 && xs[c] < w && ys[c] >= 0 && ys[c] < h;
-    out[c] = {inside ? (ys[c] * w + xs[c]) * row_stride : -1, ws[c], dxs[c], dys[c]};
+  t.lx = x - xf;
+  t.ly = y - yf;
+  const T hx = T(1) - t.lx, hy = T(1) - t.ly;
+  t.weight[0] = hy * hx;
+  t.weight[1] = hy * t.lx;
+  t.weight[2] = t.ly * hx;
+  t.weight[3] = t.ly * t.lx;
+  const bool x0_in = x0 >= 0, x1_in = x0 + 1 < w, y0_in = y0 >= 0, y1_in = y0 + 1 < h;
+  const int64_t base = (y0 * w + x0) * row_stride;
+  t.offset[0] = (y0_in && x0_in) ? base : -1;
+  t.offset[1] = (y0_in && x1_in) ? base + row_stride : -1;
+  t.offset[2] = (y1_in && x0_in) ? base + w * row_stride : -1;
+  t.offset[3] = (y1_in && x1_in) ? base + (w + 1) * row_stride : -1;
+  return true;
+}
+
+// A vector of kBytes (64: one AVX-512 register, 32: one AVX2 register, 16: SSE) of floats or doubles, a GCC/Clang
+// vector extension; each ISA's loops use their register's width (through a traits class: GCC drops vector_size
+// from an alias template of a dependent type).
+template <typename T, int kBytes>
+struct RowOf;
+#define PIT_DET_ROW(T, BYTES)                                    \
+  template <>                                                    \
+  struct RowOf<T, BYTES> {                                       \
+    typedef T type __attribute__((vector_size(BYTES)));          \
+  };
+PIT_DET_ROW(float, 64)
+PIT_DET_ROW(float, 32)
+PIT_DET_ROW(float, 16)
+PIT_DET_ROW(double, 64)
+PIT_DET_ROW(double, 32)
+PIT_DET_ROW(double, 16)
+template <typename T, int kBytes>
+using Row = typename RowOf<T, kBytes>::type;
+
+template <typename R, typename T>
+__attribute__((always_inline)) inline R load_row(const T* p) {
+  R r;
+  __builtin_memcpy(&r, p, sizeof(r));
+  return r;
+}
+
+// One (batch, query, head) output row whose head size kD is a multiple of a Row: the sum over levels and points of
+// the weighted taps stays in vector registers and is stored once.
+template <typename T, int kD, int kBytes>
+__attribute__((always_inline)) inline void forward_row(const Args& a, int64_t bq, int64_t h) {
+  using R = Row<T, kBytes>;
+  constexpr int kRows = kD * sizeof(T) / kBytes, kLanes = kBytes / sizeof(T);
+  const int64_t HD = a.H * kD;
+  const T* v = static_cast<const T*>(a.value) + ((bq / a.Q) * a.S * a.H + h) * kD;
+  const int64_t first = (bq * a.H + h) * a.L * a.P;
+  const T* lp = static_cast<const T*>(a.loc) + 2 * first;
+  const T* ap = static_cast<const T*>(a.attn) + first;
+  // one accumulator per corner: four independent chains of multiply-adds rather than one four times as long
+  R acc[4][kRows];
+  for (int c = 0; c < 4; ++c)
+    for (int r = 0; r < kRows; ++r) acc[c][r] = R{};
+  Taps<T> t;
+  for (int64_t l = 0; l < a.L; ++l) {
+    const int64_t hl = a.shapes[2 * l], wl = a.shapes[2 * l + 1];
+    const T* level = v + a.starts[l] * HD;
+    for (int64_t p = 0; p < a.P; ++p, lp += 2, ++ap) {
+      if (!taps(lp[0], lp[1], hl, wl, HD, t)) continue;
+      for (int c = 0; c < 4; ++c) {
+        if (t.offset[c] < 0) continue;
+        const T wc = *ap * t.weight[c];
+        const T* row = level + t.offset[c];
+        for (int r = 0; r < kRows; ++r) acc[c][r] += wc * load_row<R>(row + r * kLanes);
+      }
+    }
+  }
+  T* out = static_cast<T*>(a.out) + (bq * a.H + h) * kD;
+  for (int r = 0; r < kRows; ++r) {
+    const R sum = (acc[0][r] + acc[1][r]) + (acc[2][r] + acc[3][r]);
+    __builtin_memcpy(out + r * kLanes, &sum, kBytes);
   }
 }
 
-// Pixel coordinates of sample i (align_corners=False: x = loc_x * w - 0.5); false when no corner is inside the map.
-template <typename scalar_t>
-inline bool pixel_coords(const scalar_t* loc, int64_t i, int64_t h, int64_t w, double& x, double& y) {
-  x = static_cast<double>(loc[2 * i]) * w - 0.5;
-  y = static_cast<double>(loc[2 * i + 1]) * h - 0.5;
-  return x > -1.0 && y > -1.0 && x < w && y < h;
+// Any head size and number of samples: corner by corner, accumulated into the output row.
+template <typename T>
+__attribute__((always_inline)) inline void forward_row_any(const Args& a, int64_t bq, int64_t h) {
+  const int64_t D = a.D, HD = a.H * D;
+  const T* v = static_cast<const T*>(a.value) + ((bq / a.Q) * a.S * a.H + h) * D;
+  const int64_t first = (bq * a.H + h) * a.L * a.P;
+  const T* lp = static_cast<const T*>(a.loc) + 2 * first;
+  const T* ap = static_cast<const T*>(a.attn) + first;
+  T* out = static_cast<T*>(a.out) + (bq * a.H + h) * D;
+  for (int64_t d = 0; d < D; ++d) out[d] = T(0);
+  Taps<T> t;
+  for (int64_t l = 0; l < a.L; ++l) {
+    const int64_t hl = a.shapes[2 * l], wl = a.shapes[2 * l + 1];
+    const T* level = v + a.starts[l] * HD;
+    for (int64_t p = 0; p < a.P; ++p, lp += 2, ++ap) {
+      if (!taps(lp[0], lp[1], hl, wl, HD, t)) continue;
+      for (int c = 0; c < 4; ++c) {
+        if (t.offset[c] < 0) continue;
+        const T wc = *ap * t.weight[c];
+        const T* row = level + t.offset[c];
+        for (int64_t d = 0; d < D; ++d) out[d] += wc * row[d];
+      }
+    }
+  }
+}
+
+template <typename T, int kBytes>
+__attribute__((always_inline)) inline void forward_rows(const Args& a, int64_t begin, int64_t end) {
+  for (int64_t bq = begin; bq < end; ++bq) {
+    for (int64_t h = 0; h < a.H; ++h) {
+      if (a.D == 32) {
+        forward_row<T, 32, kBytes>(a, bq, h);
+      } else if (a.D == 64) {
+        forward_row<T, 64, kBytes>(a, bq, h);
+      } else {
+        forward_row_any<T>(a, bq, h);
+      }
+    }
+  }
+}
+
+// Gradients of the (batch, head) pairs [begin, end): one task alone writes grad_value[b, :, h, :], no atomics.
+// kD > 0: the head size known at compile time, each row handled in vectors of kBytes.
+template <typename T, int kD, int kBytes>
+__attribute__((always_inline)) inline void backward_heads(const Args& a, int64_t begin, int64_t end) {
+  using R = Row<T, kBytes>;
+  constexpr int kLanes = kBytes / sizeof(T), kRows = kD > 0 ? kD / kLanes : 1;
+  const int64_t D = kD > 0 ? kD : a.D, HD = a.H * D;
+  Taps<T> t;
+  for (int64_t bh = begin; bh < end; ++bh) {
+    const int64_t b = bh / a.H, h = bh % a.H;
+    const int64_t head_off = (b * a.S * a.H + h) * D;
+    const T* v = static_cast<const T*>(a.value) + head_off;
+    T* gv = static_cast<T*>(a.out) + head_off;
+    for (int64_t q = 0; q < a.Q; ++q) {
+      const int64_t bq = b * a.Q + q;
+      const T* g = static_cast<const T*>(a.grad_out) + (bq * a.H + h) * D;
+      R g_rows[kRows];
+      if constexpr (kD > 0) {
+        for (int r = 0; r < kRows; ++r) g_rows[r] = load_row<R>(g + r * kLanes);
+      }
+      const int64_t first = (bq * a.H + h) * a.L * a.P;
+      for (int64_t l = 0; l < a.L; ++l) {
+        const int64_t hl = a.shapes[2 * l], wl = a.shapes[2 * l + 1];
+        const int64_t level_off = a.starts[l] * HD;
+        for (int64_t p = 0; p < a.P; ++p) {
+          const int64_t i = first + l * a.P + p;
+          const T* lp = static_cast<const T*>(a.loc) + 2 * i;
+          if (!taps(lp[0], lp[1], hl, wl, HD, t)) continue;
+          const T at = static_cast<const T*>(a.attn)[i];
+          T dots[4] = {0, 0, 0, 0};
+          for (int c = 0; c < 4; ++c) {
+            if (t.offset[c] < 0) continue;
+            const T* src = v + level_off + t.offset[c];
+            T* dst = gv + level_off + t.offset[c];
+            const T wgt = at * t.weight[c];
+            if constexpr (kD > 0) {
+              R dot{};
+              for (int r = 0; r < kRows; ++r) {
+                dot += g_rows[r] * load_row<R>(src + r * kLanes);
+                const R updated = load_row<R>(dst + r * kLanes) + wgt * g_rows[r];
+                __builtin_memcpy(dst + r * kLanes, &updated, kBytes);
+              }
+              T total = 0;
+              for (int k = 0; k < kLanes; ++k) total += dot[k];
+              dots[c] = total;
+            } else {
+              T dot = 0;
+              for (int64_t d = 0; d < D; ++d) {
+                dot += g[d] * src[d];
+                dst[d] += wgt * g[d];
+              }
+              dots[c] = dot;
+            }
+          }
+          // d weight / d x and d y of the corners (0, 0), (1, 0), (0, 1), (1, 1)
+          const T hx = T(1) - t.lx, hy = T(1) - t.ly;
+          const T g_x = -hy * dots[0] + hy * dots[1] - t.ly * dots[2] + t.ly * dots[3];
+          const T g_y = -hx * dots[0] - t.lx * dots[1] + hx * dots[2] + t.lx * dots[3];
+          static_cast<T*>(a.grad_attn)[i] =
+              t.weight[0] * dots[0] + t.weight[1] * dots[1] + t.weight[2] * dots[2] + t.weight[3] * dots[3];
+          T* gl = static_cast<T*>(a.grad_loc) + 2 * i;
+          gl[0] = at * g_x * static_cast<T>(wl);
+          gl[1] = at * g_y * static_cast<T>(hl);
+        }
+      }
+    }
+  }
+}
+
+template <typename T, int kBytes>
+__attribute__((always_inline)) inline void backward_rows(const Args& a, int64_t begin, int64_t end) {
+  if (a.D == 32) {
+    backward_heads<T, 32, kBytes>(a, begin, end);
+  } else if (a.D == 64) {
+    backward_heads<T, 64, kBytes>(a, begin, end);
+  } else {
+    backward_heads<T, 0, kBytes>(a, begin, end);
+  }
+}
+
+using RangeFn = void (*)(const Args&, int64_t, int64_t);
+
+struct Kernels {
+  const char* isa;
+  RangeFn forward_f32, forward_f64, backward_f32, backward_f64;
+};
+
+#define PIT_DET_KERNELS(NAME, ISA, BYTES, TARGET)                                                               \
+  TARGET void NAME##_forward_f32(const Args& a, int64_t b, int64_t e) { forward_rows<float, BYTES>(a, b, e); } \
+  TARGET void NAME##_forward_f64(const Args& a, int64_t b, int64_t e) { forward_rows<double, BYTES>(a, b, e); }\
+  TARGET void NAME##_backward_f32(const Args& a, int64_t b, int64_t e) { backward_rows<float, BYTES>(a, b, e); }\
+  TARGET void NAME##_backward_f64(const Args& a, int64_t b, int64_t e) { backward_rows<double, BYTES>(a, b, e); }\
+  const Kernels NAME##_kernels{ISA, NAME##_forward_f32, NAME##_forward_f64, NAME##_backward_f32,              \
+                               NAME##_backward_f64};
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define PIT_DET_X86 1
+PIT_DET_KERNELS(avx512, "AVX512", 64, __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi2"))))
+PIT_DET_KERNELS(avx2, "AVX2", 32, __attribute__((target("avx2,fma,bmi2"))))
+#endif
+PIT_DET_KERNELS(baseline, "DEFAULT", 16, )
+
+const Kernels* active = &baseline_kernels;
+
+// The kernels for ``isa`` (torch's names: AVX512, AVX2, DEFAULT), never wider than this CPU runs.
+std::string select_isa(const std::string& isa) {
+#ifdef PIT_DET_X86
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+  if (isa == "AVX512" && avx512) {
+    active = &avx512_kernels;
+  } else if ((isa == "AVX512" || isa == "AVX2") && avx2) {
+    active = &avx2_kernels;
+  } else {
+    active = &baseline_kernels;
+  }
+#else
+  active = &baseline_kernels;
+#endif
+  return active->isa;
 }
 
 void check_inputs(const at::Tensor& value, const at::Tensor& shapes, const at::Tensor& starts,
@@ -49,6 +300,26 @@ void check_inputs(const at::Tensor& value, const at::Tensor& shapes, const at::T
   TORCH_CHECK(value.size(0) == loc.size(0) && value.size(2) == loc.size(2), "ms_deform_attn_cpu: batch/heads");
   TORCH_CHECK(loc.scalar_type() == value.scalar_type() && attn.scalar_type() == value.scalar_type(),
               "ms_deform_attn_cpu: dtypes differ");
+  TORCH_CHECK(value.scalar_type() == at::kFloat || value.scalar_type() == at::kDouble,
+              "ms_deform_attn_cpu: float32 or float64 tensors");
+}
+
+Args make_args(const at::Tensor& value, const at::Tensor& shapes, const at::Tensor& starts, const at::Tensor& loc,
+               const at::Tensor& attn) {
+  Args a{};
+  a.value = value.data_ptr();
+  a.loc = loc.data_ptr();
+  a.attn = attn.data_ptr();
+  a.shapes = shapes.data_ptr<int64_t>();
+  a.starts = starts.data_ptr<int64_t>();
+  a.B = value.size(0);
+  a.S = value.size(1);
+  a.H = value.size(2);
+  a.D = value.size(3);
+  a.Q = loc.size(1);
+  a.L = loc.size(3);
+  a.P = loc.size(4);
+  return a;
 }
 
 }  // namespace
@@ -59,45 +330,12 @@ at::Tensor ms_deform_attn_forward(const at::Tensor& value_in, const at::Tensor& 
   check_inputs(value_in, shapes_in, starts_in, loc_in, attn_in);
   const auto value = value_in.contiguous(), loc = loc_in.contiguous(), attn = attn_in.contiguous();
   const auto shapes = shapes_in.to(at::kLong).contiguous(), starts = starts_in.to(at::kLong).contiguous();
-  const int64_t B = value.size(0), S = value.size(1), H = value.size(2), D = value.size(3);
-  const int64_t Q = loc.size(1), L = loc.size(3), P = loc.size(4);
-  auto out = at::zeros({B, Q, H * D}, value.options());
-  const int64_t* sh = shapes.data_ptr<int64_t>();
-  const int64_t* st = starts.data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_forward_cpu", [&] {
-    const scalar_t* v = value.data_ptr<scalar_t>();
-    const scalar_t* lp = loc.data_ptr<scalar_t>();
-    const scalar_t* ap = attn.data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
-    const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(1, H * L * P));
-    at::parallel_for(0, B * Q, grain, [&](int64_t begin, int64_t end) {
-      Corner cs[4];
-      for (int64_t bq = begin; bq < end; ++bq) {
-        const int64_t b = bq / Q;
-        for (int64_t h = 0; h < H; ++h) {
-          scalar_t* acc = op + (bq * H + h) * D;
-          const scalar_t* base = v + (b * S * H + h) * D;
-          for (int64_t l = 0; l < L; ++l) {
-            const int64_t hl = sh[2 * l], wl = sh[2 * l + 1];
-            const scalar_t* level = base + st[l] * H * D;
-            for (int64_t p = 0; p < P; ++p) {
-              const int64_t i = ((bq * H + h) * L + l) * P + p;
-              double x, y;
-              if (!pixel_coords(lp, i, hl, wl, x, y)) continue;
-              corners(x, y, hl, wl, H * D, cs);
-              const scalar_t a = ap[i];
-              for (int c = 0; c < 4; ++c) {
-                if (cs[c].offset < 0) continue;
-                const scalar_t wgt = a * static_cast<scalar_t>(cs[c].weight);
-                const scalar_t* src = level + cs[c].offset;
-                for (int64_t d = 0; d < D; ++d) acc[d] += wgt * src[d];
-              }
-            }
-          }
-        }
-      }
-    });
-  });
+  Args a = make_args(value, shapes, starts, loc, attn);
+  auto out = at::empty({a.B, a.Q, a.H * a.D}, value.options());
+  a.out = out.data_ptr();
+  const RangeFn fn = value.scalar_type() == at::kFloat ? active->forward_f32 : active->forward_f64;
+  const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(1, a.H * a.L * a.P));
+  at::parallel_for(0, a.B * a.Q, grain, [&](int64_t begin, int64_t end) { fn(a, begin, end); });
   return out;
 }
 
@@ -108,66 +346,24 @@ std::vector<at::Tensor> ms_deform_attn_backward(const at::Tensor& value_in, cons
   const auto value = value_in.contiguous(), loc = loc_in.contiguous(), attn = attn_in.contiguous();
   const auto grad_out = grad_out_in.contiguous();
   const auto shapes = shapes_in.to(at::kLong).contiguous(), starts = starts_in.to(at::kLong).contiguous();
-  const int64_t B = value.size(0), S = value.size(1), H = value.size(2), D = value.size(3);
-  const int64_t Q = loc.size(1), L = loc.size(3), P = loc.size(4);
+  Args a = make_args(value, shapes, starts, loc, attn);
   auto grad_value = at::zeros_like(value);
   auto grad_loc = at::zeros_like(loc);
   auto grad_attn = at::zeros_like(attn);
-  const int64_t* sh = shapes.data_ptr<int64_t>();
-  const int64_t* st = starts.data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
-    const scalar_t* v = value.data_ptr<scalar_t>();
-    const scalar_t* lp = loc.data_ptr<scalar_t>();
-    const scalar_t* ap = attn.data_ptr<scalar_t>();
-    const scalar_t* go = grad_out.data_ptr<scalar_t>();
-    scalar_t* gv = grad_value.data_ptr<scalar_t>();
-    scalar_t* gl = grad_loc.data_ptr<scalar_t>();
-    scalar_t* ga = grad_attn.data_ptr<scalar_t>();
-    // One task per (batch, head): it alone writes grad_value[b, :, h, :], so no atomics are needed.
-    at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-      Corner cs[4];
-      for (int64_t bh = begin; bh < end; ++bh) {
-        const int64_t b = bh / H, h = bh % H;
-        for (int64_t q = 0; q < Q; ++q) {
-          const int64_t bq = b * Q + q;
-          const scalar_t* g = go + (bq * H + h) * D;
-          for (int64_t l = 0; l < L; ++l) {
-            const int64_t hl = sh[2 * l], wl = sh[2 * l + 1];
-            const int64_t level_off = (b * S * H + h) * D + st[l] * H * D;
-            for (int64_t p = 0; p < P; ++p) {
-              const int64_t i = ((bq * H + h) * L + l) * P + p;
-              double x, y;
-              if (!pixel_coords(lp, i, hl, wl, x, y)) continue;
-              corners(x, y, hl, wl, H * D, cs);
-              const scalar_t a = ap[i];
-              scalar_t g_attn = 0, g_x = 0, g_y = 0;
-              for (int c = 0; c < 4; ++c) {
-                if (cs[c].offset < 0) continue;
-                const scalar_t* src = v + level_off + cs[c].offset;
-                scalar_t* dst = gv + level_off + cs[c].offset;
-                const scalar_t wgt = a * static_cast<scalar_t>(cs[c].weight);
-                scalar_t dot = 0;
-                for (int64_t d = 0; d < D; ++d) {
-                  dot += g[d] * src[d];
-                  dst[d] += wgt * g[d];
-                }
-                g_attn += static_cast<scalar_t>(cs[c].weight) * dot;
-                g_x += static_cast<scalar_t>(cs[c].dx) * dot;
-                g_y += static_cast<scalar_t>(cs[c].dy) * dot;
-              }
-              ga[i] = g_attn;
-              gl[2 * i] = a * g_x * static_cast<scalar_t>(wl);
-              gl[2 * i + 1] = a * g_y * static_cast<scalar_t>(hl);
-            }
-          }
-        }
-      }
-    });
-  });
+  a.grad_out = grad_out.data_ptr();
+  a.out = grad_value.data_ptr();
+  a.grad_loc = grad_loc.data_ptr();
+  a.grad_attn = grad_attn.data_ptr();
+  const RangeFn fn = value.scalar_type() == at::kFloat ? active->backward_f32 : active->backward_f64;
+  at::parallel_for(0, a.B * a.H, 1, [&](int64_t begin, int64_t end) { fn(a, begin, end); });
   return {grad_value, grad_loc, grad_attn};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &ms_deform_attn_forward, "fused multi-scale deformable attention, CPU forward");
   m.def("backward", &ms_deform_attn_backward, "fused multi-scale deformable attention, CPU backward");
+  m.def("select_isa", &select_isa,
+        "use the kernels for an ISA (torch's names: AVX512, AVX2, DEFAULT), capped at what this CPU runs; "
+        "returns the ISA in use");
+  m.def("isa", [] { return std::string(active->isa); }, "the ISA of the kernels in use");
 }
