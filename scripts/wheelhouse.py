@@ -29,7 +29,6 @@ import sys
 import sysconfig
 import tarfile
 import tempfile
-import tomllib
 import zipfile
 from pathlib import Path
 
@@ -356,6 +355,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def extras_of_pyproject() -> tuple[str, ...]:
+    """The extras pyproject.toml defines (the names before ``=`` in ``[project.optional-dependencies]``; Python 3.10,
+    which this script supports, has no tomllib)."""
+    text = (ROOT / 'pyproject.toml').read_text()
+    section = text.split('[project.optional-dependencies]', 1)[1].split('\n[', 1)[0]
+    return tuple(re.findall(r'^([A-Za-z0-9_-]+)\s*=', section, flags=re.M))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ['check']:
@@ -365,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'error: --python {args.python}: give a CPython version such as 3.12', file=sys.stderr)
         return 2
     extras = [] if args.extras.strip().lower() in ('', 'none') else [e.strip() for e in args.extras.split(',')]
-    known = tuple(tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['optional-dependencies'])
+    known = extras_of_pyproject()
     if any(e not in known for e in extras):
         print(f'error: --extras {args.extras}: choose from {", ".join(known)} or none', file=sys.stderr)
         return 2

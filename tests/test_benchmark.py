@@ -224,6 +224,9 @@ def test_environment_names_the_isa():
     ).split()
     assert native == any(f in flags for f in ('avx512_bf16', 'amx_bf16'))
     assert isa.startswith(('AVX-512', 'AMX')) == ('avx512f' in flags)
+    from pit_det.benchmark.report import environment
+
+    assert environment('cpu')['fused_kernel_isa'] == torch.backends.cpu.get_cpu_capability()
 
 
 def test_a_model_named_like_a_formula_is_text_in_the_csv(root, tmp_path, monkeypatch):

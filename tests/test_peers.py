@@ -110,7 +110,7 @@ def test_without_transformers_the_extra_is_named(monkeypatch, capsys, tmp_path):
 @pytest.mark.slow
 def test_one_interleaved_table_with_a_ratio_column(tmp_path, capsys):
     argv = ['pit_s_deformable_detr', 'hf:rf-detr', '--mode', 'predict']
-    argv += ['--size', '300x300', '--warmup', '0', '--iters', '2', '--out-dir', str(tmp_path)]
+    argv += ['--size', '300x300', '--warmup', '0', '--iters', '2', '--out-dir', str(tmp_path), '--plot']
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert 'round 2/2: pit_s_deformable_detr ' in out and ', hf:rf-detr ' in out
@@ -123,3 +123,4 @@ def test_one_interleaved_table_with_a_ratio_column(tmp_path, capsys):
     assert ratio == pytest.approx(median('hf:rf-detr') / median('pit_s_deformable_detr'), abs=0.01)
     assert 'hf:rf-detr 300x300: RF-DETR, windowed DINOv2-S (default config); padded to 336x336' in out
     assert float(rows['hf:rf-detr'].split('|')[13]) > 1  # its GMACs were counted
+    assert (tmp_path / 'peers.png').stat().st_size > 10_000  # latency against the published APs

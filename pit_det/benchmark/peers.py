@@ -119,7 +119,7 @@ def padded_size(spec: str, size: tuple[int, int]) -> tuple[int, int]:
     return tuple(-(-side // multiple) * multiple for side in size)
 
 
-def _deformable_detr_config(transformers, backbone: str | None, size: tuple[int, int]):
+def _deformable_detr_config(transformers, backbone: str | None):
     if backbone is None:
         return transformers.DeformableDetrConfig(num_labels=80)
     from mmengine.config import Config
@@ -151,7 +151,7 @@ def build_peer(spec: str, size: tuple[int, int], mode: str) -> tuple[nn.Module, 
     name, backbone = parse_peer(spec)
     peer = PEERS[name]
     if name == 'deformable-detr':
-        config = _deformable_detr_config(transformers, backbone, size)
+        config = _deformable_detr_config(transformers, backbone)
     else:
         config = getattr(transformers, f'{peer.prefix}Config')(num_labels=80)
     model = getattr(transformers, f'{peer.prefix}ForObjectDetection')(config).eval()
@@ -187,3 +187,53 @@ def describe(spec: str, size: tuple[int, int]) -> str:
     what = PEERS[name].what if backbone is None else f'Deformable DETR, timm {BACKBONES[backbone][0]}'
     run = padded_size(spec, size)
     return what + ('' if run == tuple(size) else f'; padded to {run[0]}x{run[1]}')
+
+
+# COCO val2017 box AP as each model's authors published it, at the size they tested: none of it measured by pit-det.
+# A peer's default config is matched to the published size whose parameter count it has; DEIMv2's default config
+# (HGNetV2, 29.9 M parameters) matches no published DEIMv2 model, so it has none.
+PUBLISHED_AP = {
+    'pit_s_deformable_detr': (39.4, (400, 666), 'PiT paper (arXiv 2103.16302), Table 8: PiT-S, half resolution'),
+    'hf:deformable-detr@pit_s': (39.4, (400, 666), 'PiT paper, Table 8 (the same architecture)'),
+    'hf:deformable-detr': (43.8, (800, 1333), 'Deformable DETR paper (arXiv 2010.04159), Table 1: R50'),
+    'hf:rt-detr-v2': (53.4, (640, 640), 'RT-DETRv2 paper (arXiv 2407.17140): RT-DETRv2-R50, 42 M params'),
+    'hf:d-fine': (54.0, (640, 640), 'D-FINE paper (arXiv 2410.13842): D-FINE-L, 31 M params'),
+    'hf:rf-detr': (53.3, (560, 560), 'roboflow/rf-detr README, first release: RF-DETR-Base, 29 M params'),
+}
+
+
+def published_ap(model: str) -> tuple[float, tuple[int, int], str] | None:
+    """``(AP, size it was tested at, source)`` for a row's model (a config by path or name), or None."""
+    key = model if is_peer_spec(model) else model.partition('@')[0].rsplit('/', 1)[-1].removesuffix('.py')
+    return PUBLISHED_AP.get(key)
+
+
+def plot_latency_vs_ap(results, path):
+    """Median latency of each row with a published AP against that AP; each point names its model, the size it ran
+    at and the size its AP was published at. A model measured at its AP's size shows that row alone."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    from ..outputs import save_figure
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    sources = []
+    for r in results:
+        known = published_ap(r.model)
+        if known is None:
+            continue
+        ap, (h, w), source = known
+        if r.size != f'{h}x{w}' and any(o.model == r.model and o.size == f'{h}x{w}' for o in results):
+            continue
+        ax.scatter(r.median_ms, ap, s=30)
+        label = f'{r.model.rsplit("/", 1)[-1]} at {r.size}' + ('' if r.size == f'{h}x{w}' else f' (AP at {h}x{w})')
+        ax.annotate(label, (r.median_ms, ap), fontsize=7, xytext=(4, 3), textcoords='offset points')
+        sources.append(f'{r.model.rsplit("/", 1)[-1]}: {ap} {source}')
+    ax.set_xlabel(f'median latency, ms ({results[0].mode}, batch {results[0].batch}, measured)')
+    ax.set_ylabel('COCO box AP as published (not measured by pit-det)')
+    ax.grid(alpha=0.3)
+    fig.text(0.01, 0.01, '\n'.join(dict.fromkeys(sources)), fontsize=6, va='bottom')
+    fig.subplots_adjust(bottom=0.1 + 0.03 * len(set(sources)))
+    return save_figure(fig, path, dpi=120)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..ops.ms_deform_attn import cpu_isa, cpu_model_and_flags
+from ..ops.ms_deform_attn import cpu_isa, cpu_model_and_flags, kernel_isa
 from ..outputs import save_figure, table, write_csv, write_text
 
 
@@ -78,6 +78,7 @@ def environment(device: str) -> dict:
     env['cpu'] = cpu_model_and_flags()[0]
     env['isa'], env['bf16_native'] = cpu_isa()
     env['cpu_features'] = cpu_features()
+    env['fused_kernel_isa'] = kernel_isa()  # the loops the fused deformable attention runs (None: not built)
     if device == 'cuda':
         env['gpu'] = torch.cuda.get_device_name()
         env['cuda'] = torch.version.cuda
@@ -232,11 +233,13 @@ def ratios(results: list[Result], reference: str) -> list[str]:
     return lines
 
 
-REPORT_FILES = ('benchmark.json', 'benchmark.csv', 'benchmark.png')  # what write_outputs writes into its folder
+# what write_outputs writes into its folder (peers.png: latency against published AP, where a row has one)
+REPORT_FILES = ('benchmark.json', 'benchmark.csv', 'benchmark.png', 'peers.png')
 
 
 def write_outputs(results: list[Result], env: dict, out_dir: str | Path, plot: bool = False) -> list[Path]:
-    """Write ``benchmark.json`` (with every sample), ``benchmark.csv`` and optionally ``benchmark.png``."""
+    """Write ``benchmark.json`` (with every sample), ``benchmark.csv`` and optionally ``benchmark.png`` and, where a
+    peer or a config has a published AP (:data:`.peers.PUBLISHED_AP`), ``peers.png``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / name for name in REPORT_FILES[:2]]
@@ -244,7 +247,11 @@ def write_outputs(results: list[Result], env: dict, out_dir: str | Path, plot: b
     names = [k for k in asdict(results[0]) if k != 'samples_ms']
     write_csv(paths[1], names, ({k: v for k, v in asdict(r).items() if k != 'samples_ms'} for r in results))
     if plot:
+        from .peers import plot_latency_vs_ap, published_ap
+
         paths.append(_plot(results, out / REPORT_FILES[2]))
+        if any(published_ap(r.model) for r in results):
+            paths.append(plot_latency_vs_ap(results, out / REPORT_FILES[3]))
     return paths
 
 
