@@ -233,3 +233,20 @@ def test_every_isa_passes_gradcheck(each_isa):
         assert torch.autograd.gradcheck(
             lambda v, loc, a: ms_deform_attn_cpu(v, shapes, loc, a), inputs, eps=1e-6, atol=1e-5
         ), isa
+
+
+def test_locations_far_outside_every_map_sample_zeros_on_every_isa(each_isa):
+    """Locations far beyond the maps (a diverging model's) are zero padding, as in mmcv's op, with no integer
+    overflow in any ISA's loops (an infinite one too, where mmcv's grid_sample gives NaN)."""
+    ext, isas = each_isa
+    value, shapes, loc, attn = make_inputs(1, 40, ENCODER_LEVELS)
+    far = torch.tensor([1e30, -1e30, 3e9, -3e9, 2.5e9, -2.5e9])
+    loc.view(-1)[: 40 * 8 * 16] = far.repeat(40 * 8 * 16 // 6 + 1)[: 40 * 8 * 16]
+    expected = multi_scale_deformable_attn_pytorch(value, shapes, loc, attn)
+    for isa in isas:
+        ext.select_isa(isa)
+        out = ms_deform_attn_cpu(value, shapes, loc, attn)
+        assert torch.isfinite(out).all() and rel_err(out, expected) < 1e-5, isa
+        infinite = loc.clone()
+        infinite.view(-1)[:2] = torch.tensor([float('inf'), float('-inf')])
+        assert torch.isfinite(ms_deform_attn_cpu(value, shapes, infinite, attn)).all(), isa

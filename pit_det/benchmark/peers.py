@@ -218,8 +218,7 @@ def plot_latency_vs_ap(results, path):
 
     from ..outputs import save_figure
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    sources = []
+    fig, ax = plt.subplots(figsize=(8, 5.5))
     for r in results:
         known = published_ap(r.model)
         if known is None:
@@ -227,13 +226,12 @@ def plot_latency_vs_ap(results, path):
         ap, (h, w), source = known
         if r.size != f'{h}x{w}' and any(o.model == r.model and o.size == f'{h}x{w}' for o in results):
             continue
-        ax.scatter(r.median_ms, ap, s=30)
-        label = f'{r.model.rsplit("/", 1)[-1]} at {r.size}' + ('' if r.size == f'{h}x{w}' else f' (AP at {h}x{w})')
+        name = r.model.rsplit('/', 1)[-1]
+        label = f'{name} at {r.size}' + ('' if r.size == f'{h}x{w}' else f' (AP at {h}x{w})')
+        ax.scatter(r.median_ms, ap, s=30, label=f'{label}: {ap} AP, {source}')
         ax.annotate(label, (r.median_ms, ap), fontsize=7, xytext=(4, 3), textcoords='offset points')
-        sources.append(f'{r.model.rsplit("/", 1)[-1]}: {ap} {source}')
     ax.set_xlabel(f'median latency, ms ({results[0].mode}, batch {results[0].batch}, measured)')
     ax.set_ylabel('COCO box AP as published (not measured by pit-det)')
     ax.grid(alpha=0.3)
-    fig.text(0.01, 0.01, '\n'.join(dict.fromkeys(sources)), fontsize=6, va='bottom')
-    fig.subplots_adjust(bottom=0.1 + 0.03 * len(set(sources)))
+    ax.legend(fontsize=6, loc='upper center', bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
     return save_figure(fig, path, dpi=120)

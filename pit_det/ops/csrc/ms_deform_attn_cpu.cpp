@@ -13,6 +13,9 @@
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <string>
 #include <vector>
 
@@ -254,20 +257,119 @@ struct Kernels {
   RangeFn forward_f32, forward_f64, backward_f32, backward_f64;
 };
 
-#define PIT_DET_KERNELS(NAME, ISA, BYTES, TARGET)                                                               \
+#define PIT_DET_KERNELS(NAME, BYTES, TARGET)                                                                    \
   TARGET void NAME##_forward_f32(const Args& a, int64_t b, int64_t e) { forward_rows<float, BYTES>(a, b, e); } \
   TARGET void NAME##_forward_f64(const Args& a, int64_t b, int64_t e) { forward_rows<double, BYTES>(a, b, e); }\
   TARGET void NAME##_backward_f32(const Args& a, int64_t b, int64_t e) { backward_rows<float, BYTES>(a, b, e); }\
-  TARGET void NAME##_backward_f64(const Args& a, int64_t b, int64_t e) { backward_rows<double, BYTES>(a, b, e); }\
-  const Kernels NAME##_kernels{ISA, NAME##_forward_f32, NAME##_forward_f64, NAME##_backward_f32,              \
-                               NAME##_backward_f64};
+  TARGET void NAME##_backward_f64(const Args& a, int64_t b, int64_t e) { backward_rows<double, BYTES>(a, b, e); }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define PIT_DET_X86 1
-PIT_DET_KERNELS(avx512, "AVX512", 64, __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi2"))))
-PIT_DET_KERNELS(avx2, "AVX2", 32, __attribute__((target("avx2,fma,bmi2"))))
+#define PIT_DET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi2")))
+PIT_DET_KERNELS(avx512, 64, PIT_DET_AVX512)
+PIT_DET_KERNELS(avx2, 32, __attribute__((target("avx2,fma,bmi2"))))
+
+// The encoder's and decoder's case on AVX-512, float32 with 16 samples (levels x points) per head: the taps of all
+// 16 in one pass of 16-lane instructions (one sample per lane), then 64 corner rows summed into registers.
+template <int kD>
+PIT_DET_AVX512 inline void forward_row16_avx512(const Args& a, const float* lane_w, const int32_t* lane_wi,
+                                                const float* lane_h, const int32_t* lane_hi,
+                                                const int32_t* lane_start, const float* zeros, int64_t bq,
+                                                int64_t h) {
+  constexpr int kRows = kD / 16;
+  const int64_t HD = a.H * kD;
+  const float* v = static_cast<const float*>(a.value) + ((bq / a.Q) * a.S * a.H + h) * kD;
+  const int64_t first = (bq * a.H + h) * 16;
+  const float* lp = static_cast<const float*>(a.loc) + 2 * first;
+  const __m512 W = _mm512_load_ps(lane_w), Hh = _mm512_load_ps(lane_h);
+  const __m512i WI = _mm512_load_si512(lane_wi), HI = _mm512_load_si512(lane_hi);
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  const __m512 xy0 = _mm512_loadu_ps(lp), xy1 = _mm512_loadu_ps(lp + 16);
+  const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f), low = _mm512_set1_ps(-2.0f);
+  __m512 x = _mm512_fmsub_ps(_mm512_permutex2var_ps(xy0, even, xy1), W, half);
+  __m512 y = _mm512_fmsub_ps(_mm512_permutex2var_ps(xy0, odd, xy1), Hh, half);
+  // to [-2, size + 1]: far-away locations cannot overflow the integer conversion; max gives -2 for a NaN
+  x = _mm512_min_ps(_mm512_max_ps(x, low), _mm512_add_ps(W, one));
+  y = _mm512_min_ps(_mm512_max_ps(y, low), _mm512_add_ps(Hh, one));
+  const __m512 xf = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __m512 yf = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  const __m512i x0 = _mm512_cvttps_epi32(xf), y0 = _mm512_cvttps_epi32(yf);
+  const __m512 lx = _mm512_sub_ps(x, xf), ly = _mm512_sub_ps(y, yf);
+  const __m512 hx = _mm512_sub_ps(one, lx), hy = _mm512_sub_ps(one, ly);
+  const __m512i zero_i = _mm512_setzero_si512(), minus1 = _mm512_set1_epi32(-1), one_i = _mm512_set1_epi32(1);
+  const __m512i x1 = _mm512_add_epi32(x0, one_i), y1 = _mm512_add_epi32(y0, one_i);
+  const __mmask16 x0_in = _mm512_cmpge_epi32_mask(x0, zero_i) & _mm512_cmplt_epi32_mask(x0, WI);
+  const __mmask16 x1_in = _mm512_cmpge_epi32_mask(x1, zero_i) & _mm512_cmplt_epi32_mask(x1, WI);
+  const __mmask16 y0_in = _mm512_cmpge_epi32_mask(y0, zero_i) & _mm512_cmplt_epi32_mask(y0, HI);
+  const __mmask16 y1_in = _mm512_cmpge_epi32_mask(y1, zero_i) & _mm512_cmplt_epi32_mask(y1, HI);
+  const __m512 at = _mm512_loadu_ps(static_cast<const float*>(a.attn) + first);
+  const __m512 at_hy = _mm512_mul_ps(at, hy), at_ly = _mm512_mul_ps(at, ly);
+  const __m512i pos = _mm512_add_epi32(_mm512_loadu_si512(lane_start),
+                                       _mm512_add_epi32(_mm512_mullo_epi32(y0, WI), x0));
+  const __mmask16 in[4] = {static_cast<__mmask16>(y0_in & x0_in), static_cast<__mmask16>(y0_in & x1_in),
+                           static_cast<__mmask16>(y1_in & x0_in), static_cast<__mmask16>(y1_in & x1_in)};
+  const __m512 weight[4] = {_mm512_mul_ps(at_hy, hx), _mm512_mul_ps(at_hy, lx), _mm512_mul_ps(at_ly, hx),
+                            _mm512_mul_ps(at_ly, lx)};
+  const __m512i corner[4] = {pos, _mm512_add_epi32(pos, one_i), _mm512_add_epi32(pos, WI),
+                             _mm512_add_epi32(_mm512_add_epi32(pos, WI), one_i)};
+  alignas(64) float wgt[4][16];
+  alignas(64) int32_t at_pos[4][16];
+  for (int c = 0; c < 4; ++c) {
+    _mm512_store_ps(wgt[c], _mm512_maskz_mov_ps(in[c], weight[c]));
+    _mm512_store_si512(at_pos[c], _mm512_mask_mov_epi32(minus1, in[c], corner[c]));
+  }
+  __m512 acc[4][kRows];
+  for (int c = 0; c < 4; ++c)
+    for (int r = 0; r < kRows; ++r) acc[c][r] = _mm512_setzero_ps();
+  for (int i = 0; i < 16; ++i) {
+    for (int c = 0; c < 4; ++c) {
+      const int32_t pc = at_pos[c][i];
+      const float* row = pc >= 0 ? v + static_cast<int64_t>(pc) * HD : zeros;
+      const __m512 wc = _mm512_set1_ps(wgt[c][i]);
+      for (int r = 0; r < kRows; ++r) acc[c][r] = _mm512_fmadd_ps(wc, _mm512_loadu_ps(row + 16 * r), acc[c][r]);
+    }
+  }
+  float* out = static_cast<float*>(a.out) + (bq * a.H + h) * kD;
+  for (int r = 0; r < kRows; ++r) {
+    _mm512_storeu_ps(out + 16 * r, _mm512_add_ps(_mm512_add_ps(acc[0][r], acc[1][r]),
+                                                 _mm512_add_ps(acc[2][r], acc[3][r])));
+  }
+}
+
+PIT_DET_AVX512 void avx512_forward16_f32(const Args& a, int64_t begin, int64_t end) {
+  if (!(a.L * a.P == 16 && (a.D == 32 || a.D == 64) && a.S < (int64_t(1) << 30))) {
+    avx512_forward_f32(a, begin, end);
+    return;
+  }
+  alignas(64) float lane_w[16], lane_h[16], zeros[64] = {};
+  alignas(64) int32_t lane_wi[16], lane_hi[16], lane_start[16];
+  for (int i = 0; i < 16; ++i) {
+    const int64_t l = i / a.P;
+    lane_hi[i] = static_cast<int32_t>(a.shapes[2 * l]);
+    lane_wi[i] = static_cast<int32_t>(a.shapes[2 * l + 1]);
+    lane_h[i] = static_cast<float>(lane_hi[i]);
+    lane_w[i] = static_cast<float>(lane_wi[i]);
+    lane_start[i] = static_cast<int32_t>(a.starts[l]);
+  }
+  for (int64_t bq = begin; bq < end; ++bq) {
+    for (int64_t h = 0; h < a.H; ++h) {
+      if (a.D == 32) {
+        forward_row16_avx512<32>(a, lane_w, lane_wi, lane_h, lane_hi, lane_start, zeros, bq, h);
+      } else {
+        forward_row16_avx512<64>(a, lane_w, lane_wi, lane_h, lane_hi, lane_start, zeros, bq, h);
+      }
+    }
+  }
+}
+
+const Kernels avx512_kernels{"AVX512", avx512_forward16_f32, avx512_forward_f64, avx512_backward_f32,
+                             avx512_backward_f64};
+const Kernels avx2_kernels{"AVX2", avx2_forward_f32, avx2_forward_f64, avx2_backward_f32, avx2_backward_f64};
 #endif
-PIT_DET_KERNELS(baseline, "DEFAULT", 16, )
+PIT_DET_KERNELS(baseline, 16, )
+const Kernels baseline_kernels{"DEFAULT", baseline_forward_f32, baseline_forward_f64, baseline_backward_f32,
+                               baseline_backward_f64};
 
 const Kernels* active = &baseline_kernels;
 
