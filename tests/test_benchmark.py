@@ -1,4 +1,6 @@
 import csv
+import importlib.metadata
+import importlib.util
 import json
 import statistics
 
@@ -226,7 +228,10 @@ def test_environment_names_the_isa():
     assert isa.startswith(('AVX-512', 'AMX')) == ('avx512f' in flags)
     from pit_det.benchmark.report import environment
 
-    assert environment('cpu')['fused_kernel_isa'] == torch.backends.cpu.get_cpu_capability()
+    env = environment('cpu')
+    assert env['fused_kernel_isa'] == torch.backends.cpu.get_cpu_capability()
+    installed = importlib.util.find_spec('transformers') is not None
+    assert env.get('transformers') == (importlib.metadata.version('transformers') if installed else None)
 
 
 def test_a_model_named_like_a_formula_is_text_in_the_csv(root, tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import platform
@@ -75,6 +76,10 @@ def environment(device: str) -> dict:
         threads=torch.get_num_threads(),
         machine=platform.machine(),
     )
+    try:  # the peers' library (hf: specs), read without importing it
+        env['transformers'] = importlib.metadata.version('transformers')
+    except importlib.metadata.PackageNotFoundError:
+        pass
     env['cpu'] = cpu_model_and_flags()[0]
     env['isa'], env['bf16_native'] = cpu_isa()
     env['cpu_features'] = cpu_features()
