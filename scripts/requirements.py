@@ -32,14 +32,18 @@ def requirement_name(requirement: str) -> str:
     return canonical(re.match(r'\s*([A-Za-z0-9][A-Za-z0-9._-]*)', requirement).group(1))
 
 
+def optional_dependencies(pyproject: Path = PYPROJECT) -> dict[str, list[str]]:
+    """pit-det's extras and the requirements of each (``[project.optional-dependencies]``)."""
+    return tomllib.loads(pyproject.read_text())['project'].get('optional-dependencies', {})
+
+
 def requirements(extras: list[str], without: list[str], pyproject: Path = PYPROJECT) -> list[str]:
     """The dependencies and those of ``extras``, less the packages named in ``without``."""
-    project = tomllib.loads(pyproject.read_text())['project']
-    optional = project.get('optional-dependencies', {})
+    optional = optional_dependencies(pyproject)
     unknown = [e for e in extras if e not in optional]
     if unknown:
         raise SystemExit(f'error: pit-det has no extra {", ".join(unknown)}; it has {", ".join(sorted(optional))}')
-    listed = project['dependencies'] + [r for e in extras for r in optional[e]]
+    listed = tomllib.loads(pyproject.read_text())['project']['dependencies'] + [r for e in extras for r in optional[e]]
     skip = {requirement_name(n) for n in without}
     return [r for r in listed if requirement_name(r) not in skip]
 
@@ -67,7 +71,7 @@ def outside_range(names: list[str], pyproject: Path = PYPROJECT) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--without', nargs='*', default=[], help='package names to leave out')
-    parser.add_argument('--extras', default='', help='comma-separated extras (test, eval, export)')
+    parser.add_argument('--extras', default='', help='comma-separated extras (test, eval, export, peers)')
     parser.add_argument(
         '--check-installed',
         nargs='+',

@@ -34,7 +34,7 @@ from pathlib import Path
 
 # the setup's other scripts, beside this one (on sys.path as a script's folder is): each fact defined once
 from build_mmcv import MMCV_VERSION
-from requirements import canonical
+from requirements import canonical, optional_dependencies
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = 'wheelhouse.txt'
@@ -355,14 +355,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def extras_of_pyproject() -> tuple[str, ...]:
-    """The extras pyproject.toml defines (the names before ``=`` in ``[project.optional-dependencies]``; Python 3.10,
-    which this script supports, has no tomllib)."""
-    text = (ROOT / 'pyproject.toml').read_text()
-    section = text.split('[project.optional-dependencies]', 1)[1].split('\n[', 1)[0]
-    return tuple(re.findall(r'^([A-Za-z0-9_-]+)\s*=', section, flags=re.M))
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ['check']:
@@ -372,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'error: --python {args.python}: give a CPython version such as 3.12', file=sys.stderr)
         return 2
     extras = [] if args.extras.strip().lower() in ('', 'none') else [e.strip() for e in args.extras.split(',')]
-    known = extras_of_pyproject()
+    known = tuple(optional_dependencies())
     if any(e not in known for e in extras):
         print(f'error: --extras {args.extras}: choose from {", ".join(known)} or none', file=sys.stderr)
         return 2
