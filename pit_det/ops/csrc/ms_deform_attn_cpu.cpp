@@ -93,21 +93,16 @@ __attribute__((always_inline)) inline R load_row(const T* p) {
   return r;
 }
 
-// One (batch, query, head) output row whose head size kD is a multiple of a Row: the sum over levels and points of
-// the weighted taps stays in vector registers and is stored once.
-template <typename T, int kD, int kBytes>
-__attribute__((always_inline)) inline void forward_row(const Args& a, int64_t bq, int64_t h) {
-  using R = Row<T, kBytes>;
-  constexpr int kRows = kD * sizeof(T) / kBytes, kLanes = kBytes / sizeof(T);
-  const int64_t HD = a.H * kD;
-  const T* v = static_cast<const T*>(a.value) + ((bq / a.Q) * a.S * a.H + h) * kD;
+// Every corner inside its map of the samples of one (batch, query, head) output row, D channels per head:
+// visit(c, weight, row) with the corner's index, its attention weight times its bilinear weight, and its value row.
+template <typename T, typename Visit>
+__attribute__((always_inline)) inline void for_each_corner(const Args& a, int64_t D, int64_t bq, int64_t h,
+                                                           Visit&& visit) {
+  const int64_t HD = a.H * D;
+  const T* v = static_cast<const T*>(a.value) + ((bq / a.Q) * a.S * a.H + h) * D;
   const int64_t first = (bq * a.H + h) * a.L * a.P;
   const T* lp = static_cast<const T*>(a.loc) + 2 * first;
   const T* ap = static_cast<const T*>(a.attn) + first;
-  // one accumulator per corner: four independent chains of multiply-adds rather than one four times as long
-  R acc[4][kRows];
-  for (int c = 0; c < 4; ++c)
-    for (int r = 0; r < kRows; ++r) acc[c][r] = R{};
   Taps<T> t;
   for (int64_t l = 0; l < a.L; ++l) {
     const int64_t hl = a.shapes[2 * l], wl = a.shapes[2 * l + 1];
@@ -115,13 +110,25 @@ __attribute__((always_inline)) inline void forward_row(const Args& a, int64_t bq
     for (int64_t p = 0; p < a.P; ++p, lp += 2, ++ap) {
       if (!taps(lp[0], lp[1], hl, wl, HD, t)) continue;
       for (int c = 0; c < 4; ++c) {
-        if (t.offset[c] < 0) continue;
-        const T wc = *ap * t.weight[c];
-        const T* row = level + t.offset[c];
-        for (int r = 0; r < kRows; ++r) acc[c][r] += wc * load_row<R>(row + r * kLanes);
+        if (t.offset[c] >= 0) visit(c, *ap * t.weight[c], level + t.offset[c]);
       }
     }
   }
+}
+
+// One output row whose head size kD is a multiple of a Row: the sum over levels and points of the weighted taps
+// stays in vector registers and is stored once.
+template <typename T, int kD, int kBytes>
+__attribute__((always_inline)) inline void forward_row(const Args& a, int64_t bq, int64_t h) {
+  using R = Row<T, kBytes>;
+  constexpr int kRows = kD * sizeof(T) / kBytes, kLanes = kBytes / sizeof(T);
+  // one accumulator per corner: four independent chains of multiply-adds rather than one four times as long
+  R acc[4][kRows];
+  for (int c = 0; c < 4; ++c)
+    for (int r = 0; r < kRows; ++r) acc[c][r] = R{};
+  for_each_corner<T>(a, kD, bq, h, [&](int c, T wc, const T* row) __attribute__((always_inline)) {
+    for (int r = 0; r < kRows; ++r) acc[c][r] += wc * load_row<R>(row + r * kLanes);
+  });
   T* out = static_cast<T*>(a.out) + (bq * a.H + h) * kD;
   for (int r = 0; r < kRows; ++r) {
     const R sum = (acc[0][r] + acc[1][r]) + (acc[2][r] + acc[3][r]);
@@ -132,27 +139,12 @@ __attribute__((always_inline)) inline void forward_row(const Args& a, int64_t bq
 // Any head size and number of samples: corner by corner, accumulated into the output row.
 template <typename T>
 __attribute__((always_inline)) inline void forward_row_any(const Args& a, int64_t bq, int64_t h) {
-  const int64_t D = a.D, HD = a.H * D;
-  const T* v = static_cast<const T*>(a.value) + ((bq / a.Q) * a.S * a.H + h) * D;
-  const int64_t first = (bq * a.H + h) * a.L * a.P;
-  const T* lp = static_cast<const T*>(a.loc) + 2 * first;
-  const T* ap = static_cast<const T*>(a.attn) + first;
+  const int64_t D = a.D;
   T* out = static_cast<T*>(a.out) + (bq * a.H + h) * D;
   for (int64_t d = 0; d < D; ++d) out[d] = T(0);
-  Taps<T> t;
-  for (int64_t l = 0; l < a.L; ++l) {
-    const int64_t hl = a.shapes[2 * l], wl = a.shapes[2 * l + 1];
-    const T* level = v + a.starts[l] * HD;
-    for (int64_t p = 0; p < a.P; ++p, lp += 2, ++ap) {
-      if (!taps(lp[0], lp[1], hl, wl, HD, t)) continue;
-      for (int c = 0; c < 4; ++c) {
-        if (t.offset[c] < 0) continue;
-        const T wc = *ap * t.weight[c];
-        const T* row = level + t.offset[c];
-        for (int64_t d = 0; d < D; ++d) out[d] += wc * row[d];
-      }
-    }
-  }
+  for_each_corner<T>(a, D, bq, h, [&](int, T wc, const T* row) __attribute__((always_inline)) {
+    for (int64_t d = 0; d < D; ++d) out[d] += wc * row[d];
+  });
 }
 
 template <typename T, int kBytes>
