@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -155,14 +156,14 @@ def build_peer(spec: str, size: tuple[int, int], mode: str) -> tuple[nn.Module, 
     else:
         config = getattr(transformers, f'{peer.prefix}Config')(num_labels=80)
     model = getattr(transformers, f'{peer.prefix}ForObjectDetection')(config).eval()
+    h, w = padded_size(spec, size)
     if backbone is not None:
         import timm
 
         # timm's PiT adds its position embedding unresized: built at the size it runs at, as pit-det's is resized
         model.model.backbone.model = timm.create_model(
-            BACKBONES[backbone][0], features_only=True, out_indices=(0, 1, 2), img_size=padded_size(spec, size)
+            BACKBONES[backbone][0], features_only=True, out_indices=(0, 1, 2), img_size=(h, w)
         ).eval()
-    h, w = padded_size(spec, size)
 
     def network(x: torch.Tensor):
         if x.shape[-2:] != (h, w):
@@ -204,7 +205,7 @@ PUBLISHED_AP = {
 
 def published_ap(model: str) -> tuple[float, tuple[int, int], str] | None:
     """``(AP, size it was tested at, source)`` for a row's model (a config by path or name), or None."""
-    key = model if is_peer_spec(model) else model.partition('@')[0].rsplit('/', 1)[-1].removesuffix('.py')
+    key = model if is_peer_spec(model) else Path(model.partition('@')[0]).stem
     return PUBLISHED_AP.get(key)
 
 
@@ -226,7 +227,7 @@ def plot_latency_vs_ap(results, path):
         ap, (h, w), source = known
         if r.size != f'{h}x{w}' and any(o.model == r.model and o.size == f'{h}x{w}' for o in results):
             continue
-        name = r.model.rsplit('/', 1)[-1]
+        name = Path(r.model).name
         label = f'{name} at {r.size}' + ('' if r.size == f'{h}x{w}' else f' (AP at {h}x{w})')
         ax.scatter(r.median_ms, ap, s=30, label=f'{label}: {ap} AP, {source}')
         ax.annotate(label, (r.median_ms, ap), fontsize=7, xytext=(4, 3), textcoords='offset points')
